@@ -18,12 +18,7 @@
  * @module
  */
 
-import {
-  Decoder,
-  encodeTimestampExtension,
-  EXT_TIMESTAMP,
-  ExtData,
-} from "@msgpack/msgpack";
+import { Decoder, encodeTimestampExtension, EXT_TIMESTAMP, ExtData } from "@msgpack/msgpack";
 import { ProtocolError } from "./errors.ts";
 import { dtypeOf, fromNumpyMap, NdArray, type TypedArray } from "./tensor.ts";
 
@@ -188,7 +183,9 @@ export class ChunkEncoder {
       this.#binary(new Uint8Array(v));
     } else if (v instanceof NdArray) {
       const dtype = dtypeOf(v.data);
-      if (dtype === undefined) throw new TypeError("Cannot encode NdArray: data is not a typed array");
+      if (dtype === undefined) {
+        throw new TypeError("Cannot encode NdArray: data is not a typed array");
+      }
       this.#numpy(v.data, dtype, v.shape);
     } else if (v instanceof Date) {
       const data = encodeTimestampExtension(v);
@@ -297,7 +294,9 @@ export class ChunkEncoder {
     if (n < 0x100) this.#u8u8(0xc4, n);
     else if (n < 0x10000) this.#u8u16(0xc5, n);
     else if (n < TWO_32) this.#u8u32(0xc6, n);
-    else throw new RangeError(`Cannot encode binary: ${n} bytes exceeds the 4 GiB MessagePack limit`);
+    else {throw new RangeError(
+        `Cannot encode binary: ${n} bytes exceeds the 4 GiB MessagePack limit`,
+      );}
     this.#bytes(bytes);
   }
 

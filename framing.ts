@@ -303,6 +303,16 @@ export class FrameReader {
     }
   }
 
+  /** The largest body accepted; may be changed between reads (raised after a handshake). */
+  get maxFrameBytes(): number {
+    return this.#max;
+  }
+
+  /** Sets the largest body accepted for the frames read from now on. */
+  set maxFrameBytes(value: number) {
+    this.#max = maxFrameBytesOf({ maxFrameBytes: value });
+  }
+
   /**
    * Reads the next frame body. A heartbeat is an empty body.
    *

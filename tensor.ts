@@ -148,7 +148,9 @@ export function fromNumpyMap(
   if (order === ">" && ctor.BYTES_PER_ELEMENT > 1) {
     throw new TypeError(`Unsupported numpy dtype: "${dtype}" is big-endian`);
   }
-  if (!(data instanceof Uint8Array)) throw new TypeError(`Invalid numpy array: "data" is not binary`);
+  if (!(data instanceof Uint8Array)) {
+    throw new TypeError(`Invalid numpy array: "data" is not binary`);
+  }
   const size = ctor.BYTES_PER_ELEMENT;
   if (nd === false) {
     // A numpy scalar (np.float32(1.5)): {nd: false, type, data}.

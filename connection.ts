@@ -1,0 +1,425 @@
+/**
+ * One framed MessagePack connection: the machinery the server keeps per
+ * client and the client keeps for its server.
+ *
+ * Reading runs on its own as soon as the connection exists, so a peer's
+ * messages are decoded while the caller is busy and a disconnect is seen at
+ * once. Messages wait in an inbox, in order, until taken; when the inbox
+ * holds 64 MiB or 65,536 messages, reading pauses and TCP pushes back on the
+ * peer. Writing goes through a queue: small frames are coalesced into one
+ * socket write, large tensors are written from the caller's memory.
+ *
+ * @module
+ */
+
+import { decode, encodeChunks, type EncodedChunks } from "./codec.ts";
+import { type Deadline, startDeadline, type WaitOptions } from "./deadline.ts";
+import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
+import { FrameReader, HEADER_BYTES, maxFrameBytesOf, writeFrameHeader } from "./framing.ts";
+
+/** A message in an inbox: the decoded value and its global arrival number. */
+export interface Arrival {
+  /** The decoded value. */
+  readonly value: unknown;
+  /** Increases across all connections of the process, in order of arrival. */
+  readonly seq: number;
+  /** The size of the frame body it came in. */
+  readonly bytes: number;
+}
+
+/** Options for a {@linkcode Connection}. */
+export interface ConnectionOptions {
+  /** The largest frame body accepted and sent (default 512 MiB). */
+  maxFrameBytes?: number;
+  /** The largest frame accepted until {@linkcode Connection.open} (default: maxFrameBytes). */
+  handshakeFrameBytes?: number;
+  /** Send a heartbeat after this many idle ms (default 15,000; 0 disables). */
+  heartbeatMs?: number;
+  /** Called with the byte count of every read and write (for progress). */
+  onBytes?: (direction: "in" | "out", bytes: number) => void;
+}
+
+/** The default heartbeat interval: below the idle cut-offs of load balancers and NATs. */
+export const DEFAULT_HEARTBEAT_MS = 15_000;
+const INBOX_MAX_BYTES = 64 * 1024 * 1024;
+const INBOX_MAX_MESSAGES = 65_536;
+/** Bytes that may wait in the write queue before `send` waits for the socket. */
+const HIGH_WATER_BYTES = 1024 * 1024;
+/** Consecutive chunks smaller than this are copied into one write. */
+const COALESCE_BYTES = 64 * 1024;
+const BATCH_BYTES = 256 * 1024;
+const HEARTBEAT_FRAME = new Uint8Array(HEADER_BYTES);
+
+let nextSeq = 0;
+
+/**
+ * Encodes a value as a whole frame (header included) for {@linkcode Connection.write}.
+ *
+ * @param value The value.
+ * @param maxFrameBytes The largest body allowed.
+ * @returns The frame's chunks.
+ * @throws {RangeError} If the body exceeds `maxFrameBytes`.
+ */
+export function encodeFrame(value: unknown, maxFrameBytes: number): EncodedChunks {
+  const encoded = encodeChunks(value, { reserve: HEADER_BYTES });
+  if (encoded.byteLength > maxFrameBytes) {
+    throw new RangeError(
+      `Frame too large: ${encoded.byteLength} bytes exceeds maxFrameBytes ${maxFrameBytes}`,
+    );
+  }
+  writeFrameHeader(encoded.chunks[0], encoded.byteLength);
+  return encoded;
+}
+
+/** What a connection listener is told: a message arrived, or reading ended. */
+export type ConnectionEvent = "message" | "end";
+
+interface WriteWaiter {
+  until: number;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/** A framed MessagePack connection over a `Deno.Conn`. */
+export class Connection {
+  /** The client id, once known: errors name it. */
+  clientId: number | undefined;
+  /** Bytes received so far, frame headers included. */
+  bytesReceived = 0;
+  /** Bytes written to the socket so far, frame headers included. */
+  bytesSent = 0;
+  readonly #conn: Deno.Conn;
+  readonly #reader: FrameReader;
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #maxFrameBytes: number;
+  readonly #onBytes: ConnectionOptions["onBytes"];
+  readonly #inbox: Arrival[] = [];
+  #inboxHead = 0;
+  #inboxBytes = 0;
+  #inboxSpace: (() => void) | undefined;
+  #ended: Error | undefined;
+  readonly #listeners = new Set<(event: ConnectionEvent) => void>();
+  readonly #readLoop: Promise<void>;
+  #pending: Uint8Array[] = [];
+  #queued = 0;
+  #written = 0;
+  #writing: Promise<void> | undefined;
+  #writeError: Error | undefined;
+  #waiters: WriteWaiter[] = [];
+  #batch = new Uint8Array(BATCH_BYTES);
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
+  #lastWrite = 0;
+  #closing = false;
+
+  /**
+   * Starts reading from `conn`.
+   *
+   * @param conn The TCP connection; this object owns it from now on.
+   * @param options Limits, heartbeat and progress callback.
+   */
+  constructor(conn: Deno.Conn, options?: ConnectionOptions) {
+    this.#conn = conn;
+    this.#maxFrameBytes = maxFrameBytesOf(options);
+    this.#onBytes = options?.onBytes;
+    try {
+      (conn as Deno.TcpConn).setNoDelay(true);
+    } catch {
+      // Not a TCP connection (a Unix socket): there is no Nagle to turn off.
+    }
+    this.#reader = new FrameReader(conn.readable, {
+      maxFrameBytes: Math.min(options?.handshakeFrameBytes ?? Infinity, this.#maxFrameBytes),
+      onBytes: (n) => {
+        this.bytesReceived += n;
+        this.#onBytes?.("in", n);
+      },
+    });
+    this.#writer = conn.writable.getWriter();
+    this.#readLoop = this.#read();
+    const heartbeatMs = options?.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    if (heartbeatMs > 0) {
+      const timer = setInterval(() => {
+        if (this.#writing === undefined && performance.now() - this.#lastWrite >= heartbeatMs) {
+          this.write([HEARTBEAT_FRAME], false).catch(() => {});
+        }
+      }, heartbeatMs);
+      Deno.unrefTimer(timer);
+      this.#heartbeat = timer;
+    }
+  }
+
+  /**
+   * Ends the handshake phase: names the client in errors from now on and
+   * accepts frames up to `maxFrameBytes`.
+   *
+   * @param clientId The id of the client at the other end (or of this client).
+   */
+  open(clientId: number): void {
+    this.clientId = clientId;
+    this.#reader.maxFrameBytes = this.#maxFrameBytes;
+  }
+
+  /** The largest frame body this connection accepts and sends. */
+  get maxFrameBytes(): number {
+    return this.#maxFrameBytes;
+  }
+
+  /** Why reading ended (the peer left, broke the protocol, or we closed), or `undefined`. */
+  get ended(): Error | undefined {
+    return this.#ended;
+  }
+
+  /** Whether a message is waiting in the inbox. */
+  get hasMessage(): boolean {
+    return this.#inboxHead < this.#inbox.length;
+  }
+
+  /** The next message without taking it, or `undefined`. */
+  peek(): Arrival | undefined {
+    return this.#inbox[this.#inboxHead];
+  }
+
+  /**
+   * Takes the next message.
+   *
+   * @returns The message; call only when {@linkcode Connection.hasMessage}.
+   */
+  take(): Arrival {
+    const arrival = this.#inbox[this.#inboxHead];
+    this.#inbox[this.#inboxHead++] = undefined as unknown as Arrival;
+    if (this.#inboxHead > 1024 && this.#inboxHead * 2 > this.#inbox.length) {
+      this.#inbox.splice(0, this.#inboxHead);
+      this.#inboxHead = 0;
+    }
+    this.#inboxBytes -= arrival.bytes;
+    const space = this.#inboxSpace;
+    if (space !== undefined) {
+      this.#inboxSpace = undefined;
+      space();
+    }
+    return arrival;
+  }
+
+  /**
+   * Registers a function called on every arrival and when reading ends.
+   *
+   * @param listener The function.
+   * @returns A function that unregisters it.
+   */
+  listen(listener: (event: ConnectionEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Waits for and takes the next message.
+   *
+   * @param options Cancellation and time limit.
+   * @returns The value.
+   * @throws {PeerDisconnectedError} If the peer left with nothing left to read.
+   * @throws {TimeoutError} If the time limit passed.
+   */
+  async next(options?: WaitOptions): Promise<unknown> {
+    if (this.hasMessage) return this.take().value;
+    if (this.#ended !== undefined) throw this.#ended;
+    using deadline = startDeadline(
+      options,
+      () =>
+        new TimeoutError(`Receive timed out after ${options?.timeout} ms`, {
+          clientIds: this.clientId === undefined ? [] : [this.clientId],
+        }),
+    );
+    while (true) {
+      await this.changed(deadline);
+      if (this.hasMessage) return this.take().value;
+      if (this.#ended !== undefined) throw this.#ended;
+    }
+  }
+
+  /**
+   * Waits until a message arrives or reading ends.
+   *
+   * @param deadline The caller's deadline, raced against.
+   */
+  async changed(deadline: Deadline): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    const stop = this.listen(() => resolve());
+    try {
+      await Promise.race([promise, deadline.promise]);
+    } finally {
+      stop();
+    }
+  }
+
+  #notify(event: ConnectionEvent): void {
+    for (const listener of this.#listeners) listener(event);
+  }
+
+  async #read(): Promise<void> {
+    try {
+      while (true) {
+        const body = await this.#reader.read();
+        if (body === null) {
+          this.#end(this.#disconnected());
+          return;
+        }
+        if (body.byteLength === 0) continue; // heartbeat
+        const value = decode(body, { clientId: this.clientId });
+        this.#inbox.push({ value, seq: nextSeq++, bytes: body.byteLength });
+        this.#inboxBytes += body.byteLength;
+        this.#notify("message");
+        const queued = this.#inbox.length - this.#inboxHead;
+        if (this.#inboxBytes >= INBOX_MAX_BYTES || queued >= INBOX_MAX_MESSAGES) {
+          await new Promise<void>((resolve) => this.#inboxSpace = resolve);
+        }
+      }
+    } catch (error) {
+      this.#end(this.#closing ? this.#disconnected() : this.#describe(error));
+    }
+  }
+
+  #disconnected(cause?: unknown): PeerDisconnectedError {
+    const who = this.clientId === undefined ? "Peer" : `Client "${this.clientId}"`;
+    return new PeerDisconnectedError(
+      this.#closing ? "Connection closed: close() was called" : `${who} disconnected`,
+      { clientId: this.clientId, cause },
+    );
+  }
+
+  /** Names the client in an error from the reader; I/O errors mean the peer is gone. */
+  #describe(error: unknown): Error {
+    if (error instanceof RangeError) {
+      const who = this.clientId === undefined ? "peer" : `client "${this.clientId}"`;
+      return new RangeError(`${error.message}: from ${who}`, { cause: error });
+    }
+    if (error instanceof Error && error.name === "ProtocolError") {
+      const who = this.clientId === undefined ? "peer" : `client "${this.clientId}"`;
+      (error as { clientId?: number }).clientId ??= this.clientId;
+      error.message = `${error.message}: from ${who}`;
+      return error;
+    }
+    return this.#disconnected(error);
+  }
+
+  #end(reason: Error): void {
+    if (this.#ended === undefined) this.#ended = reason;
+    this.#notify("end");
+    if (!this.#closing) this.#shutdown();
+  }
+
+  /**
+   * Queues a frame's chunks for writing.
+   *
+   * @param chunks The frame, header included.
+   * @param borrowed Whether a chunk is the caller's memory: then the promise
+   * waits until the socket has taken it, so the caller may reuse the memory.
+   * @returns Resolves once written, or once queued while the queue is below
+   * its high-water mark and nothing is borrowed.
+   * @throws {PeerDisconnectedError} If the connection is gone.
+   */
+  write(chunks: readonly Uint8Array[], borrowed: boolean): Promise<void> {
+    if (this.#writeError !== undefined) return Promise.reject(this.#writeError);
+    if (this.#closing) return Promise.reject(this.#disconnected());
+    for (const chunk of chunks) {
+      this.#pending.push(chunk);
+      this.#queued += chunk.byteLength;
+    }
+    this.#writing ??= this.#pump();
+    if (!borrowed && this.#queued - this.#written <= HIGH_WATER_BYTES) return Promise.resolve();
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#waiters.push({ until: this.#queued, resolve, reject });
+    return promise;
+  }
+
+  /**
+   * Encodes and writes one value.
+   *
+   * @param value The value.
+   * @returns See {@linkcode Connection.write}.
+   * @throws {TypeError} If the value has no MessagePack form.
+   * @throws {RangeError} If it encodes to more than `maxFrameBytes`.
+   */
+  send(value: unknown): Promise<void> {
+    const { chunks, borrowed } = encodeFrame(value, this.#maxFrameBytes);
+    return this.write(chunks, borrowed);
+  }
+
+  /**
+   * Waits until everything queued has been written.
+   *
+   * @returns Resolves when the queue is empty.
+   * @throws {PeerDisconnectedError} If writing failed.
+   */
+  async flush(): Promise<void> {
+    while (this.#writing !== undefined) await this.#writing;
+    if (this.#writeError !== undefined) throw this.#writeError;
+  }
+
+  async #pump(): Promise<void> {
+    try {
+      while (this.#pending.length > 0) {
+        const chunks = this.#pending;
+        this.#pending = [];
+        let fill = 0;
+        for (const chunk of chunks) {
+          if (chunk.byteLength < COALESCE_BYTES) {
+            if (fill + chunk.byteLength > BATCH_BYTES) {
+              await this.#writeChunk(this.#batch.subarray(0, fill));
+              fill = 0;
+            }
+            this.#batch.set(chunk, fill);
+            fill += chunk.byteLength;
+          } else {
+            if (fill > 0) await this.#writeChunk(this.#batch.subarray(0, fill));
+            fill = 0;
+            await this.#writeChunk(chunk);
+          }
+        }
+        if (fill > 0) await this.#writeChunk(this.#batch.subarray(0, fill));
+      }
+    } catch (error) {
+      this.#writeError = this.#disconnected(error);
+      for (const waiter of this.#waiters) waiter.reject(this.#writeError);
+      this.#waiters = [];
+      this.#pending = [];
+    } finally {
+      this.#writing = undefined;
+    }
+  }
+
+  async #writeChunk(chunk: Uint8Array): Promise<void> {
+    await this.#writer.write(chunk);
+    this.#written += chunk.byteLength;
+    this.bytesSent += chunk.byteLength;
+    this.#lastWrite = performance.now();
+    this.#onBytes?.("out", chunk.byteLength);
+    let done = 0;
+    while (done < this.#waiters.length && this.#waiters[done].until <= this.#written) {
+      this.#waiters[done++].resolve();
+    }
+    if (done > 0) this.#waiters.splice(0, done);
+  }
+
+  #shutdown(): void {
+    if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
+  }
+
+  /**
+   * Writes what is queued, then closes the socket and waits for reading to stop.
+   *
+   * @returns Resolves when the connection is fully closed.
+   */
+  async close(): Promise<void> {
+    if (!this.#closing) {
+      await this.flush().catch(() => {});
+      this.#closing = true;
+      this.#shutdown();
+      try {
+        this.#conn.close();
+      } catch {
+        // Already closed: Deno closes the socket when the peer's end of stream is read.
+      }
+    }
+    await this.#readLoop;
+  }
+}

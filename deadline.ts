@@ -1,0 +1,67 @@
+/**
+ * Cancellation and time limits for the waiting calls.
+ *
+ * @module
+ */
+
+/** How long a waiting call may take, and a signal to cancel it. */
+export interface WaitOptions {
+  /** Cancels the call: it rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /**
+   * The most milliseconds the call may take (default: no limit). It then
+   * rejects with a `TimeoutError` that names the clients it still awaited.
+   */
+  timeout?: number;
+}
+
+/** A promise that rejects when the call is aborted or out of time; dispose it when done. */
+export interface Deadline extends Disposable {
+  /** Never resolves; rejects with the abort reason or the timeout error. */
+  readonly promise: Promise<never>;
+}
+
+/**
+ * Validates a timeout option.
+ *
+ * @param timeout Milliseconds, or `undefined` for none.
+ * @throws {RangeError} If it is negative or not a number.
+ */
+export function checkTimeout(timeout: number | undefined): void {
+  if (timeout !== undefined && !(typeof timeout === "number" && timeout >= 0)) {
+    throw new RangeError(`Invalid timeout: "${timeout}" is not a non-negative number of ms`);
+  }
+}
+
+/**
+ * Starts a deadline for one waiting call.
+ *
+ * @param options The signal and timeout of the call.
+ * @param onTimeout Makes the error to reject with when time runs out.
+ * @returns The deadline; dispose it to clear its timer and listener.
+ * @throws {RangeError} If the timeout is invalid.
+ */
+export function startDeadline(options: WaitOptions | undefined, onTimeout: () => Error): Deadline {
+  const { signal, timeout } = options ?? {};
+  checkTimeout(timeout);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort: (() => void) | undefined;
+  const promise = new Promise<never>((_, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    if (signal !== undefined) {
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+    }
+    if (timeout !== undefined && timeout !== Infinity) {
+      timer = setTimeout(() => reject(onTimeout()), timeout);
+    }
+  });
+  promise.catch(() => {});
+  return {
+    promise,
+    [Symbol.dispose]() {
+      if (timer !== undefined) clearTimeout(timer);
+      if (onAbort !== undefined) signal!.removeEventListener("abort", onAbort);
+    },
+  };
+}

@@ -1,0 +1,58 @@
+/**
+ * fedcomm: the communication layer of a federated-learning system.
+ *
+ * One coordinator ({@linkcode listen}) waits for N clients ({@linkcode connect}),
+ * gives each an id in order of arrival, and then runs rounds: it broadcasts
+ * one value to every client, sends ({@linkcode Server.send}) a different value
+ * to each of some clients, and gathers one upload from every client or from a
+ * chosen subset, as a `Map` ({@linkcode Server.gather}) or one at a time in
+ * order of arrival ({@linkcode Server.uploads}).
+ *
+ * Every message is one MessagePack value in a length-delimited frame on TCP
+ * (see PROTOCOL.md). Typed arrays keep their type and travel in the
+ * msgpack-numpy convention, so numpy clients interoperate; a broadcast is
+ * encoded once, and large tensors are written from and read into place
+ * without copies.
+ *
+ * @example A round of federated averaging
+ * ```ts
+ * import { connect, listen } from "@fedcomm/fedcomm";
+ *
+ * await using server = listen({ clients: 3 });
+ * const clients = await Promise.all([0, 1, 2].map(() => connect({ port: server.port })));
+ * await server.ready();
+ *
+ * // Each client trains (here: adds its id) and uploads.
+ * const training = clients.map(async (client) => {
+ *   const { weights } = await client.recv() as { weights: Float32Array };
+ *   await client.send({ weights: weights.map((w) => w + client.id) });
+ * });
+ * await server.broadcast({ round: 1, weights: new Float32Array([1, 1]) });
+ *
+ * const sum = new Float32Array(2);
+ * for await (const { value } of server.uploads()) {
+ *   const { weights } = value as { weights: Float32Array };
+ *   for (let i = 0; i < sum.length; i++) sum[i] += weights[i] / clients.length;
+ * }
+ * await Promise.all(training);
+ * console.log(sum); // Float32Array(2) [ 2, 2 ]
+ * for (const client of clients) await client.close();
+ * ```
+ *
+ * @module
+ */
+
+export { Client, connect, type ConnectOptions } from "./client.ts";
+export type { WaitOptions } from "./deadline.ts";
+export { FedcommError, PeerDisconnectedError, ProtocolError, TimeoutError } from "./errors.ts";
+export { DEFAULT_MAX_FRAME_BYTES } from "./framing.ts";
+export { PROTOCOL_VERSION } from "./handshake.ts";
+export {
+  type BroadcastOptions,
+  listen,
+  type ListenOptions,
+  Server,
+  type Upload,
+  type UploadsOptions,
+} from "./server.ts";
+export { NdArray, type TypedArray } from "./tensor.ts";
