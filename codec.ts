@@ -49,6 +49,12 @@ export interface EncodedChunks {
 export interface EncodeChunksOptions {
   /** Zero bytes to leave at the start of the first chunk (default 0). */
   reserve?: number;
+  /**
+   * Return the last chunk as a view of the encoder's scratch memory instead
+   * of a copy (default false). It is valid only until the next encode: for a
+   * caller that copies it at once. Saves an allocation per small message.
+   */
+  transient?: boolean;
 }
 
 const textEncoder = new TextEncoder();
@@ -86,7 +92,13 @@ export class ChunkEncoder {
       this.#buf.fill(0, 0, reserve);
       this.#pos = reserve;
       this.#value(value, 0);
-      this.#cut();
+      if (options?.transient && this.#pos > 0) {
+        this.#chunks.push(this.#buf.subarray(0, this.#pos));
+        this.#emitted += this.#pos;
+        this.#pos = 0;
+      } else {
+        this.#cut();
+      }
       return {
         chunks: this.#chunks,
         byteLength: this.#emitted,
@@ -264,6 +276,27 @@ export class ChunkEncoder {
   }
 
   #string(s: string): void {
+    const length = s.length;
+    if (length < 32) {
+      // Short strings (map keys, tags) are mostly ASCII: a direct loop beats
+      // encodeInto's call overhead several times over.
+      this.#ensure(1 + length * 3);
+      const buf = this.#buf;
+      const start = this.#pos;
+      let p = start + 1;
+      for (let i = 0; i < length; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) return this.#longString(s);
+        buf[p++] = c;
+      }
+      buf[start] = 0xa0 | length;
+      this.#pos = p;
+      return;
+    }
+    this.#longString(s);
+  }
+
+  #longString(s: string): void {
     // Reserve the widest header the UTF-8 length could need, encode, then
     // move the bytes back if the real header is shorter.
     const max = s.length * 3;
@@ -436,8 +469,11 @@ function mapKey(key: unknown): string | number {
   throw new TypeError(`Invalid map key: type "${typeof key}" cannot be an object key`);
 }
 
-/** Converts numpy maps and safe 64-bit integers in a decoded tree, in place. */
-function revive(v: unknown): unknown {
+/**
+ * Converts numpy maps and safe 64-bit integers in a decoded tree, in place;
+ * with `copy`, gives binaries their own memory (the input is about to be reused).
+ */
+function revive(v: unknown, copy: boolean): unknown {
   if (typeof v === "bigint") {
     return v >= Number.MIN_SAFE_INTEGER && v <= Number.MAX_SAFE_INTEGER ? Number(v) : v;
   }
@@ -445,15 +481,19 @@ function revive(v: unknown): unknown {
   if (Array.isArray(v)) {
     for (let i = 0; i < v.length; i++) {
       const item = v[i];
-      if (typeof item === "object" || typeof item === "bigint") v[i] = revive(item);
+      if (typeof item === "object" || typeof item === "bigint") v[i] = revive(item, copy);
     }
     return v;
   }
-  if (v instanceof Uint8Array || v instanceof Date || v instanceof ExtData) return v;
+  if (v instanceof Uint8Array) return copy ? v.slice() : v;
+  if (v instanceof ExtData) {
+    return copy && v.data instanceof Uint8Array ? new ExtData(v.type, v.data.slice()) : v;
+  }
+  if (v instanceof Date) return v;
   const record = v as Record<string, unknown>;
   for (const key in record) {
     const item = record[key];
-    if (typeof item === "object" || typeof item === "bigint") record[key] = revive(item);
+    if (typeof item === "object" || typeof item === "bigint") record[key] = revive(item, copy);
   }
   if (typeof record.nd === "boolean" && record.data instanceof Uint8Array) {
     return fromNumpyMap(record);
@@ -465,6 +505,11 @@ function revive(v: unknown): unknown {
 export interface DecodeOptions {
   /** The client the bytes came from, for the error. */
   clientId?: number;
+  /**
+   * Copy binaries and tensors out of `bytes` instead of viewing them
+   * (default false): for input memory that will be reused.
+   */
+  copy?: boolean;
 }
 
 const sharedDecoder = new Decoder({ useBigInt64: true, mapKeyConverter: mapKey });
@@ -489,7 +534,7 @@ const sharedDecoder = new Decoder({ useBigInt64: true, mapKeyConverter: mapKey }
  */
 export function decode(bytes: Uint8Array, options?: DecodeOptions): unknown {
   try {
-    return revive(sharedDecoder.decode(bytes));
+    return revive(sharedDecoder.decode(bytes), options?.copy ?? false);
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error);
     throw new ProtocolError(`Malformed MessagePack: ${detail}`, {

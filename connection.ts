@@ -15,6 +15,7 @@
 import { decode, encodeChunks, type EncodedChunks } from "./codec.ts";
 import { type Deadline, startDeadline, type WaitOptions } from "./deadline.ts";
 import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
+import type { ByteBudget } from "./budget.ts";
 import { FrameReader, HEADER_BYTES, maxFrameBytesOf, writeFrameHeader } from "./framing.ts";
 
 /** A message in an inbox: the decoded value and its global arrival number. */
@@ -25,6 +26,8 @@ export interface Arrival {
   readonly seq: number;
   /** The size of the frame body it came in. */
   readonly bytes: number;
+  /** Bytes it holds of the receive budget (0 for frames read through the read buffer). */
+  readonly reserved: number;
 }
 
 /** Options for a {@linkcode Connection}. */
@@ -37,6 +40,8 @@ export interface ConnectionOptions {
   heartbeatMs?: number;
   /** Called with the byte count of every read and write (for progress). */
   onBytes?: (direction: "in" | "out", bytes: number) => void;
+  /** A budget shared with other connections for large received frames not yet taken. */
+  budget?: ByteBudget;
 }
 
 /** The default heartbeat interval: below the idle cut-offs of load balancers and NATs. */
@@ -57,11 +62,17 @@ let nextSeq = 0;
  *
  * @param value The value.
  * @param maxFrameBytes The largest body allowed.
+ * @param transient Whether the last chunk may be the encoder's scratch memory
+ * (for a caller that writes it at once, see `EncodeChunksOptions.transient`).
  * @returns The frame's chunks.
  * @throws {RangeError} If the body exceeds `maxFrameBytes`.
  */
-export function encodeFrame(value: unknown, maxFrameBytes: number): EncodedChunks {
-  const encoded = encodeChunks(value, { reserve: HEADER_BYTES });
+export function encodeFrame(
+  value: unknown,
+  maxFrameBytes: number,
+  transient = false,
+): EncodedChunks {
+  const encoded = encodeChunks(value, { reserve: HEADER_BYTES, transient });
   if (encoded.byteLength > maxFrameBytes) {
     throw new RangeError(
       `Frame too large: ${encoded.byteLength} bytes exceeds maxFrameBytes ${maxFrameBytes}`,
@@ -93,6 +104,9 @@ export class Connection {
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
   readonly #maxFrameBytes: number;
   readonly #onBytes: ConnectionOptions["onBytes"];
+  readonly #budget: ByteBudget | undefined;
+  /** Budget reserved for the frame being read. */
+  #reserving = 0;
   readonly #inbox: Arrival[] = [];
   #inboxHead = 0;
   #inboxBytes = 0;
@@ -100,16 +114,20 @@ export class Connection {
   #ended: Error | undefined;
   readonly #listeners = new Set<(event: ConnectionEvent) => void>();
   readonly #readLoop: Promise<void>;
+  /** Chunks waiting to be written: sealed batches of small frames, and large chunks. */
   #pending: Uint8Array[] = [];
+  /** The batch small frames are being copied into, and how full it is. */
+  #tail: Uint8Array | undefined;
+  #tailFill = 0;
   #queued = 0;
   #written = 0;
   #writing: Promise<void> | undefined;
   #writeError: Error | undefined;
   #waiters: WriteWaiter[] = [];
-  #batch = new Uint8Array(BATCH_BYTES);
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #lastWrite = 0;
   #closing = false;
+  readonly #closeSignal = new AbortController();
 
   /**
    * Starts reading from `conn`.
@@ -121,6 +139,7 @@ export class Connection {
     this.#conn = conn;
     this.#maxFrameBytes = maxFrameBytesOf(options);
     this.#onBytes = options?.onBytes;
+    this.#budget = options?.budget;
     try {
       (conn as Deno.TcpConn).setNoDelay(true);
     } catch {
@@ -131,6 +150,17 @@ export class Connection {
       onBytes: (n) => {
         this.bytesReceived += n;
         this.#onBytes?.("in", n);
+      },
+      reserve: (bytes) => {
+        if (this.#budget === undefined) return undefined;
+        this.#reserving = bytes;
+        const granted = this.#budget.acquire(bytes, this.#closeSignal.signal);
+        // Until granted, nothing is reserved: a close while waiting must not release.
+        if (granted !== undefined) {
+          this.#reserving = 0;
+          return granted.then(() => void (this.#reserving = bytes));
+        }
+        return undefined;
       },
     });
     this.#writer = conn.writable.getWriter();
@@ -191,12 +221,26 @@ export class Connection {
       this.#inboxHead = 0;
     }
     this.#inboxBytes -= arrival.bytes;
+    if (arrival.reserved > 0) this.#budget?.release(arrival.reserved);
     const space = this.#inboxSpace;
     if (space !== undefined) {
       this.#inboxSpace = undefined;
       space();
     }
     return arrival;
+  }
+
+  /**
+   * Puts back a message taken by {@linkcode Connection.take}, at the front,
+   * for a receive that failed after taking it.
+   *
+   * @param arrival The message, as taken.
+   */
+  putBack(arrival: Arrival): void {
+    if (this.#inboxHead > 0) this.#inbox[--this.#inboxHead] = arrival;
+    else this.#inbox.unshift(arrival);
+    this.#inboxBytes += arrival.bytes;
+    if (arrival.reserved > 0) this.#budget?.force(arrival.reserved);
   }
 
   /**
@@ -257,14 +301,28 @@ export class Connection {
   async #read(): Promise<void> {
     try {
       while (true) {
-        const body = await this.#reader.read();
-        if (body === null) {
-          this.#end(this.#disconnected());
-          return;
+        // Frames already buffered are decoded without waiting; small bodies
+        // are views into the read buffer, so decoding copies their binaries.
+        let body = this.#reader.readBuffered();
+        if (body === undefined) {
+          const next = await this.#reader.readView();
+          if (next === null) {
+            this.#end(this.#disconnected());
+            return;
+          }
+          body = next;
         }
+        const reserved = this.#reserving;
+        this.#reserving = 0;
         if (body.byteLength === 0) continue; // heartbeat
-        const value = decode(body, { clientId: this.clientId });
-        this.#inbox.push({ value, seq: nextSeq++, bytes: body.byteLength });
+        let value: unknown;
+        try {
+          value = decode(body, { clientId: this.clientId, copy: this.#reader.isBuffered(body) });
+        } catch (error) {
+          if (reserved > 0) this.#budget?.release(reserved);
+          throw error;
+        }
+        this.#inbox.push({ value, seq: nextSeq++, bytes: body.byteLength, reserved });
         this.#inboxBytes += body.byteLength;
         this.#notify("message");
         const queued = this.#inbox.length - this.#inboxHead;
@@ -301,6 +359,8 @@ export class Connection {
   }
 
   #end(reason: Error): void {
+    if (this.#reserving > 0) this.#budget?.release(this.#reserving);
+    this.#reserving = 0;
     if (this.#ended === undefined) this.#ended = reason;
     this.#notify("end");
     if (!this.#closing) this.#shutdown();
@@ -320,14 +380,35 @@ export class Connection {
     if (this.#writeError !== undefined) return Promise.reject(this.#writeError);
     if (this.#closing) return Promise.reject(this.#disconnected());
     for (const chunk of chunks) {
-      this.#pending.push(chunk);
-      this.#queued += chunk.byteLength;
+      const n = chunk.byteLength;
+      if (n < COALESCE_BYTES) {
+        // Copied now: the caller may reuse its memory (or the encoder its scratch).
+        if (this.#tail === undefined || this.#tailFill + n > this.#tail.byteLength) {
+          this.#seal();
+          this.#tail = new Uint8Array(BATCH_BYTES);
+        }
+        this.#tail.set(chunk, this.#tailFill);
+        this.#tailFill += n;
+      } else {
+        this.#seal();
+        this.#pending.push(chunk);
+      }
+      this.#queued += n;
     }
     this.#writing ??= this.#pump();
     if (!borrowed && this.#queued - this.#written <= HIGH_WATER_BYTES) return Promise.resolve();
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     this.#waiters.push({ until: this.#queued, resolve, reject });
     return promise;
+  }
+
+  /** Moves the filled part of the tail batch to the pending list. */
+  #seal(): void {
+    if (this.#tail !== undefined && this.#tailFill > 0) {
+      this.#pending.push(this.#tail.subarray(0, this.#tailFill));
+    }
+    this.#tail = undefined;
+    this.#tailFill = 0;
   }
 
   /**
@@ -339,7 +420,7 @@ export class Connection {
    * @throws {RangeError} If it encodes to more than `maxFrameBytes`.
    */
   send(value: unknown): Promise<void> {
-    const { chunks, borrowed } = encodeFrame(value, this.#maxFrameBytes);
+    const { chunks, borrowed } = encodeFrame(value, this.#maxFrameBytes, true);
     return this.write(chunks, borrowed);
   }
 
@@ -356,31 +437,21 @@ export class Connection {
 
   async #pump(): Promise<void> {
     try {
-      while (this.#pending.length > 0) {
+      // Yield once so that sends made in the same tick join the first write.
+      await Promise.resolve();
+      while (true) {
+        this.#seal();
+        if (this.#pending.length === 0) break;
         const chunks = this.#pending;
         this.#pending = [];
-        let fill = 0;
-        for (const chunk of chunks) {
-          if (chunk.byteLength < COALESCE_BYTES) {
-            if (fill + chunk.byteLength > BATCH_BYTES) {
-              await this.#writeChunk(this.#batch.subarray(0, fill));
-              fill = 0;
-            }
-            this.#batch.set(chunk, fill);
-            fill += chunk.byteLength;
-          } else {
-            if (fill > 0) await this.#writeChunk(this.#batch.subarray(0, fill));
-            fill = 0;
-            await this.#writeChunk(chunk);
-          }
-        }
-        if (fill > 0) await this.#writeChunk(this.#batch.subarray(0, fill));
+        for (const chunk of chunks) await this.#writeChunk(chunk);
       }
     } catch (error) {
       this.#writeError = this.#disconnected(error);
       for (const waiter of this.#waiters) waiter.reject(this.#writeError);
       this.#waiters = [];
       this.#pending = [];
+      this.#tail = undefined;
     } finally {
       this.#writing = undefined;
     }
@@ -413,6 +484,7 @@ export class Connection {
     if (!this.#closing) {
       await this.flush().catch(() => {});
       this.#closing = true;
+      this.#closeSignal.abort();
       this.#shutdown();
       try {
         this.#conn.close();

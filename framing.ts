@@ -87,7 +87,10 @@ function truncated(expected: number, received: number, what = "bytes"): Protocol
  * @param length The body length.
  */
 export function writeFrameHeader(target: Uint8Array, length: number): void {
-  new DataView(target.buffer, target.byteOffset, HEADER_BYTES).setUint32(0, length);
+  target[0] = length >>> 24;
+  target[1] = (length >>> 16) & 0xff;
+  target[2] = (length >>> 8) & 0xff;
+  target[3] = length & 0xff;
 }
 
 /**
@@ -260,6 +263,11 @@ export class MessagePackDecoderStream extends TransformStream<Uint8Array, unknow
 export interface FrameReaderOptions extends FrameOptions {
   /** Called with the number of bytes after every read from the stream (for progress). */
   onBytes?: (bytes: number) => void;
+  /**
+   * Called before a body larger than the read buffer is allocated, with its
+   * length; reading waits for the promise it may return (a memory budget).
+   */
+  reserve?: (bytes: number) => Promise<void> | undefined;
 }
 
 /**
@@ -283,6 +291,7 @@ export class FrameReader {
   #leftover: Uint8Array | undefined;
   #max: number;
   #onBytes: ((bytes: number) => void) | undefined;
+  #reserve: FrameReaderOptions["reserve"];
   #buf: Uint8Array = new Uint8Array(SCRATCH_BYTES);
   #start = 0;
   #end = 0;
@@ -296,6 +305,7 @@ export class FrameReader {
   constructor(readable: ReadableStream<Uint8Array>, options?: FrameReaderOptions) {
     this.#max = maxFrameBytesOf(options);
     this.#onBytes = options?.onBytes;
+    this.#reserve = options?.reserve;
     try {
       this.#byob = readable.getReader({ mode: "byob" });
     } catch {
@@ -321,22 +331,61 @@ export class FrameReader {
    * @throws {ProtocolError} When the stream ends inside a frame.
    */
   async read(): Promise<Uint8Array | null> {
+    const view = await this.readView();
+    return view !== null && this.isBuffered(view) ? view.slice() : view;
+  }
+
+  /**
+   * Whether `body` is a view into the read buffer (so it is overwritten by
+   * later reads), as {@linkcode FrameReader.readView} returns for small frames.
+   *
+   * @param body A body this reader returned.
+   * @returns `true` for a view into the read buffer.
+   */
+  isBuffered(body: Uint8Array): boolean {
+    return body.buffer === this.#buf.buffer;
+  }
+
+  /**
+   * Returns the next frame body if it is already in the read buffer, without
+   * waiting or allocating: a view valid only until the next call of any read
+   * method. A heartbeat is an empty view.
+   *
+   * @returns The view, or `undefined` when more bytes must be read first.
+   * @throws {RangeError} When a header announces more than `maxFrameBytes`.
+   */
+  readBuffered(): Uint8Array | undefined {
+    const available = this.#end - this.#start;
+    if (available < HEADER_BYTES) return undefined;
+    const b = this.#buf;
+    const s = this.#start;
+    const length = ((b[s] << 24) | (b[s + 1] << 16) | (b[s + 2] << 8) | b[s + 3]) >>> 0;
+    if (length > this.#max) throw frameTooLarge(length, this.#max);
+    if (available - HEADER_BYTES < length) return undefined;
+    this.#start = s + HEADER_BYTES + length;
+    return b.subarray(s + HEADER_BYTES, this.#start);
+  }
+
+  /**
+   * Reads the next frame body, as a view into the read buffer for a small
+   * frame (valid only until the next read) or as its own buffer for a large
+   * one. {@linkcode FrameReader.read} is the copying form.
+   *
+   * @returns The body, or `null` when the stream ended cleanly between frames.
+   * @throws {RangeError} When a header announces more than `maxFrameBytes`.
+   * @throws {ProtocolError} When the stream ends inside a frame.
+   */
+  async readView(): Promise<Uint8Array | null> {
     while (true) {
+      const buffered = this.readBuffered();
+      if (buffered !== undefined) return buffered;
       const available = this.#end - this.#start;
-      if (available >= HEADER_BYTES) {
-        const length = new DataView(this.#buf.buffer, this.#start).getUint32(0);
-        if (length > this.#max) throw frameTooLarge(length, this.#max);
-        const frameEnd = this.#start + HEADER_BYTES + length;
-        if (frameEnd <= this.#end) {
-          const body = this.#buf.slice(this.#start + HEADER_BYTES, frameEnd);
-          this.#start = frameEnd;
-          return body;
-        }
-        if (HEADER_BYTES + length > this.#buf.byteLength) return await this.#readLarge(length);
-      }
       const expected = available >= HEADER_BYTES
         ? new DataView(this.#buf.buffer, this.#start).getUint32(0)
         : undefined;
+      if (expected !== undefined && HEADER_BYTES + expected > this.#buf.byteLength) {
+        return await this.#readLarge(expected);
+      }
       if (this.#start > 0) {
         this.#buf.copyWithin(0, this.#start, this.#end);
         this.#end -= this.#start;
@@ -355,6 +404,8 @@ export class FrameReader {
 
   /** Reads a body larger than the read buffer straight into its own buffer. */
   async #readLarge(length: number): Promise<Uint8Array> {
+    const reserved = this.#reserve?.(length);
+    if (reserved !== undefined) await reserved;
     let body: Uint8Array = new Uint8Array(length);
     const buffered = this.#buf.subarray(this.#start + HEADER_BYTES, this.#end);
     body.set(buffered);

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { Connection, DEFAULT_HEARTBEAT_MS, encodeFrame } from "./connection.ts";
+import { ByteBudget, DEFAULT_RECEIVE_BUFFER_BYTES } from "./budget.ts";
+import { type Arrival, Connection, DEFAULT_HEARTBEAT_MS, encodeFrame } from "./connection.ts";
 import { type Deadline, startDeadline, type WaitOptions } from "./deadline.ts";
 import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
 import { type FrameOptions, maxFrameBytesOf } from "./framing.ts";
@@ -29,6 +30,13 @@ export interface ListenOptions extends FrameOptions {
   handshakeTimeout?: number;
   /** Send a heartbeat frame on a connection idle this many ms (default 15,000; 0: never). */
   heartbeatMs?: number;
+  /**
+   * How many bytes of large received messages may wait in memory, not yet
+   * taken by `gather`/`uploads`, across all clients (default 128 MiB). Past
+   * it, further large uploads wait in the kernel and TCP slows their
+   * senders; one message larger than this is still admitted on its own.
+   */
+  receiveBufferBytes?: number;
 }
 
 /** One client's message, as {@linkcode Server.uploads} yields it. */
@@ -99,6 +107,7 @@ export class Server implements AsyncDisposable {
   readonly #joinListeners = new Set<() => void>();
   readonly #accepting: Promise<void>;
   readonly #abort = new AbortController();
+  readonly #budget: ByteBudget;
   #closed: Promise<void> | undefined;
 
   /**
@@ -115,6 +124,7 @@ export class Server implements AsyncDisposable {
     this.#maxFrameBytes = maxFrameBytesOf(options);
     this.#handshakeTimeout = options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     this.#heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    this.#budget = new ByteBudget(options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES);
     this.#listener = Deno.listen({
       hostname: options.hostname ?? "127.0.0.1",
       port: options.port ?? 0,
@@ -175,6 +185,7 @@ export class Server implements AsyncDisposable {
       maxFrameBytes: this.#maxFrameBytes,
       handshakeFrameBytes: HANDSHAKE_FRAME_BYTES,
       heartbeatMs: this.#heartbeatMs,
+      budget: this.#budget,
     });
     try {
       const refusal = await awaitHello(connection, this.#handshakeTimeout, this.#abort.signal);
@@ -350,8 +361,8 @@ export class Server implements AsyncDisposable {
   /**
    * Receives one message from every client (or from `ids`): the seed's
    * `recv_all` and `recv(index)`. Messages that arrived earlier were queued
-   * per client, in order; nothing is taken from any queue unless the whole
-   * gather succeeds, so a timed-out gather loses nothing.
+   * per client, in order; a gather that fails or times out puts back what it
+   * took, so it loses nothing.
    *
    * @param ids The clients to gather from (default: all).
    * @param options Cancellation and time limit.
@@ -363,26 +374,35 @@ export class Server implements AsyncDisposable {
   async gather(ids?: Iterable<number>, options?: WaitOptions): Promise<Map<number, unknown>> {
     const list = this.#ids(ids, "gather");
     using _lock = this.#lock(list, "gather");
-    const missing = new Set(list.filter((id) => !this.#connections[id].hasMessage));
-    using watch = this.#watch(missing, () =>
-      new TimeoutError(
-        `Gather timed out after ${options?.timeout} ms: waiting for clients [${
-          [...missing].join(", ")
-        }]`,
-        { clientIds: [...missing] },
-      ), options);
-    for (const id of missing) this.#check(id, missing);
-    while (missing.size > 0) {
-      for (const id of await watch.wait()) this.#check(id, missing);
+    const missing = new Set(list);
+    // Messages are taken as they arrive (freeing the receive budget for the
+    // others) and put back at the front of their queues if the gather fails.
+    const taken = new Map<number, Arrival>();
+    const collect = (id: number): void => {
+      const connection = this.#connections[id];
+      if (!missing.has(id)) return;
+      if (connection.hasMessage) {
+        taken.set(id, connection.take());
+        missing.delete(id);
+      } else if (connection.ended !== undefined) throw connection.ended;
+    };
+    try {
+      using watch = this.#watch(list, () =>
+        new TimeoutError(
+          `Gather timed out after ${options?.timeout} ms: waiting for clients [${
+            [...missing].join(", ")
+          }]`,
+          { clientIds: [...missing] },
+        ), options);
+      for (const id of list) collect(id);
+      while (missing.size > 0) {
+        for (const id of await watch.wait()) collect(id);
+      }
+    } catch (error) {
+      for (const [id, arrival] of taken) this.#connections[id].putBack(arrival);
+      throw error;
     }
-    return new Map(list.map((id) => [id, this.#connections[id].take().value]));
-  }
-
-  /** Removes `id` from `missing` if it has a message; throws if it is gone. */
-  #check(id: number, missing: Set<number>): void {
-    const connection = this.#connections[id];
-    if (connection.hasMessage) missing.delete(id);
-    else if (connection.ended !== undefined) throw connection.ended;
+    return new Map(list.map((id) => [id, taken.get(id)!.value]));
   }
 
   /** Watches the given clients' connections; `wait()` returns the ids that changed. */

@@ -1,0 +1,52 @@
+/**
+ * The round benchmark, fedcomm side. Each round the server broadcasts
+ * `{ round, weights: Float32Array(SIZE / 4) }`; every client replies
+ * `{ id, round, weights }` with the weights it received; the server gathers
+ * all N and checks round and length.
+ *
+ * ```sh
+ * deno run -A bench/round.ts server PORT N SIZE ROUNDS   # prints one JSON line
+ * deno run -A bench/round.ts client PORT N               # one process, N connections
+ * ```
+ *
+ * @module
+ */
+
+import { connect, listen } from "../mod.ts";
+import { median, parseArgs, report } from "./common.ts";
+
+const { role, port, clients, size, rounds } = parseArgs(Deno.args);
+
+if (role === "server") {
+  await using server = listen({
+    port,
+    clients,
+    receiveBufferBytes: Number(Deno.env.get("RBB") ?? 134217728),
+  });
+  await server.ready({ timeout: 120_000 });
+  const weights = new Float32Array(size / 4).fill(0.5);
+  const times: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const start = performance.now();
+    await server.broadcast({ round, weights });
+    const replies = await server.gather(undefined, { timeout: 120_000 });
+    for (const [id, reply] of replies) {
+      const r = reply as { id: number; round: number; weights: Float32Array };
+      if (r.round !== round || r.id !== id || r.weights.length !== weights.length) {
+        throw new Error(`Bad reply from client "${id}" in round ${round}`);
+      }
+    }
+    times.push((performance.now() - start) / 1000);
+  }
+  report("fedcomm", clients, size, rounds, median(times));
+} else {
+  const all = [];
+  for (let i = 0; i < clients; i++) all.push(await connect({ port, timeout: 120_000 }));
+  await Promise.all(all.map(async (client) => {
+    for await (const message of client) {
+      const { round, weights } = message as { round: number; weights: Float32Array };
+      await client.send({ id: client.id, round, weights });
+    }
+    await client.close();
+  }));
+}
