@@ -43,6 +43,8 @@ export interface EncodedChunks {
   readonly byteLength: number;
   /** Whether any chunk is a view of the caller's memory rather than a copy. */
   readonly borrowed: boolean;
+  /** Whether the last chunk is the encoder's scratch memory (with `transient: true`). */
+  readonly transient: boolean;
 }
 
 /** Options for {@linkcode encodeChunks}. */
@@ -60,6 +62,7 @@ export interface EncodeChunksOptions {
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
 const NUMPY_KEYS = ["nd", "type", "kind", "shape", "data"].map((k) => textEncoder.encode(k));
+const DTYPE_BYTES: Record<string, Uint8Array> = {};
 
 /** The chunked MessagePack writer behind {@linkcode encodeChunks}; one per caller, reused. */
 export class ChunkEncoder {
@@ -92,7 +95,8 @@ export class ChunkEncoder {
       this.#buf.fill(0, 0, reserve);
       this.#pos = reserve;
       this.#value(value, 0);
-      if (options?.transient && this.#pos > 0) {
+      const transient = options?.transient === true && this.#pos > 0;
+      if (transient) {
         this.#chunks.push(this.#buf.subarray(0, this.#pos));
         this.#emitted += this.#pos;
         this.#pos = 0;
@@ -103,6 +107,7 @@ export class ChunkEncoder {
         chunks: this.#chunks,
         byteLength: this.#emitted,
         borrowed: this.#borrowed,
+        transient,
       };
     } finally {
       this.#busy = false;
@@ -200,7 +205,8 @@ export class ChunkEncoder {
       }
       this.#numpy(v.data, dtype, v.shape);
     } else if (v instanceof Date) {
-      const data = encodeTimestampExtension(v);
+      // encodeTimestampExtension writes an invalid date as 1970: refuse it here.
+      const data = Number.isNaN(v.getTime()) ? null : encodeTimestampExtension(v);
       if (data === null) throw new TypeError("Cannot encode Date: not a valid date");
       this.#ext(EXT_TIMESTAMP, data);
     } else if (v instanceof ExtData) {
@@ -393,7 +399,7 @@ export class ChunkEncoder {
     this.#numpyKey(1, widen >= 2);
     if (wideType) this.#u8u32(0xdb, dtype.length);
     else this.#u8(0xa0 | dtype.length);
-    this.#bytes(textEncoder.encode(dtype));
+    this.#bytes(DTYPE_BYTES[dtype] ??= textEncoder.encode(dtype));
     this.#numpyKey(2, widen >= 3);
     this.#u8u8(0xc4, 0);
     this.#numpyKey(3, false);
@@ -462,9 +468,20 @@ export function encode(value: unknown): Uint8Array {
   return out;
 }
 
+/** Decodes a short ASCII byte string without a TextDecoder call (keys like `nd`, `shape`). */
+function asciiKey(bytes: Uint8Array): string | undefined {
+  if (bytes.byteLength > 16) return undefined;
+  let key = "";
+  for (let i = 0; i < bytes.byteLength; i++) {
+    if (bytes[i] >= 0x80) return undefined;
+    key += String.fromCharCode(bytes[i]);
+  }
+  return key;
+}
+
 function mapKey(key: unknown): string | number {
   if (typeof key === "string" || typeof key === "number") return key;
-  if (key instanceof Uint8Array) return textDecoder.decode(key);
+  if (key instanceof Uint8Array) return asciiKey(key) ?? textDecoder.decode(key);
   if (typeof key === "bigint") return String(key);
   throw new TypeError(`Invalid map key: type "${typeof key}" cannot be an object key`);
 }

@@ -50,9 +50,10 @@ const INBOX_MAX_BYTES = 64 * 1024 * 1024;
 const INBOX_MAX_MESSAGES = 65_536;
 /** Bytes that may wait in the write queue before `send` waits for the socket. */
 const HIGH_WATER_BYTES = 1024 * 1024;
-/** Consecutive chunks smaller than this are copied into one write. */
-const COALESCE_BYTES = 64 * 1024;
-const BATCH_BYTES = 256 * 1024;
+/** Chunks smaller than this are copied when queued; larger ones are written from place. */
+const COPY_BYTES = 64 * 1024;
+/** Small frames queued together are copied into batches of this size, one write each. */
+const BATCH_BYTES = 16 * 1024;
 const HEARTBEAT_FRAME = new Uint8Array(HEADER_BYTES);
 
 let nextSeq = 0;
@@ -101,7 +102,6 @@ export class Connection {
   bytesSent = 0;
   readonly #conn: Deno.Conn;
   readonly #reader: FrameReader;
-  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
   readonly #maxFrameBytes: number;
   readonly #onBytes: ConnectionOptions["onBytes"];
   readonly #budget: ByteBudget | undefined;
@@ -119,6 +119,9 @@ export class Connection {
   /** The batch small frames are being copied into, and how full it is. */
   #tail: Uint8Array | undefined;
   #tailFill = 0;
+  /** Batches handed to the pump, and one written batch kept for reuse. */
+  readonly #batches = new Set<ArrayBufferLike>();
+  #spare: Uint8Array | undefined;
   #queued = 0;
   #written = 0;
   #writing: Promise<void> | undefined;
@@ -145,7 +148,7 @@ export class Connection {
     } catch {
       // Not a TCP connection (a Unix socket): there is no Nagle to turn off.
     }
-    this.#reader = new FrameReader(conn.readable, {
+    this.#reader = new FrameReader(conn, {
       maxFrameBytes: Math.min(options?.handshakeFrameBytes ?? Infinity, this.#maxFrameBytes),
       onBytes: (n) => {
         this.bytesReceived += n;
@@ -163,7 +166,6 @@ export class Connection {
         return undefined;
       },
     });
-    this.#writer = conn.writable.getWriter();
     this.#readLoop = this.#read();
     const heartbeatMs = options?.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     if (heartbeatMs > 0) {
@@ -381,17 +383,18 @@ export class Connection {
     if (this.#closing) return Promise.reject(this.#disconnected());
     for (const chunk of chunks) {
       const n = chunk.byteLength;
-      if (n < COALESCE_BYTES) {
-        // Copied now: the caller may reuse its memory (or the encoder its scratch).
+      // Copied now, so the caller may reuse its memory (or the encoder its scratch).
+      if (n * 2 <= BATCH_BYTES) {
         if (this.#tail === undefined || this.#tailFill + n > this.#tail.byteLength) {
           this.#seal();
-          this.#tail = new Uint8Array(BATCH_BYTES);
+          this.#tail = this.#spare ?? new Uint8Array(BATCH_BYTES);
+          this.#spare = undefined;
         }
         this.#tail.set(chunk, this.#tailFill);
         this.#tailFill += n;
       } else {
         this.#seal();
-        this.#pending.push(chunk);
+        this.#pending.push(n < COPY_BYTES ? chunk.slice() : chunk);
       }
       this.#queued += n;
     }
@@ -404,8 +407,12 @@ export class Connection {
 
   /** Moves the filled part of the tail batch to the pending list. */
   #seal(): void {
-    if (this.#tail !== undefined && this.#tailFill > 0) {
+    if (this.#tail === undefined) return;
+    if (this.#tailFill > 0) {
       this.#pending.push(this.#tail.subarray(0, this.#tailFill));
+      this.#batches.add(this.#tail.buffer);
+    } else {
+      this.#spare = this.#tail;
     }
     this.#tail = undefined;
     this.#tailFill = 0;
@@ -420,7 +427,10 @@ export class Connection {
    * @throws {RangeError} If it encodes to more than `maxFrameBytes`.
    */
   send(value: unknown): Promise<void> {
-    const { chunks, borrowed } = encodeFrame(value, this.#maxFrameBytes, true);
+    const { chunks, borrowed, transient } = encodeFrame(value, this.#maxFrameBytes, true);
+    const last = chunks.length - 1;
+    // The encoder's scratch is reused by the next encode: never queue it by reference.
+    if (transient && chunks[last].byteLength >= COPY_BYTES) chunks[last] = chunks[last].slice();
     return this.write(chunks, borrowed);
   }
 
@@ -444,7 +454,10 @@ export class Connection {
         if (this.#pending.length === 0) break;
         const chunks = this.#pending;
         this.#pending = [];
-        for (const chunk of chunks) await this.#writeChunk(chunk);
+        for (const chunk of chunks) {
+          await this.#writeChunk(chunk);
+          if (this.#batches.delete(chunk.buffer)) this.#spare = new Uint8Array(chunk.buffer);
+        }
       }
     } catch (error) {
       this.#writeError = this.#disconnected(error);
@@ -458,7 +471,7 @@ export class Connection {
   }
 
   async #writeChunk(chunk: Uint8Array): Promise<void> {
-    await this.#writer.write(chunk);
+    for (let off = 0; off < chunk.byteLength;) off += await this.#conn.write(chunk.subarray(off));
     this.#written += chunk.byteLength;
     this.bytesSent += chunk.byteLength;
     this.#lastWrite = performance.now();

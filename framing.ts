@@ -259,6 +259,12 @@ export class MessagePackDecoderStream extends TransformStream<Uint8Array, unknow
   }
 }
 
+/** A source with `read(p)` into a caller's buffer, as `Deno.Conn` has. */
+export interface ByteReader {
+  /** Reads into `p`; resolves with the count, or `null` at the end of the stream. */
+  read(p: Uint8Array): Promise<number | null>;
+}
+
 /** Options for {@linkcode FrameReader}. */
 export interface FrameReaderOptions extends FrameOptions {
   /** Called with the number of bytes after every read from the stream (for progress). */
@@ -286,6 +292,7 @@ export interface FrameReaderOptions extends FrameOptions {
  * ```
  */
 export class FrameReader {
+  #source: ByteReader | undefined;
   #byob: ReadableStreamBYOBReader | undefined;
   #default: ReadableStreamDefaultReader<Uint8Array> | undefined;
   #leftover: Uint8Array | undefined;
@@ -302,10 +309,14 @@ export class FrameReader {
    * @param readable The byte stream.
    * @param options The frame size limit and a progress callback.
    */
-  constructor(readable: ReadableStream<Uint8Array>, options?: FrameReaderOptions) {
+  constructor(readable: ReadableStream<Uint8Array> | ByteReader, options?: FrameReaderOptions) {
     this.#max = maxFrameBytesOf(options);
     this.#onBytes = options?.onBytes;
     this.#reserve = options?.reserve;
+    if (!(readable instanceof ReadableStream)) {
+      this.#source = readable;
+      return;
+    }
     try {
       this.#byob = readable.getReader({ mode: "byob" });
     } catch {
@@ -429,6 +440,12 @@ export class FrameReader {
     target: Uint8Array,
     offset: number,
   ): Promise<{ target: Uint8Array; n: number | null }> {
+    if (this.#source !== undefined) {
+      const n = await this.#source.read(target.subarray(offset));
+      if (n === null) return { target, n: null };
+      this.#onBytes?.(n);
+      return { target, n };
+    }
     if (this.#byob !== undefined) {
       const { value, done } = await this.#byob.read(target.subarray(offset));
       const next = value === undefined
@@ -459,7 +476,7 @@ export class FrameReader {
    */
   async cancel(): Promise<void> {
     try {
-      await (this.#byob ?? this.#default)!.cancel();
+      await (this.#byob ?? this.#default)?.cancel();
     } catch {
       // The stream had already failed or closed: nothing left to cancel.
     }
