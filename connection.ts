@@ -305,36 +305,51 @@ export class Connection {
       while (true) {
         // Frames already buffered are decoded without waiting; small bodies
         // are views into the read buffer, so decoding copies their binaries.
-        let body = this.#reader.readBuffered();
-        if (body === undefined) {
-          const next = await this.#reader.readView();
-          if (next === null) {
-            this.#end(this.#disconnected());
-            return;
-          }
-          body = next;
+        // Bodies are handled in #deliver so that no suspended frame of this
+        // loop keeps a 500 MB body alive after its message was taken.
+        const buffered = this.#reader.readBuffered();
+        if (buffered !== undefined) {
+          if (this.#deliver(buffered)) await this.#inboxHasSpace();
+          continue;
         }
-        const reserved = this.#reserving;
-        this.#reserving = 0;
-        if (body.byteLength === 0) continue; // heartbeat
-        let value: unknown;
-        try {
-          value = decode(body, { clientId: this.clientId, copy: this.#reader.isBuffered(body) });
-        } catch (error) {
-          if (reserved > 0) this.#budget?.release(reserved);
-          throw error;
-        }
-        this.#inbox.push({ value, seq: nextSeq++, bytes: body.byteLength, reserved });
-        this.#inboxBytes += body.byteLength;
-        this.#notify("message");
-        const queued = this.#inbox.length - this.#inboxHead;
-        if (this.#inboxBytes >= INBOX_MAX_BYTES || queued >= INBOX_MAX_MESSAGES) {
-          await new Promise<void>((resolve) => this.#inboxSpace = resolve);
-        }
+        const full = this.#deliver(await this.#reader.readView());
+        if (full === undefined) return;
+        if (full) await this.#inboxHasSpace();
       }
     } catch (error) {
       this.#end(this.#closing ? this.#disconnected() : this.#describe(error));
     }
+  }
+
+  /**
+   * Decodes a body into the inbox.
+   *
+   * @returns Whether the inbox is now full, or `undefined` at the end of the stream.
+   */
+  #deliver(body: Uint8Array | null): boolean | undefined {
+    if (body === null) {
+      this.#end(this.#disconnected());
+      return undefined;
+    }
+    const reserved = this.#reserving;
+    this.#reserving = 0;
+    if (body.byteLength === 0) return false; // heartbeat
+    let value: unknown;
+    try {
+      value = decode(body, { clientId: this.clientId, copy: this.#reader.isBuffered(body) });
+    } catch (error) {
+      if (reserved > 0) this.#budget?.release(reserved);
+      throw error;
+    }
+    this.#inbox.push({ value, seq: nextSeq++, bytes: body.byteLength, reserved });
+    this.#inboxBytes += body.byteLength;
+    this.#notify("message");
+    const queued = this.#inbox.length - this.#inboxHead;
+    return this.#inboxBytes >= INBOX_MAX_BYTES || queued >= INBOX_MAX_MESSAGES;
+  }
+
+  #inboxHasSpace(): Promise<void> {
+    return new Promise<void>((resolve) => this.#inboxSpace = resolve);
   }
 
   #disconnected(cause?: unknown): PeerDisconnectedError {
