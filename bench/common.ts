@@ -71,3 +71,22 @@ export function report(
     gbps: Number(gbps.toPrecision(4)),
   }));
 }
+
+/**
+ * Calls `attempt` until it stops failing with `Deno.errors.ConnectionRefused`
+ * (the server process may not be listening yet), for up to 20 seconds.
+ *
+ * @param attempt Connects once.
+ * @returns What `attempt` resolved to.
+ */
+export async function retryRefused<T>(attempt: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 20_000;
+  while (true) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.ConnectionRefused) || Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}

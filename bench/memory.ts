@@ -14,6 +14,7 @@
  */
 
 import { connect, listen } from "../mod.ts";
+import { retryRefused } from "./common.ts";
 
 const [role, portArg, clientsArg, sizeArg] = Deno.args;
 const port = Number(portArg);
@@ -55,7 +56,9 @@ if (role === "server") {
 } else {
   const weights = new Float32Array(size / 4).fill(1);
   const all = [];
-  for (let i = 0; i < clients; i++) all.push(await connect({ port, timeout: 60_000 }));
+  for (let i = 0; i < clients; i++) {
+    all.push(await retryRefused(() => connect({ port, timeout: 60_000 })));
+  }
   await Promise.all(all.map(async (client) => {
     await client.recv();
     await client.send(weights);
