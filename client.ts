@@ -120,7 +120,8 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
    * @param value The value (see `codec.ts` for the types).
    * @returns Resolves when the value is queued or written, as above.
    * @throws {TypeError} If the value has no MessagePack form.
-   * @throws {RangeError} If it encodes to more than the frame limit.
+   * @throws {RangeError} If it encodes to more than the frame limit (the smaller of this
+   * client's `maxFrameBytes` and the server's, from its welcome).
    * @throws {PeerDisconnectedError} If the connection is gone.
    */
   send(value: unknown): Promise<void> {

@@ -103,6 +103,8 @@ export class Connection {
   readonly #conn: Deno.Conn;
   readonly #reader: FrameReader;
   readonly #maxFrameBytes: number;
+  /** The largest body sent: `maxFrameBytes`, or less if the peer accepts less. */
+  #sendMaxFrameBytes: number;
   readonly #onBytes: ConnectionOptions["onBytes"];
   readonly #budget: ByteBudget | undefined;
   /** Budget reserved for the frame being read. */
@@ -110,7 +112,12 @@ export class Connection {
   readonly #inbox: Arrival[] = [];
   #inboxHead = 0;
   #inboxBytes = 0;
-  #inboxSpace: (() => void) | undefined;
+  /** Wakes the read loop paused by {@linkcode Connection.#pause}. */
+  #resume: (() => void) | undefined;
+  /** Whether frames are still checked against the handshake limit (until `open`). */
+  #handshaking: boolean;
+  /** A handshake message was read: reading waits for `open` before the next frame. */
+  #awaitingOpen = false;
   #ended: Error | undefined;
   readonly #listeners = new Set<(event: ConnectionEvent) => void>();
   readonly #readLoop: Promise<void>;
@@ -141,6 +148,8 @@ export class Connection {
   constructor(conn: Deno.Conn, options?: ConnectionOptions) {
     this.#conn = conn;
     this.#maxFrameBytes = maxFrameBytesOf(options);
+    this.#sendMaxFrameBytes = this.#maxFrameBytes;
+    this.#handshaking = options?.handshakeFrameBytes !== undefined;
     this.#onBytes = options?.onBytes;
     this.#budget = options?.budget;
     try {
@@ -181,16 +190,26 @@ export class Connection {
 
   /**
    * Ends the handshake phase: names the client in errors from now on and
-   * accepts frames up to `maxFrameBytes`.
+   * accepts frames up to `maxFrameBytes`. Reading pauses after the first
+   * handshake message until this is called, so a large frame right behind it
+   * is checked against the raised limit.
    *
    * @param clientId The id of the client at the other end (or of this client).
+   * @param peerMaxFrameBytes The largest body the peer accepts, if it said:
+   * larger values are refused when sending.
    */
-  open(clientId: number): void {
+  open(clientId: number, peerMaxFrameBytes?: number): void {
     this.clientId = clientId;
     this.#reader.maxFrameBytes = this.#maxFrameBytes;
+    if (peerMaxFrameBytes !== undefined) {
+      this.#sendMaxFrameBytes = Math.min(this.#maxFrameBytes, peerMaxFrameBytes);
+    }
+    this.#handshaking = false;
+    this.#awaitingOpen = false;
+    this.#wake();
   }
 
-  /** The largest frame body this connection accepts and sends. */
+  /** The largest frame body this connection accepts (and sends, unless the peer accepts less). */
   get maxFrameBytes(): number {
     return this.#maxFrameBytes;
   }
@@ -224,11 +243,7 @@ export class Connection {
     }
     this.#inboxBytes -= arrival.bytes;
     if (arrival.reserved > 0) this.#budget?.release(arrival.reserved);
-    const space = this.#inboxSpace;
-    if (space !== undefined) {
-      this.#inboxSpace = undefined;
-      space();
-    }
+    this.#wake();
     return arrival;
   }
 
@@ -302,20 +317,21 @@ export class Connection {
 
   async #read(): Promise<void> {
     try {
-      while (true) {
+      while (!this.#closing) {
         // Frames already buffered are decoded without waiting; small bodies
         // are views into the read buffer, so decoding copies their binaries.
         // Bodies are handled in #deliver so that no suspended frame of this
         // loop keeps a 500 MB body alive after its message was taken.
         const buffered = this.#reader.readBuffered();
         if (buffered !== undefined) {
-          if (this.#deliver(buffered)) await this.#inboxHasSpace();
+          if (this.#deliver(buffered)) await this.#pause();
           continue;
         }
-        const full = this.#deliver(await this.#reader.readView());
-        if (full === undefined) return;
-        if (full) await this.#inboxHasSpace();
+        const wait = this.#deliver(await this.#reader.readView());
+        if (wait === undefined) return;
+        if (wait) await this.#pause();
       }
+      this.#end(this.#disconnected());
     } catch (error) {
       this.#end(this.#closing ? this.#disconnected() : this.#describe(error));
     }
@@ -343,13 +359,28 @@ export class Connection {
     }
     this.#inbox.push({ value, seq: nextSeq++, bytes: body.byteLength, reserved });
     this.#inboxBytes += body.byteLength;
+    if (this.#handshaking) this.#awaitingOpen = true;
     this.#notify("message");
-    const queued = this.#inbox.length - this.#inboxHead;
-    return this.#inboxBytes >= INBOX_MAX_BYTES || queued >= INBOX_MAX_MESSAGES;
+    return this.#mustPause();
   }
 
-  #inboxHasSpace(): Promise<void> {
-    return new Promise<void>((resolve) => this.#inboxSpace = resolve);
+  /** Whether reading must wait: the inbox is full, or a handshake message awaits `open`. */
+  #mustPause(): boolean {
+    if (this.#closing) return false;
+    const queued = this.#inbox.length - this.#inboxHead;
+    return this.#awaitingOpen || this.#inboxBytes >= INBOX_MAX_BYTES ||
+      queued >= INBOX_MAX_MESSAGES;
+  }
+
+  /** Waits until reading may go on (a message was taken, `open` or `close` was called). */
+  async #pause(): Promise<void> {
+    while (this.#mustPause()) await new Promise<void>((resolve) => this.#resume = resolve);
+  }
+
+  #wake(): void {
+    const resume = this.#resume;
+    this.#resume = undefined;
+    resume?.();
   }
 
   #disconnected(cause?: unknown): PeerDisconnectedError {
@@ -380,7 +411,16 @@ export class Connection {
     this.#reserving = 0;
     if (this.#ended === undefined) this.#ended = reason;
     this.#notify("end");
-    if (!this.#closing) this.#shutdown();
+    if (this.#closing) return;
+    this.#shutdown();
+    // A failed or ended connection is closed at once (PROTOCOL.md §9.1): the
+    // peer sees it end and the socket is not held; what was received stays in
+    // the inbox.
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed.
+    }
   }
 
   /**
@@ -437,12 +477,18 @@ export class Connection {
    * Encodes and writes one value.
    *
    * @param value The value.
-   * @returns See {@linkcode Connection.write}.
+   * @returns See {@linkcode Connection.write}; it rejects (never throws) on the errors below.
    * @throws {TypeError} If the value has no MessagePack form.
-   * @throws {RangeError} If it encodes to more than `maxFrameBytes`.
+   * @throws {RangeError} If it encodes to more than `maxFrameBytes` or the peer's limit.
    */
   send(value: unknown): Promise<void> {
-    const { chunks, borrowed, transient } = encodeFrame(value, this.#maxFrameBytes, true);
+    let encoded: EncodedChunks;
+    try {
+      encoded = encodeFrame(value, this.#sendMaxFrameBytes, true);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const { chunks, borrowed, transient } = encoded;
     const last = chunks.length - 1;
     // The encoder's scratch is reused by the next encode: never queue it by reference.
     if (transient && chunks[last].byteLength >= COPY_BYTES) chunks[last] = chunks[last].slice();
@@ -513,11 +559,12 @@ export class Connection {
       await this.flush().catch(() => {});
       this.#closing = true;
       this.#closeSignal.abort();
+      this.#wake();
       this.#shutdown();
       try {
         this.#conn.close();
       } catch {
-        // Already closed: Deno closes the socket when the peer's end of stream is read.
+        // Already closed: a failed connection closes its socket itself.
       }
     }
     await this.#readLoop;

@@ -82,7 +82,7 @@ export async function greetServer(
   ) {
     throw new ProtocolError(`Invalid welcome: id "${id}", clients "${clients}"`);
   }
-  connection.open(id as number);
+  connection.open(id as number, maxFrameBytes as number);
   return { id: id as number, clients: clients as number, maxFrameBytes: maxFrameBytes as number };
 }
 
