@@ -58,6 +58,7 @@ export async function connect(options: ConnectOptions): Promise<Client> {
   try {
     const conn = await Deno.connect({ hostname, port: options.port, transport: "tcp", signal });
     const connection = new Connection(conn, {
+      peerIsServer: true,
       maxFrameBytes,
       handshakeFrameBytes: HANDSHAKE_FRAME_BYTES,
       heartbeatMs: options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
@@ -170,7 +171,8 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
   }
 
   /**
-   * Writes what is queued, then closes the connection.
+   * Writes what is queued (waiting at most 5 s if the server stopped reading), then
+   * closes the connection.
    *
    * @returns Resolves when closed.
    */

@@ -42,8 +42,12 @@ export interface ConnectionOptions {
   onBytes?: (direction: "in" | "out", bytes: number) => void;
   /** A budget shared with other connections for large received frames not yet taken. */
   budget?: ByteBudget;
+  /** Whether the other end is the server (this is a client's connection), for messages. */
+  peerIsServer?: boolean;
 }
 
+/** How long `close()` waits for queued writes to go out before closing anyway. */
+const CLOSE_FLUSH_MS = 5_000;
 /** The default heartbeat interval: below the idle cut-offs of load balancers and NATs. */
 export const DEFAULT_HEARTBEAT_MS = 15_000;
 const INBOX_MAX_BYTES = 64 * 1024 * 1024;
@@ -107,6 +111,7 @@ export class Connection {
   #sendMaxFrameBytes: number;
   readonly #onBytes: ConnectionOptions["onBytes"];
   readonly #budget: ByteBudget | undefined;
+  readonly #peerIsServer: boolean;
   /** Budget reserved for the frame being read. */
   #reserving = 0;
   readonly #inbox: Arrival[] = [];
@@ -152,6 +157,7 @@ export class Connection {
     this.#handshaking = options?.handshakeFrameBytes !== undefined;
     this.#onBytes = options?.onBytes;
     this.#budget = options?.budget;
+    this.#peerIsServer = options?.peerIsServer ?? false;
     try {
       (conn as Deno.TcpConn).setNoDelay(true);
     } catch {
@@ -383,22 +389,29 @@ export class Connection {
     resume?.();
   }
 
+  /** Who is at the other end, for messages: `client "3"`, `server` or `peer`. */
+  #peer(): string {
+    if (this.#peerIsServer) return "server";
+    return this.clientId === undefined ? "peer" : `client "${this.clientId}"`;
+  }
+
   #disconnected(cause?: unknown): PeerDisconnectedError {
-    const who = this.clientId === undefined ? "Peer" : `Client "${this.clientId}"`;
+    const who = this.#peer();
     return new PeerDisconnectedError(
-      this.#closing ? "Connection closed: close() was called" : `${who} disconnected`,
+      this.#closing
+        ? "Connection closed: close() was called"
+        : `${who[0].toUpperCase()}${who.slice(1)} disconnected`,
       { clientId: this.clientId, cause },
     );
   }
 
-  /** Names the client in an error from the reader; I/O errors mean the peer is gone. */
+  /** Names the peer in an error from the reader; I/O errors mean the peer is gone. */
   #describe(error: unknown): Error {
     if (error instanceof RangeError) {
-      const who = this.clientId === undefined ? "peer" : `client "${this.clientId}"`;
-      return new RangeError(`${error.message}: from ${who}`, { cause: error });
+      return new RangeError(`${error.message}: from ${this.#peer()}`, { cause: error });
     }
     if (error instanceof Error && error.name === "ProtocolError") {
-      const who = this.clientId === undefined ? "peer" : `client "${this.clientId}"`;
+      const who = this.#peer();
       (error as { clientId?: number }).clientId ??= this.clientId;
       error.message = `${error.message}: from ${who}`;
       return error;
@@ -532,11 +545,14 @@ export class Connection {
   }
 
   async #writeChunk(chunk: Uint8Array): Promise<void> {
-    for (let off = 0; off < chunk.byteLength;) off += await this.#conn.write(chunk.subarray(off));
+    for (let off = 0; off < chunk.byteLength;) {
+      const n = await this.#conn.write(chunk.subarray(off));
+      off += n;
+      this.bytesSent += n; // counted as it goes, for progress bars on large writes
+      this.#onBytes?.("out", n);
+    }
     this.#written += chunk.byteLength;
-    this.bytesSent += chunk.byteLength;
     this.#lastWrite = performance.now();
-    this.#onBytes?.("out", chunk.byteLength);
     let done = 0;
     while (done < this.#waiters.length && this.#waiters[done].until <= this.#written) {
       this.#waiters[done++].resolve();
@@ -550,13 +566,21 @@ export class Connection {
   }
 
   /**
-   * Writes what is queued, then closes the socket and waits for reading to stop.
+   * Writes what is queued (waiting at most 5 s for a peer that stopped reading), then
+   * closes the socket and waits for reading to stop.
    *
    * @returns Resolves when the connection is fully closed.
    */
   async close(): Promise<void> {
     if (!this.#closing) {
-      await this.flush().catch(() => {});
+      // Give what is queued a bounded time to go out: a peer that stopped
+      // reading must not make close() hang.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.flush().catch(() => {}),
+        new Promise<void>((resolve) => timer = setTimeout(resolve, CLOSE_FLUSH_MS)),
+      ]);
+      clearTimeout(timer);
       this.#closing = true;
       this.#closeSignal.abort();
       this.#wake();

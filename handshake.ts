@@ -5,8 +5,9 @@
  * id and the number of clients) or `reject` (with a reason), then closes.
  * Every handshake message is a MessagePack map with `fedcomm` (the protocol
  * version) and `type`; readers ignore keys they do not know, so a later
- * version can add fields (`auth`, `resume`) and messages (a `challenge`
- * between hello and welcome) without breaking this one. See PROTOCOL.md.
+ * version can add fields (`auth`, `resume`) without breaking this one, and
+ * extra messages (a `challenge` between hello and welcome) for the clients
+ * that ask for them in their hello. See PROTOCOL.md §7.
  *
  * @module
  */

@@ -505,8 +505,8 @@ export class Server implements AsyncDisposable {
   }
 
   /**
-   * Stops accepting, writes what is queued, closes every connection and
-   * releases the port. Calls still waiting reject with `PeerDisconnectedError`.
+   * Stops accepting, writes what is queued (waiting at most 5 s for a client
+   * that stopped reading), closes every connection and releases the port. Calls still waiting reject with `PeerDisconnectedError`.
    *
    * @returns Resolves when everything is closed.
    */
