@@ -508,12 +508,14 @@ function revive(v: unknown, copy: boolean): unknown {
   }
   if (v instanceof Date) return v;
   const record = v as Record<string, unknown>;
-  for (const key in record) {
+  if (typeof record.nd === "boolean" && record.data instanceof Uint8Array) {
+    const shape = record.shape;
+    if (Array.isArray(shape)) revive(shape, false);
+    return fromNumpyMap(record, copy);
+  }
+  for (const key of Object.keys(record)) {
     const item = record[key];
     if (typeof item === "object" || typeof item === "bigint") record[key] = revive(item, copy);
-  }
-  if (typeof record.nd === "boolean" && record.data instanceof Uint8Array) {
-    return fromNumpyMap(record);
   }
   return record;
 }

@@ -21,6 +21,12 @@ export interface Deadline extends Disposable {
   readonly promise: Promise<never>;
 }
 
+/** The deadline of a call with neither signal nor timeout: it never fires. */
+const NO_DEADLINE: Deadline = {
+  promise: new Promise<never>(() => {}),
+  [Symbol.dispose]() {},
+};
+
 /**
  * Validates a timeout option.
  *
@@ -44,6 +50,7 @@ export function checkTimeout(timeout: number | undefined): void {
 export function startDeadline(options: WaitOptions | undefined, onTimeout: () => Error): Deadline {
   const { signal, timeout } = options ?? {};
   checkTimeout(timeout);
+  if (signal === undefined && (timeout === undefined || timeout === Infinity)) return NO_DEADLINE;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let onAbort: (() => void) | undefined;
   const promise = new Promise<never>((_, reject) => {

@@ -108,6 +108,8 @@ export class Server implements AsyncDisposable {
   readonly #accepting: Promise<void>;
   readonly #abort = new AbortController();
   readonly #budget: ByteBudget;
+  /** `[0, 1, …, clients − 1]`, shared by the calls that default to all clients (never mutated). */
+  readonly #allIds: readonly number[];
   #closed: Promise<void> | undefined;
 
   /**
@@ -121,6 +123,7 @@ export class Server implements AsyncDisposable {
       throw new RangeError(`Invalid clients: "${clients}" is not a positive integer`);
     }
     this.#clients = clients;
+    this.#allIds = Object.freeze(range(0, clients));
     this.#maxFrameBytes = maxFrameBytesOf(options);
     this.#handshakeTimeout = options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     this.#heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
@@ -239,13 +242,13 @@ export class Server implements AsyncDisposable {
   }
 
   /** Validates ids against the joined clients; defaults to all. */
-  #ids(ids: Iterable<number> | undefined, what: string): number[] {
+  #ids(ids: Iterable<number> | undefined, what: string): readonly number[] {
     if (this.joined < this.#clients) {
       throw new Error(
         `Server not ready: ${this.joined} of ${this.#clients} clients joined; await server.ready() first`,
       );
     }
-    if (ids === undefined) return range(0, this.#clients);
+    if (ids === undefined) return this.#allIds;
     if (typeof ids !== "object" || typeof ids[Symbol.iterator] !== "function") {
       throw new TypeError(`Invalid ids for ${what}: expected an iterable of client ids`);
     }
@@ -348,7 +351,7 @@ export class Server implements AsyncDisposable {
   }
 
   /** Marks ids as being received from, so two calls never split one client's messages. */
-  #lock(ids: number[], what: string): Disposable {
+  #lock(ids: readonly number[], what: string): Disposable {
     for (const id of ids) {
       if (this.#busy.has(id)) {
         throw new Error(`Client "${id}" is already being received from: ${what} must wait`);
@@ -475,32 +478,30 @@ export class Server implements AsyncDisposable {
         }]`,
         { clientIds: [...owed.keys()] },
       ), options);
-    let candidates = list;
-    while (owed.size > 0) {
-      // Of the clients with a message queued, take the earliest arrival.
-      let best: Connection | undefined;
-      for (const id of candidates) {
-        if (!owed.has(id)) continue;
-        const connection = this.#connections[id];
-        const head = connection.peek();
-        if (head !== undefined) {
-          if (best === undefined || head.seq < best.peek()!.seq) best = connection;
-        } else if (connection.ended !== undefined) {
-          if (count !== Infinity) throw connection.ended;
-          owed.delete(id);
-        }
+    // Clients with a queued message, ordered by the arrival of their oldest one.
+    const ready = new ArrivalHeap();
+    const consider = (id: number): void => {
+      if (!owed.has(id) || ready.has(id)) return;
+      const connection = this.#connections[id];
+      const head = connection.peek();
+      if (head !== undefined) ready.push(id, head.seq);
+      else if (connection.ended !== undefined) {
+        if (count !== Infinity) throw connection.ended;
+        owed.delete(id);
       }
-      if (best === undefined) {
-        candidates = [...new Set(await watch.wait())];
+    };
+    for (const id of list) consider(id);
+    while (owed.size > 0) {
+      const id = ready.pop();
+      if (id === undefined) {
+        for (const changed of await watch.wait()) consider(changed);
         continue;
       }
-      const id = best.clientId!;
       const left = owed.get(id)! - 1;
       if (left === 0) owed.delete(id);
       else owed.set(id, left);
-      yield { id, value: best.take().value };
-      // Anything may have arrived meanwhile: look at every owing client again.
-      candidates = [...owed.keys()];
+      yield { id, value: this.#connections[id].take().value };
+      consider(id); // its next message, or its disconnect, after the value is delivered
     }
   }
 
@@ -532,5 +533,60 @@ export class Server implements AsyncDisposable {
 }
 
 function range(from: number, to: number): number[] {
-  return Array.from({ length: to - from }, (_, i) => from + i);
+  const ids: number[] = [];
+  for (let id = from; id < to; id++) ids.push(id);
+  return ids;
+}
+
+/** A binary min-heap of client ids keyed by the arrival number of their oldest queued message. */
+class ArrivalHeap {
+  #ids: number[] = [];
+  #keys: number[] = [];
+  #members = new Set<number>();
+
+  has(id: number): boolean {
+    return this.#members.has(id);
+  }
+
+  push(id: number, key: number): void {
+    this.#members.add(id);
+    let i = this.#ids.length;
+    this.#ids.push(id);
+    this.#keys.push(key);
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (this.#keys[parent] <= key) break;
+      this.#swap(i, parent);
+      i = parent;
+    }
+  }
+
+  pop(): number | undefined {
+    if (this.#ids.length === 0) return undefined;
+    const top = this.#ids[0];
+    this.#members.delete(top);
+    const lastId = this.#ids.pop()!;
+    const lastKey = this.#keys.pop()!;
+    if (this.#ids.length > 0) {
+      this.#ids[0] = lastId;
+      this.#keys[0] = lastKey;
+      let i = 0;
+      while (true) {
+        const left = 2 * i + 1;
+        const right = left + 1;
+        let smallest = i;
+        if (left < this.#keys.length && this.#keys[left] < this.#keys[smallest]) smallest = left;
+        if (right < this.#keys.length && this.#keys[right] < this.#keys[smallest]) smallest = right;
+        if (smallest === i) break;
+        this.#swap(i, smallest);
+        i = smallest;
+      }
+    }
+    return top;
+  }
+
+  #swap(a: number, b: number): void {
+    [this.#ids[a], this.#ids[b]] = [this.#ids[b], this.#ids[a]];
+    [this.#keys[a], this.#keys[b]] = [this.#keys[b], this.#keys[a]];
+  }
 }

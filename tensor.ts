@@ -128,11 +128,13 @@ export function dtypeOf(value: unknown): string | undefined {
  * allows, otherwise a copy.
  *
  * @param map A decoded map with `nd` and `data`.
+ * @param copy Always copy the data (for input memory that will be reused).
  * @returns The typed array, NdArray or scalar.
  * @throws {TypeError} If the map is not a valid numpy array description.
  */
 export function fromNumpyMap(
   map: Record<string, unknown>,
+  copy = false,
 ): TypedArray | NdArray | number | bigint {
   const { nd, type, shape, data, kind } = map;
   const dtype = type instanceof Uint8Array ? new TextDecoder().decode(type) : type;
@@ -170,9 +172,13 @@ export function fromNumpyMap(
     );
   }
   const length = data.byteLength / size;
-  const array = data.byteOffset % size === 0
-    ? new ctor(data.buffer, data.byteOffset, length)
-    : new ctor(data.slice().buffer, 0, length);
+  let array: TypedArray;
+  if (copy || data.byteOffset % size !== 0) {
+    array = new ctor(length);
+    new Uint8Array(array.buffer).set(data);
+  } else {
+    array = new ctor(data.buffer, data.byteOffset, length);
+  }
   if (shape.length === 1 && shape[0] === length) return array;
   return new NdArray(array, shape.map(Number));
 }
