@@ -486,11 +486,8 @@ function mapKey(key: unknown): string | number {
   throw new TypeError(`Invalid map key: type "${typeof key}" cannot be an object key`);
 }
 
-/**
- * Converts numpy maps and safe 64-bit integers in a decoded tree, in place;
- * with `copy`, gives binaries their own memory (the input is about to be reused).
- */
-function revive(v: unknown, copy: boolean): unknown {
+/** Converts numpy maps and safe 64-bit integers in a decoded tree, in place. */
+function revive(v: unknown): unknown {
   if (typeof v === "bigint") {
     return v >= Number.MIN_SAFE_INTEGER && v <= Number.MAX_SAFE_INTEGER ? Number(v) : v;
   }
@@ -498,24 +495,20 @@ function revive(v: unknown, copy: boolean): unknown {
   if (Array.isArray(v)) {
     for (let i = 0; i < v.length; i++) {
       const item = v[i];
-      if (typeof item === "object" || typeof item === "bigint") v[i] = revive(item, copy);
+      if (typeof item === "object" || typeof item === "bigint") v[i] = revive(item);
     }
     return v;
   }
-  if (v instanceof Uint8Array) return copy ? v.slice() : v;
-  if (v instanceof ExtData) {
-    return copy && v.data instanceof Uint8Array ? new ExtData(v.type, v.data.slice()) : v;
-  }
-  if (v instanceof Date) return v;
+  if (v instanceof Uint8Array || v instanceof ExtData || v instanceof Date) return v;
   const record = v as Record<string, unknown>;
   if (typeof record.nd === "boolean" && record.data instanceof Uint8Array) {
     const shape = record.shape;
-    if (Array.isArray(shape)) revive(shape, false);
-    return fromNumpyMap(record, copy);
+    if (Array.isArray(shape)) revive(shape);
+    return fromNumpyMap(record);
   }
   for (const key of Object.keys(record)) {
     const item = record[key];
-    if (typeof item === "object" || typeof item === "bigint") record[key] = revive(item, copy);
+    if (typeof item === "object" || typeof item === "bigint") record[key] = revive(item);
   }
   return record;
 }
@@ -524,11 +517,6 @@ function revive(v: unknown, copy: boolean): unknown {
 export interface DecodeOptions {
   /** The client the bytes came from, for the error. */
   clientId?: number;
-  /**
-   * Copy binaries and tensors out of `bytes` instead of viewing them
-   * (default false): for input memory that will be reused.
-   */
-  copy?: boolean;
 }
 
 const sharedDecoder = new Decoder({ useBigInt64: true, mapKeyConverter: mapKey });
@@ -553,7 +541,7 @@ const sharedDecoder = new Decoder({ useBigInt64: true, mapKeyConverter: mapKey }
  */
 export function decode(bytes: Uint8Array, options?: DecodeOptions): unknown {
   try {
-    return revive(sharedDecoder.decode(bytes), options?.copy ?? false);
+    return revive(sharedDecoder.decode(bytes));
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error);
     throw new ProtocolError(`Malformed MessagePack: ${detail}`, {

@@ -46,6 +46,10 @@ export interface ConnectionOptions {
   peerIsServer?: boolean;
 }
 
+/** Small received bodies share slabs of this size. */
+const SLAB_BYTES = 64 * 1024;
+/** The largest body copied into a slab; larger ones get their own buffer. */
+const SLAB_MAX_BODY = 4 * 1024;
 /** How long `close()` waits for queued writes to go out before closing anyway. */
 const CLOSE_FLUSH_MS = 5_000;
 /** The default heartbeat interval: below the idle cut-offs of load balancers and NATs. */
@@ -114,6 +118,9 @@ export class Connection {
   readonly #peerIsServer: boolean;
   /** Budget reserved for the frame being read. */
   #reserving = 0;
+  /** The slab small received bodies are copied into, and its next free offset. */
+  #slab: Uint8Array | undefined;
+  #slabPos = 0;
   readonly #inbox: Arrival[] = [];
   #inboxHead = 0;
   #inboxBytes = 0;
@@ -356,9 +363,12 @@ export class Connection {
     const reserved = this.#reserving;
     this.#reserving = 0;
     if (body.byteLength === 0) return false; // heartbeat
+    // A small body is a view into the read buffer, which the next read
+    // overwrites: move it to memory of its own before decoding views into it.
+    if (this.#reader.isBuffered(body)) body = this.#own(body);
     let value: unknown;
     try {
-      value = decode(body, { clientId: this.clientId, copy: this.#reader.isBuffered(body) });
+      value = decode(body, { clientId: this.clientId });
     } catch (error) {
       if (reserved > 0) this.#budget?.release(reserved);
       throw error;
@@ -368,6 +378,24 @@ export class Connection {
     if (this.#handshaking) this.#awaitingOpen = true;
     this.#notify("message");
     return this.#mustPause();
+  }
+
+  /**
+   * Copies a small body out of the read buffer. Bodies up to 4 KiB share
+   * 64 KiB slabs (8-byte aligned, so tensors stay aligned views), which saves
+   * an allocation per small message; larger ones get their own buffer.
+   */
+  #own(body: Uint8Array): Uint8Array {
+    const n = body.byteLength;
+    if (n > SLAB_MAX_BODY) return body.slice();
+    if (this.#slab === undefined || this.#slabPos + n > SLAB_BYTES) {
+      this.#slab = new Uint8Array(SLAB_BYTES);
+      this.#slabPos = 0;
+    }
+    const owned = this.#slab.subarray(this.#slabPos, this.#slabPos + n);
+    owned.set(body);
+    this.#slabPos += (n + 7) & ~7;
+    return owned;
   }
 
   /** Whether reading must wait: the inbox is full, or a handshake message awaits `open`. */

@@ -128,13 +128,11 @@ export function dtypeOf(value: unknown): string | undefined {
  * allows, otherwise a copy.
  *
  * @param map A decoded map with `nd` and `data`.
- * @param copy Always copy the data (for input memory that will be reused).
  * @returns The typed array, NdArray or scalar.
  * @throws {TypeError} If the map is not a valid numpy array description.
  */
 export function fromNumpyMap(
   map: Record<string, unknown>,
-  copy = false,
 ): TypedArray | NdArray | number | bigint {
   const { nd, type, shape, data, kind } = map;
   const dtype = type instanceof Uint8Array ? new TextDecoder().decode(type) : type;
@@ -173,7 +171,7 @@ export function fromNumpyMap(
   }
   const length = data.byteLength / size;
   let array: TypedArray;
-  if (copy || data.byteOffset % size !== 0) {
+  if (data.byteOffset % size !== 0) {
     array = new ctor(length);
     new Uint8Array(array.buffer).set(data);
   } else {
