@@ -13,7 +13,7 @@
  */
 
 import { decode, encodeChunks, type EncodedChunks } from "./codec.ts";
-import { type Deadline, startDeadline, type WaitOptions } from "./deadline.ts";
+import { type Deadline, startDeadline, type WaitOptions, within } from "./deadline.ts";
 import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
 import type { ByteBudget } from "./budget.ts";
 import { FrameReader, HEADER_BYTES, maxFrameBytesOf, writeFrameHeader } from "./framing.ts";
@@ -131,7 +131,8 @@ export class Connection {
   /** A handshake message was read: reading waits for `open` before the next frame. */
   #awaitingOpen = false;
   #ended: Error | undefined;
-  readonly #listeners = new Set<(event: ConnectionEvent) => void>();
+  /** The one consumer waiting on this connection (callers never read one client twice at once). */
+  #listener: ((event: ConnectionEvent) => void) | undefined;
   readonly #readLoop: Promise<void>;
   /** Chunks waiting to be written: sealed batches of small frames, and large chunks. */
   #pending: Uint8Array[] = [];
@@ -274,14 +275,20 @@ export class Connection {
   }
 
   /**
-   * Registers a function called on every arrival and when reading ends.
+   * Registers the function called on every arrival and when reading ends.
+   * There is one such listener at a time.
    *
    * @param listener The function.
    * @returns A function that unregisters it.
    */
   listen(listener: (event: ConnectionEvent) => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    if (this.#listener !== undefined) {
+      throw new Error("Concurrent receive: this connection is already being read from");
+    }
+    this.#listener = listener;
+    return () => {
+      if (this.#listener === listener) this.#listener = undefined;
+    };
   }
 
   /**
@@ -318,14 +325,14 @@ export class Connection {
     const { promise, resolve } = Promise.withResolvers<void>();
     const stop = this.listen(() => resolve());
     try {
-      await Promise.race([promise, deadline.promise]);
+      await within(promise, deadline);
     } finally {
       stop();
     }
   }
 
   #notify(event: ConnectionEvent): void {
-    for (const listener of this.#listeners) listener(event);
+    this.#listener?.(event);
   }
 
   async #read(): Promise<void> {

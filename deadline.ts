@@ -19,11 +19,25 @@ export interface WaitOptions {
 export interface Deadline extends Disposable {
   /** Never resolves; rejects with the abort reason or the timeout error. */
   readonly promise: Promise<never>;
+  /** Whether it can fire at all (there is a signal or a finite timeout). */
+  readonly bounded: boolean;
+}
+
+/**
+ * Waits for `promise`, or rejects when the deadline fires.
+ *
+ * @param promise What to wait for.
+ * @param deadline The deadline of the call.
+ * @returns What `promise` resolved to.
+ */
+export function within<T>(promise: Promise<T>, deadline: Deadline): Promise<T> {
+  return deadline.bounded ? Promise.race([promise, deadline.promise]) : promise;
 }
 
 /** The deadline of a call with neither signal nor timeout: it never fires. */
 const NO_DEADLINE: Deadline = {
   promise: new Promise<never>(() => {}),
+  bounded: false,
   [Symbol.dispose]() {},
 };
 
@@ -66,6 +80,7 @@ export function startDeadline(options: WaitOptions | undefined, onTimeout: () =>
   promise.catch(() => {});
   return {
     promise,
+    bounded: true,
     [Symbol.dispose]() {
       if (timer !== undefined) clearTimeout(timer);
       if (onAbort !== undefined) signal!.removeEventListener("abort", onAbort);

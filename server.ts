@@ -7,7 +7,7 @@
 
 import { ByteBudget, DEFAULT_RECEIVE_BUFFER_BYTES } from "./budget.ts";
 import { type Arrival, Connection, DEFAULT_HEARTBEAT_MS, encodeFrame } from "./connection.ts";
-import { type Deadline, startDeadline, type WaitOptions } from "./deadline.ts";
+import { type Deadline, startDeadline, type WaitOptions, within } from "./deadline.ts";
 import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
 import { type FrameOptions, maxFrameBytesOf } from "./framing.ts";
 import {
@@ -428,7 +428,7 @@ export class Server implements AsyncDisposable {
         if (changed.length === 0) {
           const { promise, resolve } = Promise.withResolvers<void>();
           wake = resolve;
-          await Promise.race([promise, deadline.promise]);
+          await within(promise, deadline);
           wake = undefined;
         }
         const ids = changed;
