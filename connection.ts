@@ -65,6 +65,9 @@ const BATCH_BYTES = 16 * 1024;
 const HEARTBEAT_FRAME = new Uint8Array(HEADER_BYTES);
 
 let nextSeq = 0;
+/** The slab small received bodies are copied into, shared by all connections, and its fill. */
+let slab = new Uint8Array(SLAB_BYTES);
+let slabPos = 0;
 
 /**
  * Encodes a value as a whole frame (header included) for {@linkcode Connection.write}.
@@ -118,9 +121,6 @@ export class Connection {
   readonly #peerIsServer: boolean;
   /** Budget reserved for the frame being read. */
   #reserving = 0;
-  /** The slab small received bodies are copied into, and its next free offset. */
-  #slab: Uint8Array | undefined;
-  #slabPos = 0;
   readonly #inbox: Arrival[] = [];
   #inboxHead = 0;
   #inboxBytes = 0;
@@ -389,19 +389,20 @@ export class Connection {
 
   /**
    * Copies a small body out of the read buffer. Bodies up to 4 KiB share
-   * 64 KiB slabs (8-byte aligned, so tensors stay aligned views), which saves
-   * an allocation per small message; larger ones get their own buffer.
+   * 64 KiB slabs with every connection of the process (8-byte aligned, so
+   * tensors stay aligned views), which saves an allocation per small
+   * message; larger ones get their own buffer.
    */
   #own(body: Uint8Array): Uint8Array {
     const n = body.byteLength;
     if (n > SLAB_MAX_BODY) return body.slice();
-    if (this.#slab === undefined || this.#slabPos + n > SLAB_BYTES) {
-      this.#slab = new Uint8Array(SLAB_BYTES);
-      this.#slabPos = 0;
+    if (slabPos + n > SLAB_BYTES) {
+      slab = new Uint8Array(SLAB_BYTES);
+      slabPos = 0;
     }
-    const owned = this.#slab.subarray(this.#slabPos, this.#slabPos + n);
+    const owned = slab.subarray(slabPos, slabPos + n);
     owned.set(body);
-    this.#slabPos += (n + 7) & ~7;
+    slabPos += (n + 7) & ~7;
     return owned;
   }
 

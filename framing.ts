@@ -41,7 +41,7 @@ export const DEFAULT_MAX_FRAME_BYTES: number = 512 * 1024 * 1024;
 export const MAX_FRAME_BYTES_LIMIT: number = 2 ** 32 - 1;
 /** Frames up to this size are copied into one chunk with their header. */
 const COALESCE_BYTES = 64 * 1024;
-const SCRATCH_BYTES = 256 * 1024;
+const SCRATCH_BYTES = 64 * 1024;
 
 /** Options shared by the frame streams and the reader. */
 export interface FrameOptions {
@@ -278,7 +278,7 @@ export interface FrameReaderOptions extends FrameOptions {
 
 /**
  * Reads frame bodies from a readable byte stream, such as a `Deno.Conn`'s
- * `readable`. Small frames are cut out of a 256 KiB read buffer; a large
+ * `readable`. Small frames are cut out of a 64 KiB read buffer; a large
  * frame is read straight into a buffer of its announced length, with a BYOB
  * reader where the stream is a byte stream.
  *
