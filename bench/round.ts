@@ -16,7 +16,9 @@ import { connect, listen } from "../mod.ts";
 import { median, parseArgs, report, retryRefused } from "./common.ts";
 
 const { role, port, clients, size, rounds } = parseArgs(Deno.args);
-const WARMUP = 2;
+// Untimed warm-up rounds, the same for every implementation, so the JIT has
+// compiled the hot paths: as many as the timed rounds for small payloads.
+const WARMUP = size >= 1 << 20 ? 2 : rounds;
 
 if (role === "server") {
   await using server = listen({
@@ -27,7 +29,6 @@ if (role === "server") {
   await server.ready({ timeout: 120_000 });
   const weights = new Float32Array(size / 4).fill(0.5);
   const times: number[] = [];
-  // Two untimed warm-up rounds (negative numbers), the same for every implementation.
   for (let round = -WARMUP; round < rounds; round++) {
     const start = performance.now();
     await server.broadcast({ round, weights });
