@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concat } from "./test_util.ts";
 import { decode as msgpackDecode, encode as msgpackEncode, ExtData } from "@msgpack/msgpack";
 import suite from "msgpack-test-suite/dist/msgpack-test-suite.json" with { type: "json" };
 import { decode, encode, encodeChunks, EXTERNAL_MIN_BYTES, MAX_DEPTH } from "./codec.ts";
@@ -29,17 +30,6 @@ function reference(value: unknown): Uint8Array {
 /** Asserts that our encoding of `value` is byte for byte `@msgpack/msgpack`'s. */
 function assertSameAsReference(value: unknown, label: string): void {
   assert.equal(toHex(encode(value)), toHex(reference(value)), label);
-}
-
-/** Concatenates chunks. */
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
 }
 
 /** A string whose UTF-8 form is exactly `bytes` long, made of `char` and ASCII filler. */

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concat } from "./test_util.ts";
 import { encode } from "./codec.ts";
 import { ProtocolError } from "./errors.ts";
 import {
@@ -21,16 +22,6 @@ function frame(body: Uint8Array | number[]): Uint8Array {
   const out = new Uint8Array(4 + bytes.byteLength);
   new DataView(out.buffer).setUint32(0, bytes.byteLength);
   out.set(bytes, 4);
-  return out;
-}
-
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
   return out;
 }
 
