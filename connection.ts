@@ -38,8 +38,6 @@ export interface ConnectionOptions {
   handshakeFrameBytes?: number;
   /** Send a heartbeat after this many idle ms (default 15,000; 0 disables). */
   heartbeatMs?: number;
-  /** Called with the byte count of every read and write (for progress). */
-  onBytes?: (direction: "in" | "out", bytes: number) => void;
   /** A budget shared with other connections for large received frames not yet taken. */
   budget?: ByteBudget;
   /** Whether the other end is the server (this is a client's connection), for messages. */
@@ -94,9 +92,6 @@ export function encodeFrame(
   return encoded;
 }
 
-/** What a connection listener is told: a message arrived, or reading ended. */
-export type ConnectionEvent = "message" | "end";
-
 interface WriteWaiter {
   until: number;
   resolve: () => void;
@@ -116,7 +111,6 @@ export class Connection {
   readonly #maxFrameBytes: number;
   /** The largest body sent: `maxFrameBytes`, or less if the peer accepts less. */
   #sendMaxFrameBytes: number;
-  readonly #onBytes: ConnectionOptions["onBytes"];
   readonly #budget: ByteBudget | undefined;
   readonly #peerIsServer: boolean;
   /** Budget reserved for the frame being read. */
@@ -132,7 +126,7 @@ export class Connection {
   #awaitingOpen = false;
   #ended: Error | undefined;
   /** The one consumer waiting on this connection (callers never read one client twice at once). */
-  #listener: ((event: ConnectionEvent) => void) | undefined;
+  #listener: (() => void) | undefined;
   readonly #readLoop: Promise<void>;
   /** Chunks waiting to be written: sealed batches of small frames, and large chunks. */
   #pending: Uint8Array[] = [];
@@ -156,14 +150,13 @@ export class Connection {
    * Starts reading from `conn`.
    *
    * @param conn The TCP connection; this object owns it from now on.
-   * @param options Limits, heartbeat and progress callback.
+   * @param options Limits, heartbeat and the shared receive budget.
    */
   constructor(conn: Deno.Conn, options?: ConnectionOptions) {
     this.#conn = conn;
     this.#maxFrameBytes = maxFrameBytesOf(options);
     this.#sendMaxFrameBytes = this.#maxFrameBytes;
     this.#handshaking = options?.handshakeFrameBytes !== undefined;
-    this.#onBytes = options?.onBytes;
     this.#budget = options?.budget;
     this.#peerIsServer = options?.peerIsServer ?? false;
     try {
@@ -173,10 +166,7 @@ export class Connection {
     }
     this.#reader = new FrameReader(conn, {
       maxFrameBytes: Math.min(options?.handshakeFrameBytes ?? Infinity, this.#maxFrameBytes),
-      onBytes: (n) => {
-        this.bytesReceived += n;
-        this.#onBytes?.("in", n);
-      },
+      onBytes: (n) => void (this.bytesReceived += n),
       reserve: (bytes) => {
         if (this.#budget === undefined) return undefined;
         this.#reserving = bytes;
@@ -281,7 +271,7 @@ export class Connection {
    * @param listener The function.
    * @returns A function that unregisters it.
    */
-  listen(listener: (event: ConnectionEvent) => void): () => void {
+  listen(listener: () => void): () => void {
     if (this.#listener !== undefined) {
       throw new Error("Concurrent receive: this connection is already being read from");
     }
@@ -323,7 +313,7 @@ export class Connection {
    */
   async changed(deadline: Deadline): Promise<void> {
     const { promise, resolve } = Promise.withResolvers<void>();
-    const stop = this.listen(() => resolve());
+    const stop = this.listen(resolve);
     try {
       await within(promise, deadline);
     } finally {
@@ -331,8 +321,8 @@ export class Connection {
     }
   }
 
-  #notify(event: ConnectionEvent): void {
-    this.#listener?.(event);
+  #notify(): void {
+    this.#listener?.();
   }
 
   async #read(): Promise<void> {
@@ -383,7 +373,7 @@ export class Connection {
     this.#inbox.push({ value, seq: nextSeq++, bytes: body.byteLength, reserved });
     this.#inboxBytes += body.byteLength;
     if (this.#handshaking) this.#awaitingOpen = true;
-    this.#notify("message");
+    this.#notify();
     return this.#mustPause();
   }
 
@@ -459,7 +449,7 @@ export class Connection {
     if (this.#reserving > 0) this.#budget?.release(this.#reserving);
     this.#reserving = 0;
     if (this.#ended === undefined) this.#ended = reason;
-    this.#notify("end");
+    this.#notify();
     if (this.#closing) return;
     this.#shutdown();
     // A failed or ended connection is closed at once (PROTOCOL.md §9.1): the
@@ -585,7 +575,6 @@ export class Connection {
       const n = await this.#conn.write(chunk.subarray(off));
       off += n;
       this.bytesSent += n; // counted as it goes, for progress bars on large writes
-      this.#onBytes?.("out", n);
     }
     this.#written += chunk.byteLength;
     this.#lastWrite = performance.now();
