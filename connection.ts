@@ -486,9 +486,21 @@ export class Connection {
         }
         this.#tail.set(chunk, this.#tailFill);
         this.#tailFill += n;
-      } else {
+      } else if (n < COPY_BYTES) {
         this.#seal();
-        this.#pending.push(n < COPY_BYTES ? chunk.slice() : chunk);
+        this.#pending.push(chunk.slice());
+      } else {
+        // Written from place. Its head tops up the batch so that a frame
+        // header queued before it goes out in the same write.
+        let rest = chunk;
+        if (this.#tail !== undefined && this.#tailFill > 0) {
+          const head = this.#tail.byteLength - this.#tailFill;
+          this.#tail.set(chunk.subarray(0, head), this.#tailFill);
+          this.#tailFill += head;
+          rest = chunk.subarray(head);
+        }
+        this.#seal();
+        this.#pending.push(rest);
       }
       this.#queued += n;
     }
