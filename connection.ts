@@ -106,6 +106,11 @@ export class Connection {
   bytesReceived = 0;
   /** Bytes written to the socket so far, frame headers included. */
   bytesSent = 0;
+  /**
+   * Read large frames without the receive budget: set while a gather, which
+   * holds every answer until it returns, waits on this connection.
+   */
+  unmetered = false;
   readonly #conn: Deno.Conn;
   readonly #reader: FrameReader;
   readonly #maxFrameBytes: number;
@@ -168,7 +173,7 @@ export class Connection {
       maxFrameBytes: Math.min(options?.handshakeFrameBytes ?? Infinity, this.#maxFrameBytes),
       onBytes: (n) => void (this.bytesReceived += n),
       reserve: (bytes) => {
-        if (this.#budget === undefined) return undefined;
+        if (this.#budget === undefined || this.unmetered) return undefined;
         this.#reserving = bytes;
         const granted = this.#budget.acquire(bytes, this.#closeSignal.signal);
         // Until granted, nothing is reserved: a close while waiting must not release.

@@ -32,9 +32,11 @@ export interface ListenOptions extends FrameOptions {
   heartbeatMs?: number;
   /**
    * How many bytes of large received messages may wait in memory, not yet
-   * taken by `gather`/`uploads`, across all clients (default 128 MiB). Past
-   * it, further large uploads wait in the kernel and TCP slows their
-   * senders; one message larger than this is still admitted on its own.
+   * taken by `uploads()` or a later receive, across all clients (default
+   * 128 MiB). Past it, further large uploads wait in the kernel and TCP slows
+   * their senders; one message larger than this is still admitted on its own.
+   * A `gather()` reads its clients without this limit, since it returns all
+   * their answers at once anyway.
    */
   receiveBufferBytes?: number;
 }
@@ -350,6 +352,12 @@ export class Server implements AsyncDisposable {
     if (failures.length > 0) throw failures[0];
   }
 
+  /** Lets the given clients' large frames be read without the receive budget, until disposed. */
+  #unmeter(ids: readonly number[]): Disposable {
+    for (const id of ids) this.#connections[id].unmetered = true;
+    return { [Symbol.dispose]: () => ids.forEach((id) => this.#connections[id].unmetered = false) };
+  }
+
   /** Marks ids as being received from, so two calls never split one client's messages. */
   #lock(ids: readonly number[], what: string): Disposable {
     for (const id of ids) {
@@ -377,6 +385,9 @@ export class Server implements AsyncDisposable {
   async gather(ids?: Iterable<number>, options?: WaitOptions): Promise<Map<number, unknown>> {
     const list = this.#ids(ids, "gather");
     using _lock = this.#lock(list, "gather");
+    // A gather holds every answer until it returns, so throttling its reads
+    // with the receive budget would slow it without saving memory.
+    using _unmetered = this.#unmeter(list);
     const missing = new Set(list);
     // Messages are taken as they arrive (freeing the receive budget for the
     // others) and put back at the front of their queues if the gather fails.
