@@ -126,7 +126,7 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
    * @throws {PeerDisconnectedError} If the connection is gone.
    */
   send(value: unknown): Promise<void> {
-    return this.#connection.send(value);
+    return this.#connection.send(value) ?? Promise.resolve();
   }
 
   /**

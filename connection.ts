@@ -189,7 +189,7 @@ export class Connection {
     if (heartbeatMs > 0) {
       const timer = setInterval(() => {
         if (this.#writing === undefined && performance.now() - this.#lastWrite >= heartbeatMs) {
-          this.write([HEARTBEAT_FRAME], false).catch(() => {});
+          this.write([HEARTBEAT_FRAME], false)?.catch(() => {});
         }
       }, heartbeatMs);
       Deno.unrefTimer(timer);
@@ -473,13 +473,16 @@ export class Connection {
    * @param chunks The frame, header included.
    * @param borrowed Whether a chunk is the caller's memory: then the promise
    * waits until the socket has taken it, so the caller may reuse the memory.
-   * @returns Resolves once written, or once queued while the queue is below
-   * its high-water mark and nothing is borrowed.
-   * @throws {PeerDisconnectedError} If the connection is gone.
+   * @returns `undefined` when queued while the queue is below its high-water
+   * mark and nothing is borrowed (nothing to wait for); otherwise a promise
+   * that resolves once the socket has taken the frame.
+   * @throws {PeerDisconnectedError} If the connection is gone (as a rejected promise).
    */
-  write(chunks: readonly Uint8Array[], borrowed: boolean): Promise<void> {
+  write(chunks: readonly Uint8Array[], borrowed: boolean): Promise<void> | undefined {
     if (this.#writeError !== undefined) return Promise.reject(this.#writeError);
     if (this.#closing) return Promise.reject(this.#disconnected());
+    // Reading ended (the peer left or broke the protocol): the socket is closed.
+    if (this.#ended !== undefined) return Promise.reject(this.#ended);
     for (const chunk of chunks) {
       const n = chunk.byteLength;
       // Copied now, so the caller may reuse its memory (or the encoder its scratch).
@@ -510,7 +513,7 @@ export class Connection {
       this.#queued += n;
     }
     this.#writing ??= this.#pump();
-    if (!borrowed && this.#queued - this.#written <= HIGH_WATER_BYTES) return Promise.resolve();
+    if (!borrowed && this.#queued - this.#written <= HIGH_WATER_BYTES) return undefined;
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     this.#waiters.push({ until: this.#queued, resolve, reject });
     return promise;
@@ -533,11 +536,11 @@ export class Connection {
    * Encodes and writes one value.
    *
    * @param value The value.
-   * @returns See {@linkcode Connection.write}; it rejects (never throws) on the errors below.
+   * @returns See {@linkcode Connection.write}; a promise that rejects (never a throw) on the errors below.
    * @throws {TypeError} If the value has no MessagePack form.
    * @throws {RangeError} If it encodes to more than `maxFrameBytes` or the peer's limit.
    */
-  send(value: unknown): Promise<void> {
+  send(value: unknown): Promise<void> | undefined {
     let encoded: EncodedChunks;
     try {
       encoded = encodeFrame(value, this.#sendMaxFrameBytes, true);

@@ -329,9 +329,14 @@ export class Server implements AsyncDisposable {
 
   /** Awaits per-client writes; reports the first failure or the ids still unwritten. */
   async #deliver(
-    writes: [number, Promise<void>][],
+    queued: [number, Promise<void> | undefined][],
     options: WaitOptions & { what: string },
   ): Promise<void> {
+    // Small frames are queued at once (no promise): only the others are awaited.
+    const writes = queued.filter((entry): entry is [number, Promise<void>] =>
+      entry[1] !== undefined
+    );
+    if (writes.length === 0) return;
     const unwritten = new Set(writes.map(([id]) => id));
     const failures: unknown[] = [];
     const all = Promise.all(

@@ -255,6 +255,18 @@ Deno.test("broadcast() with ids sends to those clients only", async () => {
   assert.equal(await c.clients[2].recv(), "everyone");
 });
 
+Deno.test("broadcast() rejects naming a client that left, and still reaches the others", async () => {
+  await using c = await cluster(3);
+  await c.clients[1].close();
+  await until(() => !c.server.connected.includes(1), "the server to see client 1 leave");
+  await assert.rejects(
+    c.server.broadcast({ round: 2 }),
+    (error: unknown) => error instanceof PeerDisconnectedError && error.clientId === 1,
+  );
+  assert.deepStrictEqual(await c.clients[0].recv(), { round: 2 });
+  assert.deepStrictEqual(await c.clients[2].recv(), { round: 2 });
+});
+
 Deno.test("send() scatters a Map of values by id", async () => {
   await using c = await cluster(3);
   await c.server.send(new Map<number, unknown>([[0, { lr: 0.1 }], [2, new Int32Array([7, 8])]]));
