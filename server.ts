@@ -107,6 +107,8 @@ export class Server implements AsyncDisposable {
   readonly #handshaking = new Set<Promise<void>>();
   readonly #busy = new Set<number>();
   readonly #joinListeners = new Set<() => void>();
+  /** The call watching each client id (at most one: ids are locked), told of arrivals and ends. */
+  readonly #watchers: (((id: number) => void) | undefined)[] = [];
   readonly #accepting: Promise<void>;
   readonly #abort = new AbortController();
   readonly #budget: ByteBudget;
@@ -208,6 +210,8 @@ export class Server implements AsyncDisposable {
       const id = this.#connections.length;
       this.#connections.push(connection);
       await welcome(connection, id, this.#clients);
+      // From now on the connection reports to whichever call watches this id.
+      connection.listen(() => this.#watchers[id]?.(id));
       for (const listener of this.#joinListeners) listener();
     } catch {
       // The peer timed out, left, or sent garbage before it had an id: drop it.
@@ -424,21 +428,20 @@ export class Server implements AsyncDisposable {
     return new Map(list.map((id) => [id, taken.get(id)!.value]));
   }
 
-  /** Watches the given clients' connections; `wait()` returns the ids that changed. */
+  /** Watches the given clients' connections; `wait()` returns the ids that changed since the last call. */
   #watch(
-    ids: Iterable<number>,
+    ids: readonly number[],
     onTimeout: () => Error,
     options: WaitOptions | undefined,
   ): { wait(): Promise<number[]> } & Disposable {
     const deadline: Deadline = startDeadline(options, onTimeout);
     let changed: number[] = [];
     let wake: (() => void) | undefined;
-    const stops = [...ids].map((id) =>
-      this.#connections[id].listen(() => {
-        changed.push(id);
-        wake?.();
-      })
-    );
+    const watcher = (id: number): void => {
+      changed.push(id);
+      wake?.();
+    };
+    for (const id of ids) this.#watchers[id] = watcher;
     return {
       async wait(): Promise<number[]> {
         if (changed.length === 0) {
@@ -451,8 +454,8 @@ export class Server implements AsyncDisposable {
         changed = [];
         return ids;
       },
-      [Symbol.dispose]() {
-        for (const stop of stops) stop();
+      [Symbol.dispose]: () => {
+        for (const id of ids) this.#watchers[id] = undefined;
         deadline[Symbol.dispose]();
       },
     };
