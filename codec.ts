@@ -382,13 +382,10 @@ export class ChunkEncoder {
         `Cannot encode array: ${data.byteLength} bytes exceeds the 4 GiB MessagePack limit`,
       );
     }
-    const shapeStart = this.#pos;
-    this.#header(shape.length, 0x90, 16, 0xdc, 0xdd);
-    for (const d of shape) this.#number(d);
-    const shapeBytes = this.#buf.slice(shapeStart, this.#pos);
-    this.#pos = shapeStart;
+    let shapeBytes = shape.length < 16 ? 1 : shape.length < 0x10000 ? 3 : 5;
+    for (const d of shape) shapeBytes += intBytes(d);
     // Minimal layout: map(1) nd(4+1) type(6+1+len) kind(6+2) shape(7+shape) data(6) bin32 header(5)
-    const minimal = 1 + 5 + 7 + dtype.length + 8 + 7 + shapeBytes.length + 6 + 5;
+    const minimal = 1 + 5 + 7 + dtype.length + 8 + 7 + shapeBytes + 6 + 5;
     const pad = (TENSOR_ALIGN - (this.#emitted + this.#pos + minimal) % TENSOR_ALIGN) %
       TENSOR_ALIGN;
     const wideType = pad >= 4;
@@ -403,11 +400,17 @@ export class ChunkEncoder {
     this.#numpyKey(2, widen >= 3);
     this.#u8u8(0xc4, 0);
     this.#numpyKey(3, false);
-    this.#bytes(shapeBytes);
+    this.#header(shape.length, 0x90, 16, 0xdc, 0xdd);
+    for (const d of shape) this.#number(d);
     this.#numpyKey(4, false);
     this.#u8u32(0xc6, data.byteLength);
     this.#bytes(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   }
+}
+
+/** The bytes `#number` writes for a non-negative safe integer (a dimension). */
+function intBytes(n: number): number {
+  return n < 0x80 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < TWO_32 ? 5 : 9;
 }
 
 const sharedEncoder = new ChunkEncoder();
@@ -470,7 +473,20 @@ export function encode(value: unknown): Uint8Array {
 
 /** Decodes a short ASCII byte string without a TextDecoder call (keys like `nd`, `shape`). */
 function asciiKey(bytes: Uint8Array): string | undefined {
-  if (bytes.byteLength > 16) return undefined;
+  // The five keys of every numpy map, without building a string.
+  const n = bytes.byteLength;
+  if (n === 2 && bytes[0] === 0x6e && bytes[1] === 0x64) return "nd";
+  if (n === 4) {
+    const word = (bytes[0] << 24 | bytes[1] << 16 | bytes[2] << 8 | bytes[3]) >>> 0;
+    if (word === 0x74797065) return "type";
+    if (word === 0x6b696e64) return "kind";
+    if (word === 0x64617461) return "data";
+  }
+  if (
+    n === 5 && bytes[0] === 0x73 && bytes[1] === 0x68 && bytes[2] === 0x61 && bytes[3] === 0x70 &&
+    bytes[4] === 0x65
+  ) return "shape";
+  if (n > 16) return undefined;
   let key = "";
   for (let i = 0; i < bytes.byteLength; i++) {
     if (bytes[i] >= 0x80) return undefined;
