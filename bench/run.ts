@@ -1,9 +1,11 @@
 /**
- * `deno task bench`: runs fedcomm and the raw-bytes limit side by side,
- * interleaved, each as a server process and a client-host process on
- * loopback, then the small-message and memory benchmarks, and prints a table.
+ * `deno task bench`: runs fedcomm, the raw-bytes limit and the peer
+ * baselines (Node.js net + msgpackr, Python asyncio + pickle, where they can
+ * run) side by side, interleaved, each as a server process and a client-host
+ * process on loopback; then the small-message and memory benchmarks; and
+ * prints a table.
  *
- * Options: `--quick` runs fewer rounds (for a smoke test).
+ * Options: `--quick` runs fewer rounds (for a smoke test); `--no-peers` skips the peers.
  *
  * @module
  */
@@ -14,19 +16,22 @@ const quick = Deno.args.includes("--quick");
 const dir = new URL(".", import.meta.url).pathname;
 let nextPort = 19_000 + Math.floor(Math.random() * 10_000);
 
-/** Runs `script server …` and `script client …` together; returns the server's JSON line. */
+/** How to start one implementation's processes: a program and its leading arguments. */
+type Command = [program: string, ...args: string[]];
+
+const deno = (script: string): Command => [Deno.execPath(), "run", "-A", `${dir}${script}`];
+
+/** Runs `… server …` and `… client …` together; returns the server's JSON line. */
 async function pair(
-  script: string,
+  command: Command,
   serverArgs: string[],
   clientArgs: string[],
 ): Promise<Record<string, number | string>> {
   const port = String(nextPort++);
-  const run = (args: string[]) =>
-    new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${dir}${script}`, ...args],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+  const [program, ...args] = command;
+  const run = (more: string[]) =>
+    new Deno.Command(program, { args: [...args, ...more], stdout: "piped", stderr: "piped" })
+      .output();
   const [server, client] = await Promise.all([
     run(["server", port, ...serverArgs]),
     run(["client", port, ...clientArgs]),
@@ -34,10 +39,41 @@ async function pair(
   const decoder = new TextDecoder();
   if (!server.success || !client.success) {
     throw new Error(
-      `${script} failed:\n${decoder.decode(server.stderr)}\n${decoder.decode(client.stderr)}`,
+      `${command.join(" ")} failed:\n${decoder.decode(server.stderr)}\n${
+        decoder.decode(client.stderr)
+      }`,
     );
   }
   return JSON.parse(decoder.decode(server.stdout).trim().split("\n").at(-1)!);
+}
+
+/** Whether a command runs and exits 0. */
+function works(program: string, args: string[], cwd?: string): boolean {
+  try {
+    return new Deno.Command(program, { args, cwd, stdout: "null", stderr: "null" }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The peer baselines that can run here: Node.js `net` + msgpackr (installed
+ * from bench/peers/package-lock.json with npm) and Python asyncio + pickle
+ * (Debian's python3-numpy).
+ */
+function peers(): [string, Command][] {
+  const found: [string, Command][] = [];
+  const peerDir = `${dir}peers`;
+  const hasModules = works("node", ["-e", "require.resolve('msgpackr')"], peerDir) ||
+    (works("npm", ["ci", "--no-audit", "--no-fund", "--silent"], peerDir) &&
+      works("node", ["-e", "require.resolve('msgpackr')"], peerDir));
+  if (hasModules) found.push(["node+msgpackr", ["node", `${peerDir}/node_round.mjs`]]);
+  else console.error("skipping the Node.js peer: node or msgpackr is not available");
+  if (works("/usr/bin/python3", ["-c", "import numpy"])) {
+    found.push(["python+pickle", ["/usr/bin/python3", `${peerDir}/python_round.py`]]);
+  } else console.error("skipping the Python peer: /usr/bin/python3 with numpy is not available");
+  return found;
 }
 
 const KiB = 1024;
@@ -50,43 +86,43 @@ const scenarios = [
 ];
 const repeats = quick ? 1 : 3;
 
+const impls: [string, Command][] = [
+  ["raw", deno("raw.ts")],
+  ["fedcomm", deno("round.ts")],
+  ...(Deno.args.includes("--no-peers") ? [] : peers()),
+];
 const rows: string[][] = [];
 for (const { clients, size, rounds, label } of scenarios) {
-  const times: Record<string, number[]> = { raw: [], fedcomm: [] };
+  const times = new Map<string, number[]>(impls.map(([name]) => [name, []]));
   for (let r = 0; r < repeats; r++) {
-    for (const [impl, script] of [["raw", "raw.ts"], ["fedcomm", "round.ts"]]) {
-      const line = await pair(script, [String(clients), String(size), String(rounds)], [
+    for (const [name, command] of impls) {
+      const line = await pair(command, [String(clients), String(size), String(rounds)], [
         String(clients),
       ]);
-      times[impl].push(line.median_round_s as number);
+      times.get(name)!.push(line.median_round_s as number);
       console.error(JSON.stringify(line));
     }
   }
-  const raw = median(times.raw);
-  const ours = median(times.fedcomm);
+  const medians = impls.map(([name]) => median(times.get(name)!));
+  const [raw, ours] = medians;
   const gbps = (t: number) => ((2 * clients * size) / t / 1e9).toFixed(3);
-  rows.push([
-    label,
-    `${(raw * 1000).toFixed(3)} ms`,
-    `${(ours * 1000).toFixed(3)} ms`,
-    gbps(raw),
-    gbps(ours),
-    (raw / ours).toFixed(2),
-  ]);
+  const ms = (t: number) => `${(t * 1000).toFixed(3)} ms`;
+  rows.push([label, ...medians.map(ms), gbps(ours), (raw / ours).toFixed(2)]);
 }
 
-const messages = await pair("messages.ts", [String(quick ? 100_000 : 1_000_000)], [
+const messages = await pair(deno("messages.ts"), [String(quick ? 100_000 : 1_000_000)], [
   String(quick ? 100_000 : 1_000_000),
 ]);
 console.error(JSON.stringify(messages));
-const memory = await pair("memory.ts", ["16", String(64 * MiB)], ["16", String(64 * MiB)]);
+const memory = await pair(deno("memory.ts"), ["16", String(64 * MiB)], [
+  "16",
+  String(64 * MiB),
+]);
 console.error(JSON.stringify(memory));
 
 const header = [
   "scenario",
-  "raw round",
-  "fedcomm round",
-  "raw GB/s",
+  ...impls.map(([name]) => `${name} round`),
   "fedcomm GB/s",
   "fedcomm/raw",
 ];
