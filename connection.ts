@@ -60,6 +60,8 @@ const HIGH_WATER_BYTES = 1024 * 1024;
 const COPY_BYTES = 64 * 1024;
 /** Small frames queued together are copied into batches of this size, one write each. */
 const BATCH_BYTES = 16 * 1024;
+/** The first batch of a connection: a server may hold thousands of idle ones. */
+const BATCH_MIN_BYTES = 4 * 1024;
 const HEARTBEAT_FRAME = new Uint8Array(HEADER_BYTES);
 
 let nextSeq = 0;
@@ -141,6 +143,8 @@ export class Connection {
   /** Batches handed to the pump, and one written batch kept for reuse. */
   readonly #batches = new Set<ArrayBufferLike>();
   #spare: Uint8Array | undefined;
+  /** The size of new batches: small until a batch overflows (thousands of idle connections). */
+  #batchSize = BATCH_MIN_BYTES;
   #queued = 0;
   #written = 0;
   #writing: Promise<void> | undefined;
@@ -488,9 +492,14 @@ export class Connection {
       // Copied now, so the caller may reuse its memory (or the encoder its scratch).
       if (n * 2 <= BATCH_BYTES) {
         if (this.#tail === undefined || this.#tailFill + n > this.#tail.byteLength) {
+          // A full batch means heavy traffic: use full-size batches from now on.
+          if (this.#tail !== undefined || n > this.#batchSize) this.#batchSize = BATCH_BYTES;
           this.#seal();
-          this.#tail = this.#spare ?? new Uint8Array(BATCH_BYTES);
+          const spare = this.#spare;
           this.#spare = undefined;
+          this.#tail = spare?.byteLength === this.#batchSize
+            ? spare
+            : new Uint8Array(this.#batchSize);
         }
         this.#tail.set(chunk, this.#tailFill);
         this.#tailFill += n;

@@ -41,6 +41,8 @@ export const DEFAULT_MAX_FRAME_BYTES: number = 512 * 1024 * 1024;
 export const MAX_FRAME_BYTES_LIMIT: number = 2 ** 32 - 1;
 /** Frames up to this size are copied into one chunk with their header. */
 const COALESCE_BYTES = 64 * 1024;
+/** The read buffer starts this small (a server may hold thousands) and grows when filled. */
+const SCRATCH_MIN_BYTES = 4 * 1024;
 const SCRATCH_BYTES = 64 * 1024;
 
 /** Options shared by the frame streams and the reader. */
@@ -278,7 +280,8 @@ export interface FrameReaderOptions extends FrameOptions {
 
 /**
  * Reads frame bodies from a readable byte stream, such as a `Deno.Conn`'s
- * `readable`. Small frames are cut out of a 64 KiB read buffer; a large
+ * `readable`. Frames up to 64 KiB are cut out of a read buffer (4 KiB, grown
+ * to 64 KiB under load); a large
  * frame is read straight into a buffer of its announced length, with a BYOB
  * reader where the stream is a byte stream.
  *
@@ -299,7 +302,7 @@ export class FrameReader {
   #max: number;
   #onBytes: ((bytes: number) => void) | undefined;
   #reserve: FrameReaderOptions["reserve"];
-  #buf: Uint8Array = new Uint8Array(SCRATCH_BYTES);
+  #buf: Uint8Array = new Uint8Array(SCRATCH_MIN_BYTES);
   #start = 0;
   #end = 0;
 
@@ -394,10 +397,21 @@ export class FrameReader {
       const expected = available >= HEADER_BYTES
         ? new DataView(this.#buf.buffer, this.#start).getUint32(0)
         : undefined;
-      if (expected !== undefined && HEADER_BYTES + expected > this.#buf.byteLength) {
+      if (expected !== undefined && HEADER_BYTES + expected > SCRATCH_BYTES) {
         return await this.#readLarge(expected);
       }
-      if (this.#start > 0) {
+      // Make room: move what is buffered to the front, and grow the buffer
+      // when it is full or too small for the frame whose header is in it.
+      const need = expected === undefined ? 0 : HEADER_BYTES + expected;
+      let size = this.#buf.byteLength;
+      while (size < SCRATCH_BYTES && (available === size || need > size)) size *= 2;
+      if (size !== this.#buf.byteLength) {
+        const grown = new Uint8Array(size);
+        grown.set(this.#buf.subarray(this.#start, this.#end));
+        this.#buf = grown;
+        this.#end = available;
+        this.#start = 0;
+      } else if (this.#start > 0) {
         this.#buf.copyWithin(0, this.#start, this.#end);
         this.#end -= this.#start;
         this.#start = 0;
@@ -413,7 +427,7 @@ export class FrameReader {
     }
   }
 
-  /** Reads a body larger than the read buffer straight into its own buffer. */
+  /** Reads a body larger than the largest read buffer straight into its own buffer. */
   async #readLarge(length: number): Promise<Uint8Array> {
     const reserved = this.#reserve?.(length);
     if (reserved !== undefined) await reserved;

@@ -286,6 +286,20 @@ Deno.test("FrameReader() reads small and 3 MiB frames from a byte stream", async
   }
 });
 
+Deno.test("FrameReader() reads frames of every size around its read buffer's sizes", async () => {
+  // The read buffer starts at 4 KiB and grows to 64 KiB; larger frames get their own buffer.
+  const sizes = [0, 1, 4091, 4092, 4093, 8188, 8189, 20_000, 65_531, 65_532, 65_533, 70_000];
+  const bodies = [...sizes, ...sizes.toReversed()].map((n, i) => pattern(n, i));
+  const bytes = concat(bodies.map(frame));
+  for (const size of [1, 3000, 4096, 65_536, bytes.byteLength]) {
+    const reader = new FrameReader(byteStream(split(bytes, size)));
+    for (const body of bodies) {
+      assert.deepStrictEqual(await reader.read(), body, `chunks of ${size}`);
+    }
+    assert.equal(await reader.read(), null);
+  }
+});
+
 Deno.test("FrameReader() throws RangeError for an oversized header before the body arrives", async () => {
   // A byte stream that never ends after the header.
   const bytes = new FrameReader(byteStream([frame([1]), new Uint8Array([0, 1, 0, 1])], false), {
