@@ -65,6 +65,8 @@ const BATCH_MIN_BYTES = 4 * 1024;
 const HEARTBEAT_FRAME = new Uint8Array(HEADER_BYTES);
 
 let nextSeq = 0;
+/** The abort reason that lets a frame waiting for the receive budget be read without it. */
+const UNMETERED = Symbol("unmetered");
 /** The slab small received bodies are copied into, shared by all connections, and its fill. */
 let slab = new Uint8Array(SLAB_BYTES);
 let slabPos = 0;
@@ -108,11 +110,7 @@ export class Connection {
   bytesReceived = 0;
   /** Bytes written to the socket so far, frame headers included. */
   bytesSent = 0;
-  /**
-   * Read large frames without the receive budget: set while a gather, which
-   * holds every answer until it returns, waits on this connection.
-   */
-  unmetered = false;
+
   readonly #conn: Deno.Conn;
   readonly #reader: FrameReader;
   readonly #maxFrameBytes: number;
@@ -122,6 +120,9 @@ export class Connection {
   readonly #peerIsServer: boolean;
   /** Budget reserved for the frame being read. */
   #reserving = 0;
+  #unmetered = false;
+  /** Ends the current wait for the budget, when a gather starts waiting on this connection. */
+  #skipBudget: AbortController | undefined;
   readonly #inbox: Arrival[] = [];
   #inboxHead = 0;
   #inboxBytes = 0;
@@ -176,17 +177,7 @@ export class Connection {
     this.#reader = new FrameReader(conn, {
       maxFrameBytes: Math.min(options?.handshakeFrameBytes ?? Infinity, this.#maxFrameBytes),
       onBytes: (n) => void (this.bytesReceived += n),
-      reserve: (bytes) => {
-        if (this.#budget === undefined || this.unmetered) return undefined;
-        this.#reserving = bytes;
-        const granted = this.#budget.acquire(bytes, this.#closeSignal.signal);
-        // Until granted, nothing is reserved: a close while waiting must not release.
-        if (granted !== undefined) {
-          this.#reserving = 0;
-          return granted.then(() => void (this.#reserving = bytes));
-        }
-        return undefined;
-      },
+      reserve: (bytes) => this.#reserve(bytes),
     });
     this.#readLoop = this.#read();
     const heartbeatMs = options?.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
@@ -199,6 +190,46 @@ export class Connection {
       Deno.unrefTimer(timer);
       this.#heartbeat = timer;
     }
+  }
+
+  /**
+   * Whether large frames are read without the receive budget: set while a
+   * gather, which holds every answer until it returns, waits on this
+   * connection. Setting it also ends a wait for the budget already under way.
+   */
+  get unmetered(): boolean {
+    return this.#unmetered;
+  }
+
+  set unmetered(value: boolean) {
+    this.#unmetered = value;
+    if (value) this.#skipBudget?.abort(UNMETERED);
+  }
+
+  /** Reserves a large body's bytes of the receive budget (see FrameReaderOptions.reserve). */
+  #reserve(bytes: number): Promise<void> | undefined {
+    if (this.#budget === undefined || this.#unmetered) return undefined;
+    const skip = new AbortController();
+    const granted = this.#budget.acquire(
+      bytes,
+      AbortSignal.any([this.#closeSignal.signal, skip.signal]),
+    );
+    if (granted === undefined) {
+      this.#reserving = bytes;
+      return undefined;
+    }
+    // Until granted nothing is reserved, so a close while waiting releases nothing.
+    this.#skipBudget = skip;
+    return granted.then(
+      () => {
+        this.#skipBudget = undefined;
+        this.#reserving = bytes;
+      },
+      (reason) => {
+        this.#skipBudget = undefined;
+        if (reason !== UNMETERED) throw reason;
+      },
+    );
   }
 
   /**
