@@ -137,6 +137,7 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
    * @throws {PeerDisconnectedError} If the server closed the connection and nothing is left.
    * @throws {ProtocolError} If the server sent a malformed frame.
    * @throws {TimeoutError} If time ran out.
+   * @throws {Deno.errors.Busy} If another `recv()` (or a `for await`) is already waiting.
    */
   recv(options?: WaitOptions): Promise<unknown> {
     return this.#connection.next(options);

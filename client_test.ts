@@ -159,6 +159,16 @@ Deno.test("recv() rejects with the abort reason when its signal aborts", async (
   await assert.rejects(receiving, /Not needed/);
 });
 
+Deno.test("recv() rejects with Deno.errors.Busy while another recv() waits", async () => {
+  await using server = listen({ clients: 1 });
+  await using client = await connect({ port: server.port });
+  await server.ready();
+  const first = client.recv();
+  await assert.rejects(client.recv(), Deno.errors.Busy);
+  await server.broadcast("for the first");
+  assert.equal(await first, "for the first");
+});
+
 Deno.test("recv() returns queued messages, then rejects with PeerDisconnectedError", async () => {
   const server = listen({ clients: 1 });
   await using client = await connect({ port: server.port });

@@ -313,7 +313,7 @@ export class Connection {
    */
   listen(listener: () => void): () => void {
     if (this.#listener !== undefined) {
-      throw new Error("Concurrent receive: this connection is already being read from");
+      throw new Deno.errors.Busy("Concurrent receive: this connection is already being read from");
     }
     this.#listener = listener;
     return () => {

@@ -371,7 +371,9 @@ export class Server implements AsyncDisposable {
   #lock(ids: readonly number[], what: string): Disposable {
     for (const id of ids) {
       if (this.#busy.has(id)) {
-        throw new Error(`Client "${id}" is already being received from: ${what} must wait`);
+        throw new Deno.errors.Busy(
+          `Client "${id}" is already being received from: ${what} must wait`,
+        );
       }
     }
     for (const id of ids) this.#busy.add(id);

@@ -453,8 +453,10 @@ Deno.test("gather() before every client joined throws", async () => {
 Deno.test("gather() refuses a concurrent gather over the same client", async () => {
   await using c = await cluster(3);
   const first = c.server.gather([0, 1]);
-  await assert.rejects(c.server.gather([1, 2]), /already being received from/);
-  await assert.rejects(c.server.uploads([0]).next(), /already being received from/);
+  const busy = (error: unknown) =>
+    error instanceof Deno.errors.Busy && /already being received from/.test(error.message);
+  await assert.rejects(c.server.gather([1, 2]), busy);
+  await assert.rejects(c.server.uploads([0]).next(), busy);
   // A gather over other clients runs alongside.
   const second = c.server.gather([2]);
   for (const client of c.clients) await client.send(client.id);
