@@ -303,6 +303,8 @@ export class FrameReader {
   #onBytes: ((bytes: number) => void) | undefined;
   #reserve: FrameReaderOptions["reserve"];
   #buf: Uint8Array = new Uint8Array(SCRATCH_MIN_BYTES);
+  /** The buffer the last read left its bytes in (a BYOB read moves them to a new one). */
+  #moved: Uint8Array = this.#buf;
   #start = 0;
   #end = 0;
 
@@ -416,8 +418,8 @@ export class FrameReader {
         this.#end -= this.#start;
         this.#start = 0;
       }
-      const { target, n } = await this.#readDirect(this.#buf, this.#end);
-      this.#buf = target;
+      const n = await this.#readDirect(this.#buf, this.#end);
+      this.#buf = this.#moved;
       if (n === null) {
         if (available === 0) return null;
         if (expected === undefined) throw truncated(HEADER_BYTES, available, "header bytes");
@@ -437,9 +439,9 @@ export class FrameReader {
     let filled = buffered.byteLength;
     this.#start = this.#end = 0;
     while (filled < length) {
-      const { target, n } = await this.#readDirect(body, filled);
+      const n = await this.#readDirect(body, filled);
+      body = this.#moved;
       if (n === null) throw truncated(length, filled);
-      body = target;
       filled += n;
     }
     return body;
@@ -450,37 +452,44 @@ export class FrameReader {
    * of the stream. A BYOB read transfers the buffer, so the caller continues
    * with the returned `target`.
    */
-  async #readDirect(
-    target: Uint8Array,
-    offset: number,
-  ): Promise<{ target: Uint8Array; n: number | null }> {
+  /**
+   * Reads into `target` from `offset`: the count, or `null` at the end of the
+   * stream. A BYOB read transfers the buffer: the caller continues with
+   * `this.#moved`, the same memory under a new `Uint8Array`.
+   */
+  async #readDirect(target: Uint8Array, offset: number): Promise<number | null> {
+    let n: number | null;
     if (this.#source !== undefined) {
-      const n = await this.#source.read(target.subarray(offset));
-      if (n === null) return { target, n: null };
-      this.#onBytes?.(n);
-      return { target, n };
-    }
-    if (this.#byob !== undefined) {
+      // The socket path, kept free of extra objects: Deno.Conn.read().
+      n = await this.#source.read(target.subarray(offset));
+      this.#moved = target;
+    } else if (this.#byob !== undefined) {
       const { value, done } = await this.#byob.read(target.subarray(offset));
-      const next = value === undefined
+      this.#moved = value === undefined
         ? new Uint8Array(target.byteLength)
         : new Uint8Array(value.buffer);
-      if (done || value === undefined) return { target: next, n: null };
-      this.#onBytes?.(value.byteLength);
-      return { target: next, n: value.byteLength };
+      n = done || value === undefined ? null : value.byteLength;
+    } else {
+      this.#moved = target;
+      n = await this.#readDefault(target, offset);
     }
+    if (n !== null) this.#onBytes?.(n);
+    return n;
+  }
+
+  /** Copies the next chunk of a default (non-byte) stream into `target`. */
+  async #readDefault(target: Uint8Array, offset: number): Promise<number | null> {
     let chunk = this.#leftover;
     this.#leftover = undefined;
     while (chunk === undefined || chunk.byteLength === 0) {
       const { value, done } = await this.#default!.read();
-      if (done) return { target, n: null };
+      if (done) return null;
       chunk = value;
     }
     const n = Math.min(chunk.byteLength, target.byteLength - offset);
     target.set(chunk.subarray(0, n), offset);
     if (n < chunk.byteLength) this.#leftover = chunk.subarray(n);
-    this.#onBytes?.(n);
-    return { target, n };
+    return n;
   }
 
   /**
