@@ -49,6 +49,7 @@ export { DEFAULT_MAX_FRAME_BYTES } from "./framing.ts";
 export { PROTOCOL_VERSION } from "./handshake.ts";
 export {
   type BroadcastOptions,
+  type GatherResult,
   listen,
   type ListenOptions,
   Server,

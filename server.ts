@@ -49,6 +49,17 @@ export interface Upload {
   readonly value: unknown;
 }
 
+/** What {@linkcode Server.gatherSettled} returns. */
+export interface GatherResult {
+  /** The answers, by client id, in the order of the ids asked for. */
+  readonly received: Map<number, unknown>;
+  /**
+   * The clients that gave no answer, with why: `PeerDisconnectedError`,
+   * `ProtocolError`, a `RangeError` (an oversized frame) or `TimeoutError`.
+   */
+  readonly failed: Map<number, Error>;
+}
+
 /** Options for {@linkcode Server.uploads}. */
 export interface UploadsOptions extends WaitOptions {
   /**
@@ -394,40 +405,90 @@ export class Server implements AsyncDisposable {
    * @throws {TimeoutError} If time ran out; `clientIds` lists the clients not heard from.
    */
   async gather(ids?: Iterable<number>, options?: WaitOptions): Promise<Map<number, unknown>> {
-    const list = this.#ids(ids, "gather");
-    using _lock = this.#lock(list, "gather");
+    const { received } = await this.#gather(ids, options, "gather", true);
+    return received;
+  }
+
+  /**
+   * Like {@linkcode Server.gather}, but a client that disconnects, breaks the
+   * protocol or does not answer in time does not fail the call: it is listed
+   * in `failed` with its error, and the answers of the others are returned.
+   * For rounds that tolerate stragglers and dropouts.
+   *
+   * @param ids The clients to gather from (default: all).
+   * @param options Cancellation and time limit: at the limit, the clients still
+   * silent are listed in `failed` with a `TimeoutError`.
+   * @returns The answers by client id (in the order of `ids`) and the clients that gave none.
+   * @throws {Error} Only the signal's reason if it aborts (nothing is taken then).
+   *
+   * @example
+   * ```ts ignore
+   * const { received, failed } = await server.gatherSettled(undefined, { timeout: 60_000 });
+   * for (const [id, error] of failed) console.warn(`client ${id} dropped: ${error.message}`);
+   * ```
+   */
+  gatherSettled(ids?: Iterable<number>, options?: WaitOptions): Promise<GatherResult> {
+    return this.#gather(ids, options, "gatherSettled", false);
+  }
+
+  /**
+   * Collects one message per client. With `strict`, the first client that
+   * fails or the timeout fails the call and puts back what was taken;
+   * otherwise failures are recorded and the call settles.
+   */
+  async #gather(
+    ids: Iterable<number> | undefined,
+    options: WaitOptions | undefined,
+    what: string,
+    strict: boolean,
+  ): Promise<GatherResult> {
+    const list = this.#ids(ids, what);
+    using _lock = this.#lock(list, what);
     // A gather holds every answer until it returns, so throttling its reads
     // with the receive budget would slow it without saving memory.
     using _unmetered = this.#unmeter(list);
-    const missing = new Set(list);
+    const pending = new Set(list);
     // Messages are taken as they arrive (freeing the receive budget for the
     // others) and put back at the front of their queues if the gather fails.
     const taken = new Map<number, Arrival>();
+    const failed = new Map<number, Error>();
     const collect = (id: number): void => {
       const connection = this.#connections[id];
-      if (!missing.has(id)) return;
+      if (!pending.has(id)) return;
       if (connection.hasMessage) {
         taken.set(id, connection.take());
-        missing.delete(id);
-      } else if (connection.ended !== undefined) throw connection.ended;
+        pending.delete(id);
+      } else if (connection.ended !== undefined) {
+        if (strict) throw connection.ended;
+        failed.set(id, connection.ended);
+        pending.delete(id);
+      }
     };
+    const timedOut = () =>
+      new TimeoutError(
+        `${what[0].toUpperCase()}${what.slice(1)} timed out after ${options?.timeout} ms: ` +
+          `waiting for clients [${[...pending].join(", ")}]`,
+        { clientIds: [...pending] },
+      );
     try {
-      using watch = this.#watch(list, () =>
-        new TimeoutError(
-          `Gather timed out after ${options?.timeout} ms: waiting for clients [${
-            [...missing].join(", ")
-          }]`,
-          { clientIds: [...missing] },
-        ), options);
+      using watch = this.#watch(list, timedOut, options);
       for (const id of list) collect(id);
-      while (missing.size > 0) {
+      while (pending.size > 0) {
         for (const id of await watch.wait()) collect(id);
       }
     } catch (error) {
-      for (const [id, arrival] of taken) this.#connections[id].putBack(arrival);
-      throw error;
+      if (strict || !(error instanceof TimeoutError)) {
+        for (const [id, arrival] of taken) this.#connections[id].putBack(arrival);
+        throw error;
+      }
+      for (const id of pending) failed.set(id, error);
     }
-    return new Map(list.map((id) => [id, taken.get(id)!.value]));
+    const received = new Map<number, unknown>();
+    for (const id of list) {
+      const arrival = taken.get(id);
+      if (arrival !== undefined) received.set(id, arrival.value);
+    }
+    return { received, failed };
   }
 
   /** Watches the given clients' connections; `wait()` returns the ids that changed since the last call. */

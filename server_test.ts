@@ -711,3 +711,49 @@ Deno.test("close() returns on a client whose unread broadcast fills its inbox", 
   await until(() => c.clients[0].bytesReceived >= 64 * 1024 * 1024, "the broadcast to arrive");
   await c.clients[0].close();
 });
+
+Deno.test("gatherSettled() returns every answer when all clients answer", async () => {
+  await using c = await cluster(3);
+  await Promise.all(c.clients.map((client) => client.send({ from: client.id })));
+  const { received, failed } = await c.server.gatherSettled(undefined, { timeout: 10_000 });
+  assert.deepStrictEqual([...received], [[0, { from: 0 }], [1, { from: 1 }], [2, { from: 2 }]]);
+  assert.equal(failed.size, 0);
+});
+
+Deno.test("gatherSettled() lists a client that left and returns the others' answers", async () => {
+  await using c = await cluster(3);
+  await c.clients[1].close();
+  await c.clients[0].send("zero");
+  await c.clients[2].send("two");
+  const { received, failed } = await c.server.gatherSettled(undefined, { timeout: 10_000 });
+  assert.deepStrictEqual([...received], [[0, "zero"], [2, "two"]]);
+  assert.deepStrictEqual([...failed.keys()], [1]);
+  assert.ok(failed.get(1) instanceof PeerDisconnectedError);
+  assert.equal(failed.get(1)!.message, 'Client "1" disconnected');
+});
+
+Deno.test("gatherSettled() lists silent clients with TimeoutError and loses nothing", async () => {
+  await using c = await cluster(3);
+  await sendAndLand(c.server, c.clients[0], "early");
+  const { received, failed } = await c.server.gatherSettled([0, 1, 2], { timeout: 30 });
+  assert.deepStrictEqual([...received], [[0, "early"]]);
+  assert.deepStrictEqual([...failed.keys()], [1, 2]);
+  for (const error of failed.values()) {
+    assert.ok(error instanceof TimeoutError);
+    assert.deepStrictEqual(error.clientIds, [1, 2]);
+  }
+  // The stragglers' late answers wait for the next round.
+  await c.clients[1].send("late");
+  assert.deepStrictEqual([...await c.server.gather([1])], [[1, "late"]]);
+});
+
+Deno.test("gatherSettled() rejects with the abort reason and puts back what it took", async () => {
+  await using c = await cluster(2);
+  await sendAndLand(c.server, c.clients[0], "kept");
+  const controller = new AbortController();
+  const settling = c.server.gatherSettled(undefined, { signal: controller.signal });
+  controller.abort(new Error("Round cancelled"));
+  await assert.rejects(settling, /Round cancelled/);
+  await c.clients[1].send("one");
+  assert.deepStrictEqual([...await c.server.gather()], [[0, "kept"], [1, "one"]]);
+});
