@@ -444,6 +444,7 @@ export class FrameReader {
       if (n === null) throw truncated(length, filled);
       filled += n;
     }
+    this.#moved = this.#buf; // hold no reference to a body once it is handed out
     return body;
   }
 
