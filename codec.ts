@@ -535,7 +535,8 @@ export interface DecodeOptions {
   clientId?: number;
 }
 
-const sharedDecoder = new Decoder({ useBigInt64: true, mapKeyConverter: mapKey });
+const newDecoder = () => new Decoder({ useBigInt64: true, mapKeyConverter: mapKey });
+const sharedDecoder = newDecoder();
 
 /**
  * Decodes one MessagePack value that fills `bytes` exactly. Binaries and
@@ -557,7 +558,10 @@ const sharedDecoder = new Decoder({ useBigInt64: true, mapKeyConverter: mapKey }
  */
 export function decode(bytes: Uint8Array, options?: DecodeOptions): unknown {
   try {
-    return revive(sharedDecoder.decode(bytes));
+    // The shared decoder keeps its last input until the next decode: large
+    // bodies get a decoder of their own so that nothing pins them.
+    const decoder = bytes.byteLength > EXTERNAL_MIN_BYTES ? newDecoder() : sharedDecoder;
+    return revive(decoder.decode(bytes));
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error);
     throw new ProtocolError(`Malformed MessagePack: ${detail}`, {
