@@ -310,3 +310,67 @@ for value in values:
     assert.throws(() => decode(bodies[10]), ProtocolError);
   },
 });
+
+Deno.test({
+  name: "Python msgpack decodes our ordinary values exactly as @msgpack/msgpack's bytes",
+  ignore,
+  async fn() {
+    const { encode: reference } = await import("@msgpack/msgpack");
+    const values: unknown[] = [
+      null,
+      true,
+      false,
+      0,
+      127,
+      128,
+      -32,
+      -33,
+      65535,
+      65536,
+      2 ** 32,
+      2 ** 53 - 1,
+      -(2 ** 31) - 1,
+      0.1,
+      -1.5e300,
+      "",
+      "fedcomm",
+      "é".repeat(100),
+      "x".repeat(70_000),
+      [1, [2, [3, []]]],
+      { round: 3, loss: 0.25, tag: "train", ok: true, none: null },
+      Array.from({ length: 20 }, (_, i) => i * 1.5),
+      Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, i])),
+      new Uint8Array([0, 1, 255]),
+    ];
+    const ours = values.map((value) => encode(value));
+    const theirs = values.map((value) => reference(value));
+    ours.forEach((bytes, i) => assert.deepStrictEqual(bytes, theirs[i], `value ${i}`));
+    // Python decodes each of our bodies, and the JSON of what it got must be the JavaScript value.
+    const stdout = await runPython(
+      `
+import sys, json, base64
+import msgpack
+data = sys.stdin.buffer.read()
+out, p = [], 0
+while p < len(data):
+    n = int.from_bytes(data[p:p + 4], "big")
+    value = msgpack.unpackb(data[p + 4:p + 4 + n], raw=False)
+    out.append({"b64": base64.b64encode(value).decode()} if isinstance(value, bytes) else value)
+    p += 4 + n
+print(json.dumps(out))
+`,
+      [],
+      frames(ours),
+    );
+    const decoded = JSON.parse(new TextDecoder().decode(stdout));
+    assert.equal(decoded.length, values.length);
+    decoded.forEach((got: unknown, i: number) => {
+      const value = values[i];
+      if (value instanceof Uint8Array) {
+        assert.deepStrictEqual(got, { b64: btoa(String.fromCharCode(...value)) }, `value ${i}`);
+      } else {
+        assert.deepStrictEqual(got, JSON.parse(JSON.stringify(value)), `value ${i}`);
+      }
+    });
+  },
+});
