@@ -13,7 +13,7 @@
  */
 
 import { decode, encodeChunks, type EncodedChunks } from "./codec.ts";
-import { type Deadline, startDeadline, type WaitOptions, within } from "./deadline.ts";
+import { startDeadline, type WaitOptions, within } from "./deadline.ts";
 import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
 import type { ByteBudget } from "./budget.ts";
 import { FrameReader, HEADER_BYTES, maxFrameBytesOf, writeFrameHeader } from "./framing.ts";
@@ -340,24 +340,15 @@ export class Connection {
         }),
     );
     while (true) {
-      await this.changed(deadline);
+      const { promise, resolve } = Promise.withResolvers<void>();
+      const stop = this.listen(resolve);
+      try {
+        await within(promise, deadline);
+      } finally {
+        stop();
+      }
       if (this.hasMessage) return this.take().value;
       if (this.#ended !== undefined) throw this.#ended;
-    }
-  }
-
-  /**
-   * Waits until a message arrives or reading ends.
-   *
-   * @param deadline The caller's deadline, raced against.
-   */
-  async changed(deadline: Deadline): Promise<void> {
-    const { promise, resolve } = Promise.withResolvers<void>();
-    const stop = this.listen(resolve);
-    try {
-      await within(promise, deadline);
-    } finally {
-      stop();
     }
   }
 

@@ -418,8 +418,15 @@ export class FrameReader {
         this.#end -= this.#start;
         this.#start = 0;
       }
-      const n = await this.#readDirect(this.#buf, this.#end);
-      this.#buf = this.#moved;
+      let n: number | null;
+      if (this.#source !== undefined) {
+        // The socket path inline: one async frame per read instead of two.
+        n = await this.#source.read(this.#buf.subarray(this.#end));
+        if (n !== null) this.#onBytes?.(n);
+      } else {
+        n = await this.#readDirect(this.#buf, this.#end);
+        this.#buf = this.#moved;
+      }
       if (n === null) {
         if (available === 0) return null;
         if (expected === undefined) throw truncated(HEADER_BYTES, available, "header bytes");
