@@ -82,7 +82,7 @@ const scenarios = [
   { clients: 4, size: KiB, rounds: quick ? 50 : 5000, label: "N=4, 1 KiB" },
   { clients: 4, size: MiB, rounds: quick ? 10 : 100, label: "N=4, 1 MiB" },
   { clients: 4, size: 100 * MiB, rounds: quick ? 3 : 10, label: "N=4, 100 MiB" },
-  { clients: 1000, size: KiB, rounds: quick ? 5 : 50, label: "N=1000, 1 KiB" },
+  { clients: 1000, size: KiB, rounds: quick ? 5 : 150, label: "N=1000, 1 KiB" },
 ];
 const repeats = quick ? 1 : 3;
 
