@@ -781,3 +781,26 @@ Deno.test({
     assert.equal(refs.filter((ref) => ref.deref() !== undefined).length, 0);
   },
 });
+
+Deno.test("listen() sends heartbeats on an idle connection and ignores the peer's", async () => {
+  await using server = listen({ clients: 1, heartbeatMs: 20 });
+  await using peer = await RawPeer.connect(server.port);
+  assert.equal((await peer.handshake()).type, "welcome");
+  await server.ready();
+  // Idle: the next frame from the server is a heartbeat, a zero-length body.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const body = await Promise.race([
+    peer.reader.read(),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("No heartbeat within 10 s")), 10_000);
+    }),
+  ]).finally(() => clearTimeout(timer));
+  assert.ok(body !== null);
+  assert.equal(body.byteLength, 0);
+  // The peer's heartbeats are not messages: the gather gets the value after them.
+  await peer.write([0, 0, 0, 0, 0, 0, 0, 0]);
+  await peer.send("after two heartbeats");
+  assert.deepStrictEqual([...await server.gather(undefined, { timeout: 10_000 })], [
+    [0, "after two heartbeats"],
+  ]);
+});
