@@ -11,6 +11,8 @@ import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
 import { greetServer, HANDSHAKE_FRAME_BYTES } from "./handshake.ts";
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/** How often `waitForServer` tries again. */
+const RETRY_MS = 100;
 
 /** Options for {@linkcode connect}. */
 export interface ConnectOptions extends FrameOptions {
@@ -24,6 +26,11 @@ export interface ConnectOptions extends FrameOptions {
   signal?: AbortSignal;
   /** Send a heartbeat frame when idle this many ms (default 15,000; 0: never). */
   heartbeatMs?: number;
+  /**
+   * Keep retrying, every 100 ms within `timeout`, while nothing listens at the
+   * address yet (default false): for clients started before their server.
+   */
+  waitForServer?: boolean;
 }
 
 /**
@@ -33,7 +40,7 @@ export interface ConnectOptions extends FrameOptions {
  * @returns The client, with its `id`.
  * @throws {ProtocolError} If the server rejects the client (full, wrong version).
  * @throws {TimeoutError} If the server does not answer in time.
- * @throws {Deno.errors.ConnectionRefused} If nothing listens there.
+ * @throws {Deno.errors.ConnectionRefused} If nothing listens there (unless `waitForServer`).
  *
  * @example
  * ```ts
@@ -56,7 +63,7 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     ), timeout);
   const signal = options.signal ? AbortSignal.any([timer.signal, options.signal]) : timer.signal;
   try {
-    const conn = await Deno.connect({ hostname, port: options.port, transport: "tcp", signal });
+    const conn = await dial(hostname, options.port, signal, options.waitForServer ?? false);
     const connection = new Connection(conn, {
       peerIsServer: true,
       maxFrameBytes,
@@ -72,6 +79,34 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     }
   } finally {
     clearTimeout(timeoutId);
+  }
+}
+
+/** Opens the TCP connection, retrying refused attempts until `signal` aborts if `retry`. */
+async function dial(
+  hostname: string,
+  port: number,
+  signal: AbortSignal,
+  retry: boolean,
+): Promise<Deno.TcpConn> {
+  while (true) {
+    try {
+      return await Deno.connect({ hostname, port, transport: "tcp", signal });
+    } catch (error) {
+      if (!retry || !(error instanceof Deno.errors.ConnectionRefused)) throw error;
+    }
+    await new Promise<void>((resolve, reject) => {
+      if (signal.aborted) return reject(signal.reason);
+      const onAbort = () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      }, RETRY_MS);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
   }
 }
 

@@ -37,6 +37,23 @@ Deno.test("connect() to a port with nothing listening rejects", async () => {
   await assert.rejects(connect({ port: freePort() }), Deno.errors.ConnectionRefused);
 });
 
+Deno.test("connect() with waitForServer joins a server that starts later", async () => {
+  const port = freePort();
+  const connecting = connect({ port, waitForServer: true, timeout: 10_000 });
+  await new Promise((resolve) => setTimeout(resolve, 250)); // refused a few times meanwhile
+  await using server = listen({ port, clients: 1 });
+  await using client = await connecting;
+  await server.ready();
+  assert.equal(client.id, 0);
+});
+
+Deno.test("connect() with waitForServer rejects with TimeoutError when no server comes", async () => {
+  await assert.rejects(
+    connect({ port: freePort(), waitForServer: true, timeout: 300 }),
+    TimeoutError,
+  );
+});
+
 Deno.test("connect() rejects with TimeoutError when the server never answers", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const accepted = listener.accept();

@@ -14,7 +14,6 @@
  */
 
 import { connect, listen } from "../mod.ts";
-import { retryRefused } from "./common.ts";
 
 const [role, portArg, clientsArg, sizeArg] = Deno.args;
 const port = Number(portArg);
@@ -57,7 +56,7 @@ if (role === "server") {
   const weights = new Float32Array(size / 4).fill(1);
   const all = [];
   for (let i = 0; i < clients; i++) {
-    all.push(await retryRefused(() => connect({ port, timeout: 60_000 })));
+    all.push(await connect({ port, timeout: 60_000, waitForServer: true }));
   }
   await Promise.all(all.map(async (client) => {
     await client.recv();

@@ -12,7 +12,6 @@
  */
 
 import { connect, listen } from "../mod.ts";
-import { retryRefused } from "./common.ts";
 
 const [role, portArg, countArg] = Deno.args;
 const port = Number(portArg);
@@ -39,7 +38,7 @@ if (role === "server") {
     messages_per_s: Math.round((count - 1) / seconds),
   }));
 } else {
-  await using client = await retryRefused(() => connect({ port, timeout: 60_000 }));
+  await using client = await connect({ port, timeout: 60_000, waitForServer: true });
   for (let i = 0; i < count; i++) await client.send({ i, loss: 1 / (i + 1), tag: "train" });
   await client.flush();
 }

@@ -13,7 +13,7 @@
  */
 
 import { connect, listen } from "../mod.ts";
-import { median, parseArgs, report, retryRefused } from "./common.ts";
+import { median, parseArgs, report } from "./common.ts";
 
 const { role, port, clients, size, rounds } = parseArgs(Deno.args);
 // Untimed warm-up rounds, the same for every implementation, so the JIT has
@@ -45,7 +45,7 @@ if (role === "server") {
 } else {
   const all = [];
   for (let i = 0; i < clients; i++) {
-    all.push(await retryRefused(() => connect({ port, timeout: 120_000 })));
+    all.push(await connect({ port, timeout: 120_000, waitForServer: true }));
   }
   await Promise.all(all.map(async (client) => {
     for await (const message of client) {
