@@ -598,8 +598,8 @@ export class Connection {
 
   async #pump(): Promise<void> {
     try {
-      // Yield once so that sends made in the same tick join the first write.
-      await Promise.resolve();
+      // The first write starts at once; frames queued while it is under way
+      // are coalesced into the next.
       while (true) {
         this.#seal();
         if (this.#pending.length === 0) break;
