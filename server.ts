@@ -251,7 +251,7 @@ export class Server implements AsyncDisposable {
       const { promise, resolve } = Promise.withResolvers<void>();
       this.#joinListeners.add(resolve);
       try {
-        await Promise.race([promise, deadline.promise]);
+        await within(promise, deadline);
       } finally {
         this.#joinListeners.delete(resolve);
       }
@@ -368,7 +368,7 @@ export class Server implements AsyncDisposable {
           { clientIds: [...unwritten] },
         ),
     );
-    await Promise.race([all, deadline.promise]);
+    await within(all, deadline);
     if (failures.length > 0) throw failures[0];
   }
 
