@@ -4,11 +4,11 @@
  * @module
  */
 
-import { Connection, DEFAULT_HEARTBEAT_MS } from "./connection.ts";
-import { checkTimeout, type WaitOptions } from "./deadline.ts";
-import { type FrameOptions, maxFrameBytesOf } from "./framing.ts";
+import { Connection, DEFAULT_HEARTBEAT_MS } from "./_connection.ts";
+import { checkMaxFrameBytes, type FrameOptions } from "./_frame.ts";
+import { greetServer, HANDSHAKE_FRAME_BYTES } from "./_handshake.ts";
+import { checkTimeout, type WaitOptions } from "./_wait.ts";
 import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
-import { greetServer, HANDSHAKE_FRAME_BYTES } from "./handshake.ts";
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** How often `waitForServer` tries again. */
@@ -52,7 +52,7 @@ export interface ConnectOptions extends FrameOptions {
  * ```
  */
 export async function connect(options: ConnectOptions): Promise<Client> {
-  const maxFrameBytes = maxFrameBytesOf(options);
+  const maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
   const timeout = options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS;
   checkTimeout(timeout);
   const hostname = options.hostname ?? "127.0.0.1";
@@ -143,7 +143,7 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
 
   /** Bytes sent to the server, frame headers included. */
   get bytesSent(): number {
-    return this.#connection.bytesSent;
+    return this.#connection.queue.bytesSent;
   }
 
   /**
@@ -161,7 +161,7 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
    * @throws {PeerDisconnectedError} If the connection is gone.
    */
   send(value: unknown): Promise<void> {
-    return this.#connection.send(value) ?? Promise.resolve();
+    return this.#connection.send(value);
   }
 
   /**
@@ -186,7 +186,7 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
   async *[Symbol.asyncIterator](): AsyncIterator<unknown> {
     const connection = this.#connection;
     while (true) {
-      if (!connection.hasMessage && connection.ended instanceof PeerDisconnectedError) return;
+      if (connection.inbox.size === 0 && connection.ended instanceof PeerDisconnectedError) return;
       try {
         yield await connection.next();
       } catch (error) {
@@ -203,7 +203,7 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
    * @throws {PeerDisconnectedError} If writing failed.
    */
   flush(): Promise<void> {
-    return this.#connection.flush();
+    return this.#connection.queue.flush();
   }
 
   /**

@@ -289,7 +289,7 @@ Deno.test("send() and recv() keep order in both directions", async () => {
   const sends = [];
   for (let i = 0; i < n; i++) sends.push(client.send(i));
   await Promise.all(sends);
-  const got = await Array.fromAsync(server.uploads(undefined, { count: n }), (u) => u.value);
+  const got = await Array.fromAsync(server.uploads({ count: n }), (u) => u.value);
   assert.deepStrictEqual(got, Array.from({ length: n }, (_, i) => i));
   for (let i = 0; i < n; i++) await server.broadcast(-1 - i);
   for (let i = 0; i < n; i++) assert.equal(await client.recv(), -1 - i);

@@ -1,20 +1,39 @@
 /**
  * The error classes callers catch. Wrong types and shapes throw the built-in
- * `TypeError`, limits throw `RangeError`; the conditions below are about a
- * peer, so each carries the client id where it is known.
+ * `TypeError`, invalid options throw `RangeError`; the conditions below are
+ * about a peer, so each carries the client id where it is known.
+ *
+ * | class | when |
+ * | --- | --- |
+ * | {@linkcode PeerDisconnectedError} | the peer closed or lost the connection, or went silent |
+ * | {@linkcode ProtocolError} | the peer sent bytes that break the protocol |
+ * | {@linkcode RejectedError} | the server refused this client in the handshake |
+ * | {@linkcode AuthenticationError} | the server could not prove it knows the shared secret |
+ * | {@linkcode TimeoutError} | a waiting call ran out of time |
+ * | {@linkcode FrameTooLargeError} | a frame over `maxFrameBytes`, received or to be sent (a `RangeError`) |
  *
  * @module
  */
+
+/** What every fedcomm error may say about the peer concerned. */
+export interface FedcommErrorOptions {
+  /** The id of the client concerned, where known. */
+  clientId?: number;
+  /** The underlying error. */
+  cause?: unknown;
+}
 
 /**
  * Base class of every condition error fedcomm raises about a peer.
  *
  * @example Catching any fedcomm condition
  * ```ts
+ * import assert from "node:assert/strict";
  * import { FedcommError, PeerDisconnectedError } from "@fedcomm/fedcomm";
  *
- * const error: unknown = new PeerDisconnectedError("Client disconnected: id 3", { clientId: 3 });
- * if (error instanceof FedcommError) console.log(error.clientId); // 3
+ * const error: unknown = new PeerDisconnectedError('Client "3" disconnected', { clientId: 3 });
+ * assert.ok(error instanceof FedcommError);
+ * assert.equal(error.clientId, 3);
  * ```
  */
 export class FedcommError extends Error {
@@ -27,7 +46,7 @@ export class FedcommError extends Error {
    * @param message What happened, in sentence case.
    * @param options The client id concerned and the underlying cause.
    */
-  constructor(message: string, options?: { clientId?: number; cause?: unknown }) {
+  constructor(message: string, options?: FedcommErrorOptions) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "FedcommError";
     this.clientId = options?.clientId;
@@ -35,14 +54,17 @@ export class FedcommError extends Error {
 }
 
 /**
- * The peer closed or lost the connection while a call needed it.
+ * The peer closed or lost the connection while a call needed it, or it was
+ * declared dead after being silent for too long.
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { PeerDisconnectedError } from "@fedcomm/fedcomm";
  *
- * const error = new PeerDisconnectedError("Client disconnected: id 2", { clientId: 2 });
- * console.log(error.name, error.clientId); // PeerDisconnectedError 2
+ * const error = new PeerDisconnectedError('Client "2" disconnected', { clientId: 2 });
+ * assert.equal(error.name, "PeerDisconnectedError");
+ * assert.equal(error.clientId, 2);
  * ```
  */
 export class PeerDisconnectedError extends FedcommError {
@@ -52,7 +74,7 @@ export class PeerDisconnectedError extends FedcommError {
    * @param message What happened.
    * @param options The client id concerned and the underlying cause.
    */
-  constructor(message: string, options?: { clientId?: number; cause?: unknown }) {
+  constructor(message: string, options?: FedcommErrorOptions) {
     super(message, options);
     this.name = "PeerDisconnectedError";
   }
@@ -64,10 +86,12 @@ export class PeerDisconnectedError extends FedcommError {
  *
  * @example
  * ```ts
- * import { ProtocolError } from "@fedcomm/fedcomm";
+ * import assert from "node:assert/strict";
+ * import { FedcommError, ProtocolError } from "@fedcomm/fedcomm";
  *
  * const error = new ProtocolError("Malformed MessagePack: extra bytes", { clientId: 0 });
- * console.log(error instanceof Error); // true
+ * assert.ok(error instanceof FedcommError);
+ * assert.equal(error.clientId, 0);
  * ```
  */
 export class ProtocolError extends FedcommError {
@@ -77,9 +101,70 @@ export class ProtocolError extends FedcommError {
    * @param message What was wrong.
    * @param options The client id concerned and the underlying cause.
    */
-  constructor(message: string, options?: { clientId?: number; cause?: unknown }) {
+  constructor(message: string, options?: FedcommErrorOptions) {
     super(message, options);
     this.name = "ProtocolError";
+  }
+}
+
+/** Why a server refuses a client in the handshake (PROTOCOL.md §6.3). */
+export type RejectReason = "version" | "full" | "malformed" | "closed" | "auth" | "busy";
+
+/**
+ * The server refused this client in the handshake; `reason` says why.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ProtocolError, RejectedError } from "@fedcomm/fedcomm";
+ *
+ * const error = new RejectedError("full", "Server full: all 2 clients have joined");
+ * assert.ok(error instanceof ProtocolError);
+ * assert.equal(error.reason, "full");
+ * assert.equal(error.message, "Server rejected the connection: full: Server full: all 2 clients have joined");
+ * ```
+ */
+export class RejectedError extends ProtocolError {
+  /** The machine-readable reason, as the server sent it. */
+  readonly reason: RejectReason | string;
+
+  /**
+   * Creates the error.
+   *
+   * @param reason The reason from the reject message.
+   * @param detail The server's explanation.
+   */
+  constructor(reason: RejectReason | string, detail: string) {
+    super(`Server rejected the connection: ${reason}: ${detail}`);
+    this.name = "RejectedError";
+    this.reason = reason;
+  }
+}
+
+/**
+ * The server did not prove that it knows the shared secret: its proof did
+ * not match, or it welcomed this client without authenticating. The
+ * connection is closed before anything is sent.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { AuthenticationError, FedcommError } from "@fedcomm/fedcomm";
+ *
+ * const error = new AuthenticationError("Server failed authentication: its proof does not match");
+ * assert.ok(error instanceof FedcommError);
+ * ```
+ */
+export class AuthenticationError extends FedcommError {
+  /**
+   * Creates the error.
+   *
+   * @param message What failed.
+   * @param options The client id concerned and the underlying cause.
+   */
+  constructor(message: string, options?: FedcommErrorOptions) {
+    super(message, options);
+    this.name = "AuthenticationError";
   }
 }
 
@@ -89,12 +174,14 @@ export class ProtocolError extends FedcommError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { TimeoutError } from "@fedcomm/fedcomm";
  *
- * const error = new TimeoutError("Gather timed out after 50 ms: waiting for ids [1, 3]", {
+ * const error = new TimeoutError("Gather timed out after 50 ms: waiting for clients [1, 3]", {
  *   clientIds: [1, 3],
  * });
- * console.log(error.clientIds); // [ 1, 3 ]
+ * assert.deepStrictEqual(error.clientIds, [1, 3]);
+ * assert.equal(error.clientId, 1);
  * ```
  */
 export class TimeoutError extends FedcommError {
@@ -112,5 +199,48 @@ export class TimeoutError extends FedcommError {
     super(message, { clientId: clientIds[0], cause: options?.cause });
     this.name = "TimeoutError";
     this.clientIds = clientIds;
+  }
+}
+
+/**
+ * A frame longer than `maxFrameBytes`: announced by a peer (the connection
+ * then fails, before any of the body is read) or about to be sent (nothing
+ * is sent). A `RangeError`, since it is a limit.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { FrameTooLargeError } from "@fedcomm/fedcomm";
+ *
+ * const error = new FrameTooLargeError(1025, 1024, { clientId: 1 });
+ * assert.ok(error instanceof RangeError);
+ * assert.equal(error.message, "Frame too large: 1025 bytes exceeds maxFrameBytes 1024");
+ * assert.equal(error.clientId, 1);
+ * ```
+ */
+export class FrameTooLargeError extends RangeError {
+  /** The id of the client concerned, where known. */
+  clientId: number | undefined;
+  /** The frame body's length. */
+  readonly length: number;
+  /** The limit it exceeds. */
+  readonly limit: number;
+
+  /**
+   * Creates the error.
+   *
+   * @param length The body length.
+   * @param limit The limit.
+   * @param options The client concerned.
+   */
+  constructor(length: number, limit: number, options?: FedcommErrorOptions) {
+    super(
+      `Frame too large: ${length} bytes exceeds maxFrameBytes ${limit}`,
+      options?.cause === undefined ? undefined : { cause: options.cause },
+    );
+    this.name = "FrameTooLargeError";
+    this.clientId = options?.clientId;
+    this.length = length;
+    this.limit = limit;
   }
 }

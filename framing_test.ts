@@ -8,10 +8,10 @@ import {
   FrameEncoderStream,
   FrameReader,
   MAX_FRAME_BYTES_LIMIT,
-  maxFrameBytesOf,
   MessagePackDecoderStream,
   MessagePackEncoderStream,
 } from "./framing.ts";
+import { checkMaxFrameBytes } from "./_frame.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -65,12 +65,12 @@ function split(bytes: Uint8Array, size: number): Uint8Array[] {
 // ---------------------------------------------------------------------------
 // maxFrameBytes
 
-Deno.test("maxFrameBytesOf() validates the limit", () => {
-  assert.equal(maxFrameBytesOf(), DEFAULT_MAX_FRAME_BYTES);
-  assert.equal(maxFrameBytesOf({ maxFrameBytes: 0 }), 0);
-  assert.equal(maxFrameBytesOf({ maxFrameBytes: MAX_FRAME_BYTES_LIMIT }), 2 ** 32 - 1);
+Deno.test("checkMaxFrameBytes() validates the limit", () => {
+  assert.equal(checkMaxFrameBytes(undefined), DEFAULT_MAX_FRAME_BYTES);
+  assert.equal(checkMaxFrameBytes(0), 0);
+  assert.equal(checkMaxFrameBytes(MAX_FRAME_BYTES_LIMIT), 2 ** 32 - 1);
   for (const bad of [-1, 2 ** 32, 1.5, NaN, Infinity]) {
-    assert.throws(() => maxFrameBytesOf({ maxFrameBytes: bad }), RangeError, String(bad));
+    assert.throws(() => checkMaxFrameBytes(bad), RangeError, String(bad));
     assert.throws(() => new FrameDecoderStream({ maxFrameBytes: bad }), RangeError);
     assert.throws(() => new FrameEncoderStream({ maxFrameBytes: bad }), RangeError);
     assert.throws(

@@ -16,6 +16,7 @@
  *
  * @example A round of federated averaging
  * ```ts
+ * import assert from "node:assert/strict";
  * import { connect, listen } from "@fedcomm/fedcomm";
  *
  * await using server = listen({ clients: 3 });
@@ -35,7 +36,7 @@
  *   for (let i = 0; i < sum.length; i++) sum[i] += weights[i] / clients.length;
  * }
  * await Promise.all(training);
- * console.log(sum); // Float32Array(2) [ 2, 2 ]
+ * assert.deepStrictEqual(sum, new Float32Array([2, 2]));
  * for (const client of clients) await client.close();
  * ```
  *
@@ -43,16 +44,28 @@
  */
 
 export { Client, connect, type ConnectOptions } from "./client.ts";
-export type { WaitOptions } from "./deadline.ts";
-export { FedcommError, PeerDisconnectedError, ProtocolError, TimeoutError } from "./errors.ts";
-export { DEFAULT_MAX_FRAME_BYTES } from "./framing.ts";
-export { PROTOCOL_VERSION } from "./handshake.ts";
+export type { WaitOptions } from "./_wait.ts";
+export {
+  AuthenticationError,
+  FedcommError,
+  type FedcommErrorOptions,
+  FrameTooLargeError,
+  PeerDisconnectedError,
+  ProtocolError,
+  RejectedError,
+  type RejectReason,
+  TimeoutError,
+} from "./errors.ts";
+export { DEFAULT_MAX_FRAME_BYTES, type FrameOptions } from "./_frame.ts";
+export { PROTOCOL_VERSION } from "./_handshake.ts";
 export {
   type BroadcastOptions,
+  type GatherOptions,
   type GatherResult,
   listen,
   type ListenOptions,
   Server,
+  type TargetOptions,
   type Upload,
   type UploadsOptions,
 } from "./server.ts";

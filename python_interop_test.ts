@@ -129,7 +129,7 @@ Deno.test({
       await server.broadcast({ round: 3, weights: new Float32Array([0.5, 1, -2, 3.25]) });
       await server.broadcast(new NdArray(new Int32Array([1, 2, 3, 4, 5, 6]), [2, 3]));
 
-      const reply = (await server.gather(undefined, { timeout: 15_000 })).get(0) as Record<
+      const reply = (await server.gather({ timeout: 15_000 })).get(0) as Record<
         string,
         unknown
       >;
@@ -150,7 +150,7 @@ Deno.test({
 
       const big = new Float32Array(1 << 18).map((_, i) => i % 1000);
       await server.broadcast({ big });
-      const second = (await server.gather(undefined, { timeout: 15_000 })).get(0) as {
+      const second = (await server.gather({ timeout: 15_000 })).get(0) as {
         sum: number;
         grid: NdArray<Float64Array>;
       };

@@ -312,13 +312,13 @@ Deno.test("gather() receives one message from every client", async () => {
 Deno.test("gather() receives from a subset, in the order of the ids", async () => {
   await using c = await cluster(3);
   for (const client of c.clients) await client.send(`from ${client.id}`);
-  const subset = await c.server.gather([2, 0]);
+  const subset = await c.server.gather({ ids: [2, 0] });
   assert.deepStrictEqual([...subset.keys()], [2, 0]);
   assert.equal(subset.get(0), "from 0");
   assert.equal(subset.get(2), "from 2");
   // Client 1's message is still queued.
-  assert.deepStrictEqual([...await c.server.gather([1])], [[1, "from 1"]]);
-  assert.deepStrictEqual([...await c.server.gather([])], []);
+  assert.deepStrictEqual([...await c.server.gather({ ids: [1] })], [[1, "from 1"]]);
+  assert.deepStrictEqual([...await c.server.gather({ ids: [] })], []);
 });
 
 Deno.test("gather() waits for messages that have not arrived yet", async () => {
@@ -335,9 +335,9 @@ Deno.test("gather() returns early messages queued per client, in order", async (
   await c.clients[1].send(1);
   await c.clients[0].flush();
   const got: unknown[] = [];
-  for (let i = 0; i < 3; i++) got.push((await c.server.gather([0])).get(0));
+  for (let i = 0; i < 3; i++) got.push((await c.server.gather({ ids: [0] })).get(0));
   assert.deepStrictEqual(got, ["a", "b", "c"]);
-  assert.equal((await c.server.gather([1])).get(1), 1);
+  assert.equal((await c.server.gather({ ids: [1] })).get(1), 1);
 });
 
 Deno.test("gather() keeps many queued messages in order", async () => {
@@ -368,10 +368,10 @@ Deno.test("gather() rejects with PeerDisconnectedError naming a client that leav
   });
   assert.deepStrictEqual(c.server.connected, [0, 2]);
   // The survivors' messages were not taken by the failed gather.
-  assert.deepStrictEqual([...await c.server.gather([0, 2])], [[0, "zero"], [2, "two"]]);
+  assert.deepStrictEqual([...await c.server.gather({ ids: [0, 2] })], [[0, "zero"], [2, "two"]]);
   await assert.rejects(c.server.gather(), PeerDisconnectedError);
   await c.clients[2].send("again");
-  assert.equal((await c.server.gather([2])).get(2), "again");
+  assert.equal((await c.server.gather({ ids: [2] })).get(2), "again");
 });
 
 Deno.test("gather() returns what a client sent before it left", async () => {
@@ -380,7 +380,7 @@ Deno.test("gather() returns what a client sent before it left", async () => {
   await c.clients[1].close();
   await c.clients[0].send("zero");
   assert.deepStrictEqual([...await c.server.gather()], [[0, "zero"], [1, "last words"]]);
-  await assert.rejects(c.server.gather([1]), (error) => {
+  await assert.rejects(c.server.gather({ ids: [1] }), (error) => {
     assert.ok(error instanceof PeerDisconnectedError);
     assert.equal(error.clientId, 1);
     return true;
@@ -390,7 +390,7 @@ Deno.test("gather() returns what a client sent before it left", async () => {
 Deno.test("gather() rejects with TimeoutError listing the missing ids and loses nothing", async () => {
   await using c = await cluster(3);
   await sendAndLand(c.server, c.clients[1], "one");
-  await assert.rejects(c.server.gather(undefined, { timeout: 30 }), (error) => {
+  await assert.rejects(c.server.gather({ timeout: 30 }), (error) => {
     assert.ok(error instanceof TimeoutError);
     assert.deepStrictEqual([...error.clientIds].sort(), [0, 2]);
     assert.match(error.message, /Gather timed out/);
@@ -405,7 +405,7 @@ Deno.test("gather() rejects with the abort reason when its signal aborts", async
   await using c = await cluster(2);
   await sendAndLand(c.server, c.clients[0], "kept");
   const controller = new AbortController();
-  const gathering = c.server.gather(undefined, { signal: controller.signal });
+  const gathering = c.server.gather({ signal: controller.signal });
   controller.abort(new DOMException("Round cancelled", "AbortError"));
   await assert.rejects(gathering, (error) => {
     assert.ok(error instanceof DOMException);
@@ -413,7 +413,7 @@ Deno.test("gather() rejects with the abort reason when its signal aborts", async
     return true;
   });
   // An already aborted signal rejects at once.
-  await assert.rejects(c.server.gather(undefined, { signal: AbortSignal.abort() }));
+  await assert.rejects(c.server.gather({ signal: AbortSignal.abort() }));
   // The clients were released and nothing was lost.
   await c.clients[1].send("one");
   assert.deepStrictEqual([...await c.server.gather()], [[0, "kept"], [1, "one"]]);
@@ -421,19 +421,19 @@ Deno.test("gather() rejects with the abort reason when its signal aborts", async
 
 Deno.test("gather() rejects invalid ids", async () => {
   await using c = await cluster(3);
-  await assert.rejects(c.server.gather([-1]), RangeError);
-  await assert.rejects(c.server.gather([3]), RangeError);
-  await assert.rejects(c.server.gather([1.5]), TypeError);
-  await assert.rejects(c.server.gather([0, 1, 0]), TypeError);
-  await assert.rejects(c.server.gather(["0" as unknown as number]), TypeError);
-  await assert.rejects(c.server.gather(5 as unknown as number[]), TypeError);
+  await assert.rejects(c.server.gather({ ids: [-1] }), RangeError);
+  await assert.rejects(c.server.gather({ ids: [3] }), RangeError);
+  await assert.rejects(c.server.gather({ ids: [1.5] }), TypeError);
+  await assert.rejects(c.server.gather({ ids: [0, 1, 0] }), TypeError);
+  await assert.rejects(c.server.gather({ ids: ["0" as unknown as number] }), TypeError);
+  await assert.rejects(c.server.gather({ ids: 5 as unknown as number[] }), TypeError);
   await assert.rejects(c.server.send({ 3: "x" }), RangeError);
   await assert.rejects(c.server.send({ "-1": "x" }), TypeError);
   await assert.rejects(c.server.send(new Map([[0, "a"], [0.5, "b"]])), TypeError);
   await assert.rejects(c.server.broadcast("x", { ids: [0, 0] }), TypeError);
   await assert.rejects(c.server.broadcast("x", { ids: [7] }), RangeError);
-  await assert.rejects(c.server.uploads([-1]).next(), RangeError);
-  await assert.rejects(c.server.gather(undefined, { timeout: -1 }), RangeError);
+  await assert.rejects(c.server.uploads({ ids: [-1] }).next(), RangeError);
+  await assert.rejects(c.server.gather({ timeout: -1 }), RangeError);
   // Nothing was locked or sent by the failed calls.
   await c.server.broadcast("ok");
   for (const client of c.clients) {
@@ -452,19 +452,19 @@ Deno.test("gather() before every client joined throws", async () => {
 
 Deno.test("gather() refuses a concurrent gather over the same client", async () => {
   await using c = await cluster(3);
-  const first = c.server.gather([0, 1]);
+  const first = c.server.gather({ ids: [0, 1] });
   const busy = (error: unknown) =>
     error instanceof Deno.errors.Busy && /already being received from/.test(error.message);
-  await assert.rejects(c.server.gather([1, 2]), busy);
-  await assert.rejects(c.server.uploads([0]).next(), busy);
+  await assert.rejects(c.server.gather({ ids: [1, 2] }), busy);
+  await assert.rejects(c.server.uploads({ ids: [0] }).next(), busy);
   // A gather over other clients runs alongside.
-  const second = c.server.gather([2]);
+  const second = c.server.gather({ ids: [2] });
   for (const client of c.clients) await client.send(client.id);
   assert.deepStrictEqual([...await first], [[0, 0], [1, 1]]);
   assert.deepStrictEqual([...await second], [[2, 2]]);
   // Released: the same clients can be gathered from again.
   for (const client of c.clients) await client.send(-client.id);
-  assert.deepStrictEqual([...await c.server.gather([1, 2])], [[1, -1], [2, -2]]);
+  assert.deepStrictEqual([...await c.server.gather({ ids: [1, 2] })], [[1, -1], [2, -2]]);
 });
 
 // ---------------------------------------------------------------------------
@@ -485,7 +485,7 @@ Deno.test("uploads() yields in order of arrival", async () => {
 
 Deno.test("uploads() yields messages as they arrive", async () => {
   await using c = await cluster(2);
-  const iterator = c.server.uploads(undefined, { count: 2 });
+  const iterator = c.server.uploads({ count: 2 });
   const order: [number, number][] = [[1, 0], [0, 0], [0, 1], [1, 1]];
   for (const [id, n] of order) {
     const next = iterator.next();
@@ -500,7 +500,7 @@ Deno.test("uploads() takes count messages from each listed client", async () => 
   for (let round = 0; round < 3; round++) {
     for (const client of c.clients) await client.send({ id: client.id, round });
   }
-  const got = await Array.fromAsync(c.server.uploads([0, 2], { count: 2 }));
+  const got = await Array.fromAsync(c.server.uploads({ ids: [0, 2], count: 2 }));
   assert.equal(got.length, 4);
   for (const id of [0, 2]) {
     const mine = got.filter((u) => u.id === id).map((u) => (u.value as { round: number }).round);
@@ -512,13 +512,13 @@ Deno.test("uploads() takes count messages from each listed client", async () => 
     [1, { id: 1, round: 0 }],
     [2, { id: 2, round: 2 }],
   ]);
-  await assert.rejects(c.server.uploads(undefined, { count: 0 }).next(), RangeError);
-  await assert.rejects(c.server.uploads(undefined, { count: 1.5 }).next(), RangeError);
+  await assert.rejects(c.server.uploads({ count: 0 }).next(), RangeError);
+  await assert.rejects(c.server.uploads({ count: 1.5 }).next(), RangeError);
 });
 
 Deno.test("uploads() with count Infinity streams until the clients close", async () => {
   await using c = await cluster(2);
-  const streaming = Array.fromAsync(c.server.uploads(undefined, { count: Infinity }));
+  const streaming = Array.fromAsync(c.server.uploads({ count: Infinity }));
   for (let i = 0; i < 5; i++) await c.clients[0].send(i);
   await c.clients[1].send("only");
   await c.clients[1].close();
@@ -559,7 +559,7 @@ Deno.test("uploads() rejects with TimeoutError listing the clients still owing",
   const got: Upload[] = [];
   await assert.rejects(
     (async () => {
-      for await (const upload of c.server.uploads(undefined, { timeout: 30 })) got.push(upload);
+      for await (const upload of c.server.uploads({ timeout: 30 })) got.push(upload);
     })(),
     (error) => {
       assert.ok(error instanceof TimeoutError);
@@ -602,7 +602,7 @@ Deno.test("gather() rejects with ProtocolError naming a client that sends malfor
     return true;
   });
   assert.equal(await peer.recv(), null, "the server closes a failed connection");
-  assert.equal((await server.gather([0])).get(0), "fine");
+  assert.equal((await server.gather({ ids: [0] })).get(0), "fine");
 });
 
 Deno.test("gather() rejects with ProtocolError for a frame with extra bytes after the value", async () => {
@@ -626,8 +626,8 @@ Deno.test("gather() fails naming a client that announces a frame over maxFrameBy
   await server.ready();
   await peer.send("under the limit");
   await peer.write([0, 0, 4, 1]); // 1025 bytes announced; no body follows
-  assert.equal((await server.gather([1])).get(1), "under the limit");
-  await assert.rejects(server.gather([1]), (error) => {
+  assert.equal((await server.gather({ ids: [1] })).get(1), "under the limit");
+  await assert.rejects(server.gather({ ids: [1] }), (error) => {
     assert.ok(error instanceof RangeError);
     assert.match(error.message, /Frame too large: 1025 bytes exceeds maxFrameBytes 1024/);
     assert.match(error.message, /client "1"/);
@@ -635,7 +635,7 @@ Deno.test("gather() fails naming a client that announces a frame over maxFrameBy
   });
   assert.equal(await peer.recv(), null, "the server closes a failed connection");
   await client.send("zero");
-  assert.equal((await server.gather([0])).get(0), "zero");
+  assert.equal((await server.gather({ ids: [0] })).get(0), "zero");
 });
 
 Deno.test("broadcast() and send() reject a value over maxFrameBytes before writing", async () => {
@@ -715,7 +715,7 @@ Deno.test("close() returns on a client whose unread broadcast fills its inbox", 
 Deno.test("gatherSettled() returns every answer when all clients answer", async () => {
   await using c = await cluster(3);
   await Promise.all(c.clients.map((client) => client.send({ from: client.id })));
-  const { received, failed } = await c.server.gatherSettled(undefined, { timeout: 10_000 });
+  const { received, failed } = await c.server.gatherSettled({ timeout: 10_000 });
   assert.deepStrictEqual([...received], [[0, { from: 0 }], [1, { from: 1 }], [2, { from: 2 }]]);
   assert.equal(failed.size, 0);
 });
@@ -725,7 +725,7 @@ Deno.test("gatherSettled() lists a client that left and returns the others' answ
   await c.clients[1].close();
   await c.clients[0].send("zero");
   await c.clients[2].send("two");
-  const { received, failed } = await c.server.gatherSettled(undefined, { timeout: 10_000 });
+  const { received, failed } = await c.server.gatherSettled({ timeout: 10_000 });
   assert.deepStrictEqual([...received], [[0, "zero"], [2, "two"]]);
   assert.deepStrictEqual([...failed.keys()], [1]);
   assert.ok(failed.get(1) instanceof PeerDisconnectedError);
@@ -735,7 +735,7 @@ Deno.test("gatherSettled() lists a client that left and returns the others' answ
 Deno.test("gatherSettled() lists silent clients with TimeoutError and loses nothing", async () => {
   await using c = await cluster(3);
   await sendAndLand(c.server, c.clients[0], "early");
-  const { received, failed } = await c.server.gatherSettled([0, 1, 2], { timeout: 30 });
+  const { received, failed } = await c.server.gatherSettled({ ids: [0, 1, 2], timeout: 30 });
   assert.deepStrictEqual([...received], [[0, "early"]]);
   assert.deepStrictEqual([...failed.keys()], [1, 2]);
   for (const error of failed.values()) {
@@ -744,14 +744,14 @@ Deno.test("gatherSettled() lists silent clients with TimeoutError and loses noth
   }
   // The stragglers' late answers wait for the next round.
   await c.clients[1].send("late");
-  assert.deepStrictEqual([...await c.server.gather([1])], [[1, "late"]]);
+  assert.deepStrictEqual([...await c.server.gather({ ids: [1] })], [[1, "late"]]);
 });
 
 Deno.test("gatherSettled() rejects with the abort reason and puts back what it took", async () => {
   await using c = await cluster(2);
   await sendAndLand(c.server, c.clients[0], "kept");
   const controller = new AbortController();
-  const settling = c.server.gatherSettled(undefined, { signal: controller.signal });
+  const settling = c.server.gatherSettled({ signal: controller.signal });
   controller.abort(new Error("Round cancelled"));
   await assert.rejects(settling, /Round cancelled/);
   await c.clients[1].send("one");
@@ -800,7 +800,7 @@ Deno.test("listen() sends heartbeats on an idle connection and ignores the peer'
   // The peer's heartbeats are not messages: the gather gets the value after them.
   await peer.write([0, 0, 0, 0, 0, 0, 0, 0]);
   await peer.send("after two heartbeats");
-  assert.deepStrictEqual([...await server.gather(undefined, { timeout: 10_000 })], [
+  assert.deepStrictEqual([...await server.gather({ timeout: 10_000 })], [
     [0, "after two heartbeats"],
   ]);
 });

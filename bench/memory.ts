@@ -36,7 +36,7 @@ if (role === "server") {
   const idle = status("VmRSS");
   Deno.writeTextFileSync("/proc/self/clear_refs", "5"); // reset VmHWM to the current RSS
   const start = performance.now();
-  for await (const { value } of server.uploads(undefined, { timeout: 120_000 })) {
+  for await (const { value } of server.uploads({ timeout: 120_000 })) {
     const weights = value as Float32Array;
     for (let i = 0; i < sum.length; i++) sum[i] += weights[i];
   }

@@ -22,7 +22,7 @@ if (role === "server") {
   await server.ready({ timeout: 60_000 });
   let expected = 0;
   let start = 0;
-  for await (const { value } of server.uploads([0], { count })) {
+  for await (const { value } of server.uploads({ ids: [0], count })) {
     if (expected === 0) start = performance.now();
     const message = value as { i: number; loss: number; tag: string };
     if (message.i !== expected++ || message.tag !== "train") {

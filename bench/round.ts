@@ -32,7 +32,7 @@ if (role === "server") {
   for (let round = -WARMUP; round < rounds; round++) {
     const start = performance.now();
     await server.broadcast({ round, weights });
-    const replies = await server.gather(undefined, { timeout: 120_000 });
+    const replies = await server.gather({ timeout: 120_000 });
     for (const [id, reply] of replies) {
       const r = reply as { id: number; round: number; weights: Float32Array };
       if (r.round !== round || r.id !== id || r.weights.length !== weights.length) {

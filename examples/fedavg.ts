@@ -321,7 +321,7 @@ export async function runServer(settings: Settings, print: Print = console.log):
         );
       }),
     ]);
-    for (const [id, hello] of await server.gather(undefined, { timeout })) {
+    for (const [id, hello] of await server.gather({ timeout })) {
       const { hint, pid } = hello as { hint: number; pid: number };
       const child = children[hint];
       if (child === undefined) throw new FedcommError(`Unknown process ${hint}`, { clientId: id });
@@ -367,7 +367,7 @@ export async function runServer(settings: Settings, print: Print = console.log):
       sum.fill(0);
       let samples = 0, lossSum = 0, uploaded = 0;
       const fold = async () => {
-        for await (const { id, value } of server.uploads(undefined, { timeout })) {
+        for await (const { id, value } of server.uploads({ timeout })) {
           const update = checkUpdate(value, round, weights.length, id);
           for (let i = 0; i < sum.length; i++) sum[i] += update.samples * update.weights[i];
           samples += update.samples;

@@ -1,8 +1,11 @@
 /**
- * Cancellation and time limits for the waiting calls.
+ * Waiting: cancellation and time limits for the waiting calls, and the one
+ * notifier they wait on.
  *
  * @module
  */
+
+import { TimeoutError } from "./errors.ts";
 
 /** How long a waiting call may take, and a signal to cancel it. */
 export interface WaitOptions {
@@ -13,6 +16,16 @@ export interface WaitOptions {
    * rejects with a `TimeoutError` that names the clients it still awaited.
    */
   timeout?: number;
+}
+
+/** What a call that timed out says: `"<what> timed out after <ms> ms: <detail>"`. */
+export interface TimeoutDetail {
+  /** The call, capitalised: `"Gather"`. */
+  what: string;
+  /** What it was still waiting for: `"waiting for clients [1, 3]"`. */
+  detail: string;
+  /** The clients it was still waiting for. */
+  clientIds: readonly number[];
 }
 
 /** A promise that rejects when the call is aborted or out of time; dispose it when done. */
@@ -35,7 +48,7 @@ export function within<T>(promise: Promise<T>, deadline: Deadline): Promise<T> {
 }
 
 /** The deadline of a call with neither signal nor timeout: it never fires. */
-const NO_DEADLINE: Deadline = {
+export const NO_DEADLINE: Deadline = {
   promise: new Promise<never>(() => {}),
   bounded: false,
   [Symbol.dispose]() {},
@@ -54,14 +67,17 @@ export function checkTimeout(timeout: number | undefined): void {
 }
 
 /**
- * Starts a deadline for one waiting call.
+ * Starts a deadline for one waiting call; the one place a `TimeoutError` is made.
  *
  * @param options The signal and timeout of the call.
- * @param onTimeout Makes the error to reject with when time runs out.
+ * @param describe Says, when time runs out, what the call was waiting for.
  * @returns The deadline; dispose it to clear its timer and listener.
  * @throws {RangeError} If the timeout is invalid.
  */
-export function startDeadline(options: WaitOptions | undefined, onTimeout: () => Error): Deadline {
+export function startDeadline(
+  options: WaitOptions | undefined,
+  describe: () => TimeoutDetail,
+): Deadline {
   const { signal, timeout } = options ?? {};
   checkTimeout(timeout);
   if (signal === undefined && (timeout === undefined || timeout === Infinity)) return NO_DEADLINE;
@@ -74,7 +90,10 @@ export function startDeadline(options: WaitOptions | undefined, onTimeout: () =>
       signal.addEventListener("abort", onAbort, { once: true });
     }
     if (timeout !== undefined && timeout !== Infinity) {
-      timer = setTimeout(() => reject(onTimeout()), timeout);
+      timer = setTimeout(() => {
+        const { what, detail, clientIds } = describe();
+        reject(new TimeoutError(`${what} timed out after ${timeout} ms: ${detail}`, { clientIds }));
+      }, timeout);
     }
   });
   promise.catch(() => {});
@@ -86,4 +105,45 @@ export function startDeadline(options: WaitOptions | undefined, onTimeout: () =>
       if (onAbort !== undefined) signal!.removeEventListener("abort", onAbort);
     },
   };
+}
+
+/**
+ * Something that changes, and one waiter at a time for its next change: the
+ * register/wait/unregister loop of every waiting call, written once.
+ */
+export class Notifier {
+  #wake: (() => void) | undefined;
+  #pending = false;
+
+  /** Wakes the waiter, or marks the change for the next {@linkcode Notifier.changed}. */
+  notify(): void {
+    const wake = this.#wake;
+    if (wake === undefined) {
+      this.#pending = true;
+      return;
+    }
+    this.#wake = undefined;
+    wake();
+  }
+
+  /**
+   * Waits for the next change (returns at once if one happened since the last wait).
+   *
+   * @param deadline The caller's deadline.
+   * @returns Resolves on a change.
+   * @throws {TimeoutError} Or the abort reason, when the deadline fires first.
+   */
+  async changed(deadline: Deadline): Promise<void> {
+    if (this.#pending) {
+      this.#pending = false;
+      return;
+    }
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#wake = resolve;
+    try {
+      await within(promise, deadline);
+    } finally {
+      if (this.#wake === resolve) this.#wake = undefined;
+    }
+  }
 }

@@ -12,8 +12,8 @@
  * @module
  */
 
-import type { Connection } from "./connection.ts";
-import { ProtocolError } from "./errors.ts";
+import type { Connection } from "./_connection.ts";
+import { ProtocolError, RejectedError, type RejectReason } from "./errors.ts";
 
 /** The protocol version this library speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -31,9 +31,6 @@ export interface Welcome {
   /** The largest frame body the server accepts. */
   readonly maxFrameBytes: number;
 }
-
-/** Why a server rejects a client in the handshake. */
-export type RejectReason = "version" | "full" | "malformed" | "closed";
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value) &&
@@ -68,9 +65,7 @@ export async function greetServer(
   await connection.send({ fedcomm: PROTOCOL_VERSION, type: "hello" });
   const answer = envelope(await connection.next({ signal }), "welcome");
   if (answer.type === "reject") {
-    throw new ProtocolError(
-      `Server rejected the connection: ${answer.reason}: ${answer.message}`,
-    );
+    throw new RejectedError(String(answer.reason), String(answer.message));
   }
   if (answer.type !== "welcome") {
     throw new ProtocolError(`Unsupported handshake message: "${answer.type}"`);

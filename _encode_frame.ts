@@ -1,0 +1,42 @@
+/**
+ * Values to whole frames: the encoder's chunks with the 4-byte header in
+ * front, checked against the frame limit.
+ *
+ * @module
+ */
+
+import { checkFrameLength, encodeHead, HEADER_BYTES } from "./_frame.ts";
+import { encodeChunks, type EncodedChunks } from "./codec.ts";
+
+/** Chunks from the encoder's scratch at least this large are copied before queuing. */
+const COPY_BYTES = 64 * 1024;
+
+/**
+ * Encodes a value as a whole frame, header included, ready for a write queue.
+ *
+ * @param value The value.
+ * @param maxFrameBytes The largest body allowed.
+ * @param transient Whether the last chunk may be the encoder's scratch memory
+ * (small chunks only): for a caller that queues the frame before the next
+ * encode, since the queue copies small chunks at once.
+ * @returns The frame's chunks, and whether any lends the caller's memory.
+ * @throws {TypeError} If the value has no MessagePack form.
+ * @throws {FrameTooLargeError} If the body exceeds `maxFrameBytes`.
+ */
+export function encodeFrame(
+  value: unknown,
+  maxFrameBytes: number,
+  transient = false,
+): EncodedChunks {
+  const encoded = encodeChunks(value, { reserve: HEADER_BYTES, transient });
+  checkFrameLength(encoded.byteLength, maxFrameBytes);
+  encodeHead(encoded.chunks[0], encoded.byteLength);
+  // The encoder's scratch is reused by the next encode: small chunks are
+  // copied by the queue at once, larger ones must be copied here.
+  const { chunks } = encoded;
+  const last = chunks.length - 1;
+  if (encoded.transient && chunks[last].byteLength >= COPY_BYTES) {
+    chunks[last] = chunks[last].slice();
+  }
+  return encoded;
+}

@@ -1,0 +1,279 @@
+/**
+ * The write side of a connection: a queue of frames in front of one socket.
+ *
+ * Small frames are copied into batches (4 KiB, 16 KiB under load) that go out
+ * in one socket write each, so a burst of small messages costs few writes;
+ * chunks of 64 KiB or more are written from the caller's memory. One pump
+ * writes at a time; frames queued while it writes join the next batch.
+ * Callers wait for the socket only when they lent memory or when more than
+ * 1 MiB waits unwritten (backpressure). When nothing has been written for
+ * `idleMs`, `onIdle` is called (the connection sends a ping).
+ *
+ * @module
+ */
+
+/** Where the queue writes: `Deno.Conn` has it. */
+export interface Writer {
+  /** Writes some of `p`; resolves with the count written. */
+  write(p: Uint8Array): Promise<number>;
+}
+
+/** Options for a {@linkcode WriteQueue}. */
+export interface WriteQueueOptions {
+  /** Turns a write failure into the error every later call gets. */
+  describeError: (cause: unknown) => Error;
+  /** Called when nothing was written for `idleMs` (default: never). */
+  onIdle?: () => void;
+  /** Milliseconds without a write before `onIdle` (0 disables). */
+  idleMs?: number;
+}
+
+/** Bytes that may wait unwritten before callers are asked to wait. */
+const HIGH_WATER_BYTES = 1024 * 1024;
+/** Chunks smaller than this are copied when queued; larger ones are written from place. */
+const COPY_BYTES = 64 * 1024;
+/** Small frames queued together are copied into batches of this size, one write each. */
+const BATCH_BYTES = 16 * 1024;
+/** The first batch of a queue: a server may hold thousands of idle connections. */
+const BATCH_MIN_BYTES = 4 * 1024;
+/** With progress reporting on, large chunks are written in slices of this size. */
+const PROGRESS_SLICE_BYTES = 4 * 1024 * 1024;
+
+interface Mark {
+  until: number;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/** A frame being reported on: its bytes in the queue's numbering. */
+interface Tracked {
+  from: number;
+  until: number;
+  report: (done: number, total: number) => void;
+}
+
+/** The write queue of one connection; see the module doc. */
+export class WriteQueue {
+  /** Bytes the socket has taken so far. */
+  bytesSent = 0;
+  readonly #writer: Writer;
+  readonly #describe: (cause: unknown) => Error;
+  /** Chunks waiting to be written: sealed batches of small frames, and large chunks. */
+  #pending: Uint8Array[] = [];
+  /** The batch small frames are being copied into, and how full it is. */
+  #tail: Uint8Array | undefined;
+  #tailFill = 0;
+  /** Batches handed to the pump, and one written batch kept for reuse. */
+  readonly #batches = new Set<ArrayBufferLike>();
+  #spare: Uint8Array | undefined;
+  #batchSize = BATCH_MIN_BYTES;
+  #queued = 0;
+  #written = 0;
+  #pumping: Promise<void> | undefined;
+  #error: Error | undefined;
+  #marks: Mark[] = [];
+  #tracked: Tracked[] = [];
+  #lastWrite = performance.now();
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  /**
+   * Creates the queue.
+   *
+   * @param writer The socket.
+   * @param options Error naming and the idle callback.
+   */
+  constructor(writer: Writer, options: WriteQueueOptions) {
+    this.#writer = writer;
+    this.#describe = options.describeError;
+    const idleMs = options.idleMs ?? 0;
+    const onIdle = options.onIdle;
+    if (idleMs > 0 && onIdle !== undefined) {
+      this.#timer = setInterval(() => {
+        if (this.#pumping === undefined && performance.now() - this.#lastWrite >= idleMs) onIdle();
+      }, idleMs);
+      Deno.unrefTimer(this.#timer);
+    }
+  }
+
+  /** Why writing stopped, or `undefined` while it works. */
+  get error(): Error | undefined {
+    return this.#error;
+  }
+
+  /** Whether more than 1 MiB waits unwritten: a caller should wait for its mark. */
+  get congested(): boolean {
+    return this.#queued - this.#written > HIGH_WATER_BYTES;
+  }
+
+  /** Milliseconds since the socket last took bytes. */
+  get idleFor(): number {
+    return performance.now() - this.#lastWrite;
+  }
+
+  /**
+   * Queues one frame. Chunks under 64 KiB are copied now; larger ones are
+   * written from place, so they must not change until the mark is written.
+   *
+   * @param chunks The frame, header included.
+   * @param progress Called as the frame's bytes are written: done and total.
+   * @returns The frame's mark, for {@linkcode WriteQueue.written}.
+   * @throws {Error} The queue's error if writing stopped.
+   */
+  push(chunks: readonly Uint8Array[], progress?: (done: number, total: number) => void): number {
+    if (this.#error !== undefined) throw this.#error;
+    const from = this.#queued;
+    for (const chunk of chunks) {
+      const n = chunk.byteLength;
+      if (n * 2 <= BATCH_BYTES) {
+        if (this.#tail === undefined || this.#tailFill + n > this.#tail.byteLength) {
+          // A full batch means heavy traffic: use full-size batches from now on.
+          if (this.#tail !== undefined || n > this.#batchSize) this.#batchSize = BATCH_BYTES;
+          this.#seal();
+          const spare = this.#spare;
+          this.#spare = undefined;
+          this.#tail = spare?.byteLength === this.#batchSize
+            ? spare
+            : new Uint8Array(this.#batchSize);
+        }
+        this.#tail.set(chunk, this.#tailFill);
+        this.#tailFill += n;
+      } else if (n < COPY_BYTES) {
+        this.#seal();
+        this.#pending.push(chunk.slice());
+      } else {
+        // Written from place. Its head tops up the batch so that a frame
+        // header queued before it goes out in the same write.
+        let rest = chunk;
+        if (this.#tail !== undefined && this.#tailFill > 0) {
+          const head = this.#tail.byteLength - this.#tailFill;
+          this.#tail.set(chunk.subarray(0, head), this.#tailFill);
+          this.#tailFill += head;
+          rest = chunk.subarray(head);
+        }
+        this.#seal();
+        this.#pending.push(rest);
+      }
+      this.#queued += n;
+    }
+    if (progress !== undefined) this.#tracked.push({ from, until: this.#queued, report: progress });
+    this.#pumping ??= this.#pump();
+    return this.#queued;
+  }
+
+  /**
+   * Waits until the socket has taken everything up to `mark`.
+   *
+   * @param mark A mark from {@linkcode WriteQueue.push}.
+   * @returns Resolves once written.
+   * @throws {Error} The queue's error if writing failed first.
+   */
+  written(mark: number): Promise<void> {
+    if (this.#written >= mark) return Promise.resolve();
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#marks.push({ until: mark, resolve, reject });
+    return promise;
+  }
+
+  /**
+   * Waits until everything queued has been written.
+   *
+   * @returns Resolves when the queue is empty.
+   * @throws {Error} The queue's error if writing failed.
+   */
+  async flush(): Promise<void> {
+    while (this.#pumping !== undefined) await this.#pumping;
+    if (this.#error !== undefined) throw this.#error;
+  }
+
+  /**
+   * Stops the queue: later pushes throw `error`, waiting callers get it.
+   *
+   * @param error The reason.
+   */
+  fail(error: Error): void {
+    this.#error ??= error;
+    this.#stop();
+  }
+
+  /** Moves the filled part of the tail batch to the pending list. */
+  #seal(): void {
+    if (this.#tail === undefined) return;
+    if (this.#tailFill > 0) {
+      this.#pending.push(this.#tail.subarray(0, this.#tailFill));
+      this.#batches.add(this.#tail.buffer);
+    } else {
+      this.#spare = this.#tail;
+    }
+    this.#tail = undefined;
+    this.#tailFill = 0;
+  }
+
+  async #pump(): Promise<void> {
+    try {
+      // The first write starts at once; frames queued while it is under way
+      // are coalesced into the next.
+      while (this.#error === undefined) {
+        this.#seal();
+        if (this.#pending.length === 0) break;
+        const chunks = this.#pending;
+        this.#pending = [];
+        for (const chunk of chunks) {
+          await this.#writeChunk(chunk);
+          if (this.#batches.delete(chunk.buffer)) this.#spare = new Uint8Array(chunk.buffer);
+        }
+      }
+    } catch (error) {
+      this.#error ??= this.#describe(error);
+    } finally {
+      this.#pumping = undefined;
+      if (this.#error !== undefined) this.#stop();
+    }
+  }
+
+  async #writeChunk(chunk: Uint8Array): Promise<void> {
+    const slice = this.#tracked.length > 0 ? PROGRESS_SLICE_BYTES : Infinity;
+    for (let off = 0; off < chunk.byteLength;) {
+      const n = await this.#writer.write(chunk.subarray(off, off + slice));
+      off += n;
+      this.bytesSent += n; // counted as it goes, for progress on large writes
+      if (this.#tracked.length > 0) this.#report(this.#written + off);
+    }
+    this.#written += chunk.byteLength;
+    this.#lastWrite = performance.now();
+    let done = 0;
+    while (done < this.#marks.length && this.#marks[done].until <= this.#written) {
+      this.#marks[done++].resolve();
+    }
+    if (done > 0) this.#marks.splice(0, done);
+  }
+
+  /** Reports progress to the frames that `position` (bytes written) has reached. */
+  #report(position: number): void {
+    let done = 0;
+    for (const t of this.#tracked) {
+      if (position <= t.from) break;
+      t.report(Math.min(position, t.until) - t.from, t.until - t.from);
+      if (position >= t.until) done++;
+    }
+    if (done > 0) this.#tracked.splice(0, done);
+  }
+
+  #stop(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+    const error = this.#error;
+    if (error === undefined) return;
+    for (const mark of this.#marks) mark.reject(error);
+    this.#marks = [];
+    this.#pending = [];
+    this.#tracked = [];
+    this.#tail = undefined;
+  }
+
+  /** Stops the idle timer (the connection is closing); queued frames still go out. */
+  stopTimer(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}
