@@ -2,85 +2,238 @@
  * Admission: the server's accept loop and the handshake of each new
  * connection, up to the moment the server gives it an id.
  *
+ * Before a connection is admitted it holds little: at most
+ * `maxPendingHandshakes` connections may be in their handshake at once
+ * (further ones get a `busy` reject and are closed), their frames are
+ * limited to 64 KiB and never draw on the receive budget, and the whole
+ * handshake must finish within `handshakeTimeout`. The accept loop survives
+ * every accept error (out of file descriptors, say): it logs it, backs off
+ * and goes on.
+ *
  * @module
  */
 
+import { keyLookup } from "./_auth.ts";
 import type { ByteBudget } from "./_budget.ts";
-import { Connection } from "./_connection.ts";
-import { awaitHello, HANDSHAKE_FRAME_BYTES, type Refusal, reject, welcome } from "./_handshake.ts";
+import { Connection, DEFAULT_HEARTBEAT_MS, DEFAULT_IDLE_TIMEOUT_MS } from "./_connection.ts";
+import { handshakeFrame } from "./_control.ts";
+import type { Members } from "./_members.ts";
+import type { ListenOptions } from "./_server_types.ts";
+import {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  greetClient,
+  HANDSHAKE_FRAME_BYTES,
+  type KeyLookup,
+  PROTOCOL_VERSION,
+  type Refusal,
+  reject,
+  welcome,
+} from "./_handshake.ts";
+import { startDeadline } from "./_wait.ts";
 import { PeerDisconnectedError } from "./errors.ts";
+import { formatAddress, type Logger } from "./events.ts";
 
-/** What admission needs from the server. */
-export interface AdmissionOptions {
-  /** The largest frame body accepted once a client joined. */
+/** The default cap on connections in their handshake at once. */
+export const DEFAULT_MAX_PENDING_HANDSHAKES = 64;
+/** The longest pause of the accept loop after an accept error. */
+const MAX_BACKOFF_MS = 1_000;
+
+/** What admission needs from the server besides its options. */
+export interface AdmissionDeps {
+  /** The largest frame body accepted once a client joined (validated). */
   maxFrameBytes: number;
-  /** The heartbeat interval of the connections. */
-  heartbeatMs: number;
-  /** Milliseconds a new connection has for its handshake. */
-  handshakeTimeout: number;
-  /** The receive budget shared by the joined clients. */
+  /** The receive budget, given to a client once it joined. */
   budget: ByteBudget;
-  /** How many clients the server serves (sent in the welcome). */
-  clients: number;
-  /** Gives a client that completed its handshake an id, or says why not. */
-  join: (connection: Connection) => number | Refusal;
-  /** Called once the welcome of a client that joined is sent. */
-  joined: (connection: Connection) => void;
+  /** Who may join, and the members' list. */
+  members: Members;
+  /** Called when a connection is turned away: the reject's reason, or "timeout"/"error". */
+  refused: (reason: string, message: string, address: Deno.Addr | undefined, name?: string) => void;
 }
+
+/** The reject sent, without a handshake, to a connection over the cap. */
+const BUSY_FRAME = handshakeFrame({
+  fedcomm: PROTOCOL_VERSION,
+  type: "reject",
+  reason: "busy",
+  message: "Server busy: too many connections are in their handshake; try again later",
+});
 
 /** Accepts connections and runs their handshakes; see the module doc. */
 export class Admission {
   readonly #listener: Deno.Listener;
-  readonly #options: AdmissionOptions;
+  readonly #deps: AdmissionDeps;
+  readonly #keys: KeyLookup | undefined;
+  readonly #logger: Logger | undefined;
+  readonly #heartbeatMs: number;
+  readonly #idleTimeout: number;
+  readonly #handshakeTimeout: number;
+  readonly #maxPending: number;
+  readonly #clients: number;
   readonly #handshaking = new Set<Promise<void>>();
   readonly #abort = new AbortController();
   readonly #accepting: Promise<void>;
 
   /**
-   * Starts accepting.
+   * Binds the listening socket and starts accepting.
    *
-   * @param listener The bound listener; closed by {@linkcode Admission.close}.
-   * @param options Limits and the server's callbacks.
+   * @param options The server's options.
+   * @param deps The budget, the members and the server's callbacks.
+   * @throws {RangeError} If a limit is invalid.
+   * @throws {TypeError} If `auth` is malformed.
+   * @throws {Deno.errors.AddrInUse} If the port is taken.
    */
-  constructor(listener: Deno.Listener, options: AdmissionOptions) {
-    this.#listener = listener;
-    this.#options = options;
+  constructor(options: ListenOptions, deps: AdmissionDeps) {
+    this.#deps = deps;
+    this.#keys = keyLookup(options.auth);
+    this.#logger = options.logger;
+    this.#clients = options.clients;
+    this.#heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    this.#idleTimeout = options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.#handshakeTimeout = options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    this.#maxPending = options.maxPendingHandshakes ?? DEFAULT_MAX_PENDING_HANDSHAKES;
+    if (!Number.isSafeInteger(this.#maxPending) || this.#maxPending < 1) {
+      throw new RangeError(
+        `Invalid maxPendingHandshakes: "${this.#maxPending}" is not a positive integer`,
+      );
+    }
+    const address = { hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 };
+    this.#listener = options.tls === undefined
+      ? Deno.listen(address)
+      : Deno.listenTls({ ...address, cert: options.tls.cert, key: options.tls.key });
     this.#accepting = this.#accept();
   }
 
+  /** The address the server listens on. */
+  get addr(): Deno.NetAddr {
+    return this.#listener.addr as Deno.NetAddr;
+  }
+
+  /** How many connections are in their handshake now. */
+  get pending(): number {
+    return this.#handshaking.size;
+  }
+
   async #accept(): Promise<void> {
-    while (true) {
+    let backoff = 0;
+    while (!this.#abort.signal.aborted) {
       let conn: Deno.Conn;
       try {
         conn = await this.#listener.accept();
-      } catch {
-        return; // the listener was closed
+        backoff = 0;
+      } catch (error) {
+        if (this.#abort.signal.aborted || error instanceof Deno.errors.BadResource) return;
+        // Out of descriptors (EMFILE/ENFILE) or a connection reset before it
+        // was accepted: keep serving the clients already there, retry soon.
+        backoff = Math.min(MAX_BACKOFF_MS, backoff === 0 ? 10 : backoff * 2);
+        this.#logger?.error?.("Accept failed: retrying", {
+          error: String(error),
+          retryInMs: backoff,
+        });
+        await this.#sleep(backoff);
+        continue;
+      }
+      if (this.#handshaking.size >= this.#maxPending) {
+        this.#turnAway(conn);
+        continue;
       }
       const handshake = this.#admit(conn).finally(() => this.#handshaking.delete(handshake));
       this.#handshaking.add(handshake);
     }
   }
 
-  async #admit(conn: Deno.Conn): Promise<void> {
-    const options = this.#options;
-    const connection = new Connection(conn, {
-      maxFrameBytes: options.maxFrameBytes,
-      handshakeFrameBytes: HANDSHAKE_FRAME_BYTES,
-      heartbeatMs: options.heartbeatMs,
-      budget: options.budget,
+  /** Waits `ms`, or less if admission closes. */
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const signal = this.#abort.signal;
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
     });
-    let joined = false;
+  }
+
+  /** Closes a connection over the cap after a best-effort `busy` reject. */
+  #turnAway(conn: Deno.Conn): void {
+    let address: Deno.Addr | undefined;
     try {
-      const refusal = await awaitHello(connection, options.handshakeTimeout, this.#abort.signal);
-      if (refusal !== undefined) return await reject(connection, refusal.reason, refusal.message);
-      const id = options.join(connection);
-      if (typeof id !== "number") return await reject(connection, id.reason, id.message);
-      joined = true;
-      await welcome(connection, id, options.clients);
-      options.joined(connection);
+      address = conn.remoteAddr;
     } catch {
+      // Already gone.
+    }
+    this.#deps.refused("busy", "Too many connections in their handshake", address);
+    const close = () => {
+      try {
+        conn.close();
+      } catch {
+        // Already closed.
+      }
+    };
+    // One small write that fits any socket buffer, then close, whatever happens.
+    const timer = setTimeout(close, 1_000);
+    conn.write(BUSY_FRAME).catch(() => {}).finally(() => {
+      clearTimeout(timer);
+      close();
+    });
+  }
+
+  async #admit(conn: Deno.Conn): Promise<void> {
+    const deps = this.#deps;
+    const logger = this.#logger;
+    const connection = new Connection(conn, {
+      maxFrameBytes: deps.maxFrameBytes,
+      handshakeFrameBytes: HANDSHAKE_FRAME_BYTES,
+      heartbeatMs: this.#heartbeatMs,
+      idleTimeout: this.#idleTimeout,
+    });
+    let address: Deno.Addr | undefined;
+    try {
+      address = conn.remoteAddr;
+    } catch {
+      // A socket that is already gone.
+    }
+    logger?.debug?.("Connection accepted", { address: formatAddress(address) });
+    let joined = false;
+    let name: string | undefined;
+    const refuse = async (refusal: Refusal) => {
+      deps.refused(refusal.reason, refusal.message, address, name);
+      logger?.warn?.("Handshake refused", {
+        address: formatAddress(address),
+        name,
+        reason: refusal.reason,
+        message: refusal.message,
+      });
+      await reject(connection, refusal);
+    };
+    try {
+      using deadline = startDeadline(
+        { timeout: this.#handshakeTimeout, signal: this.#abort.signal },
+        () => ({ what: "Handshake", detail: formatAddress(address), clientIds: [] }),
+      );
+      const hello = await greetClient(connection, deadline, this.#keys);
+      if ("reason" in hello) return await refuse(hello);
+      name = hello.name;
+      const id = deps.members.join(connection, hello);
+      if (typeof id !== "number") return await refuse(id);
+      joined = true;
+      connection.meter.budget = deps.budget;
+      await welcome(connection, id, this.#clients);
+      deps.members.welcomed(connection, hello);
+    } catch (error) {
       // The peer timed out, left, or sent garbage before it had an id: drop it.
-      if (!joined) await connection.close();
+      if (!joined) {
+        const reason = error instanceof Error && error.name === "TimeoutError"
+          ? "timeout"
+          : "error";
+        deps.refused(reason, String(error), address, name);
+        logger?.debug?.("Handshake failed", {
+          address: formatAddress(address),
+          error: String(error),
+        });
+        await connection.close();
+      }
     }
   }
 

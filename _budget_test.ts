@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ByteBudget, Reservation } from "./_budget.ts";
+import { ByteBudget, Meter, STEP_BYTES } from "./_budget.ts";
 
 /** Whether a promise has settled after a turn of the event loop. */
 async function settled(promise: Promise<unknown>): Promise<boolean> {
@@ -9,67 +9,125 @@ async function settled(promise: Promise<unknown>): Promise<boolean> {
   return done;
 }
 
-Deno.test("ByteBudget.reserve() grants at once while reservations fit", async () => {
+Deno.test("FrameBudget.reserve() grants at once while steps fit", async () => {
   const budget = new ByteBudget(100);
-  assert.ok((await budget.reserve(60)) instanceof Reservation);
-  assert.ok((await budget.reserve(40)) instanceof Reservation);
+  const a = budget.begin();
+  const b = budget.begin();
+  assert.equal(await a.reserve(60), true);
+  assert.equal(await b.reserve(40), true);
   assert.equal(budget.used, 100);
+  assert.equal(a.end().bytes, 60, "the steps add up to the frame's reservation");
 });
 
-Deno.test("ByteBudget.reserve() waits for a release, first come first served", async () => {
+Deno.test("FrameBudget.reserve() waits for a release, and the oldest frame may go over", async () => {
   const budget = new ByteBudget(100);
-  const held = (await budget.reserve(80))!;
-  const order: string[] = [];
-  const first = budget.reserve(50).then(() => order.push("first"));
-  const second = budget.reserve(10).then(() => order.push("second"));
-  assert.equal(await settled(first), false);
-  assert.equal(budget.used, 80, "waiting reservations are not counted");
+  const held = budget.force(80);
+  const old = budget.begin();
+  const young = budget.begin();
+  // The oldest frame in progress may always go on: no deadlock behind the limit.
+  assert.equal(await old.reserve(50), true);
+  assert.equal(budget.used, 130);
+  const waiting = young.reserve(10);
+  assert.equal(await settled(waiting), false, "a younger frame waits while over the limit");
   held.release();
-  await Promise.all([first, second]);
-  assert.deepEqual(order, ["first", "second"]);
-  assert.equal(budget.used, 60);
+  old.end().release();
+  assert.equal(await waiting, true);
+  assert.equal(budget.used, 10);
 });
 
-Deno.test("ByteBudget.reserve() admits one reservation larger than the limit when idle", async () => {
-  const budget = new ByteBudget(100);
-  const big = (await budget.reserve(500))!;
-  assert.equal(big.bytes, 500);
-  const next = budget.reserve(1);
-  assert.equal(await settled(next), false, "nothing else fits beside it");
-  big.release();
-  await next;
-  assert.equal(budget.used, 1);
-});
-
-Deno.test("ByteBudget.reserve() gives up when cancelled, without reserving", async () => {
+Deno.test("FrameBudget.reserve() lets a younger frame take over once the oldest ended", async () => {
   const budget = new ByteBudget(10);
-  const held = (await budget.reserve(10))!;
+  const held = budget.force(10);
+  const old = budget.begin();
+  const young = budget.begin();
+  const waiting = young.reserve(5);
+  assert.equal(await settled(waiting), false);
+  old.abort(); // young is now the oldest frame in progress
+  assert.equal(await waiting, true);
+  assert.equal(budget.used, 15);
+  held.release();
+});
+
+Deno.test("FrameBudget.reserve() resolves false when cancelled, without reserving", async () => {
+  const budget = new ByteBudget(10);
+  budget.begin(); // an older frame, so the next one cannot go over the limit
+  const held = budget.force(10);
+  const frame = budget.begin();
   const controller = new AbortController();
-  const waiting = budget.reserve(5, controller.signal);
-  controller.abort(new Error("closed"));
-  assert.equal(await waiting, undefined);
+  const waiting = frame.reserve(5, controller.signal);
+  controller.abort();
+  assert.equal(await waiting, false);
   held.release();
-  assert.equal(budget.used, 0, "the cancelled reservation was dropped from the queue");
+  assert.equal(budget.used, 0, "the cancelled step was dropped from the queue");
 });
 
-Deno.test("ByteBudget.force() reserves over the limit", async () => {
+Deno.test("ByteBudget.force() reserves over the limit", () => {
   const budget = new ByteBudget(10);
-  await budget.reserve(10);
+  const a = budget.force(10);
   const forced = budget.force(5);
   assert.equal(budget.used, 15);
   forced.release();
   assert.equal(budget.used, 10);
+  a.release();
 });
 
-Deno.test("Reservation.release() returns its bytes once, also through dispose", async () => {
+Deno.test("Reservation.release() returns its bytes once, also through dispose", () => {
   const budget = new ByteBudget(10);
   {
-    using reservation = (await budget.reserve(4))!;
+    using reservation = budget.force(4);
     reservation.release();
     assert.equal(budget.used, 0);
     assert.equal(reservation.bytes, 0);
   }
   assert.equal(budget.used, 0, "dispose after release returns nothing more");
+});
+
+Deno.test("Meter.allowance() reserves a stalled frame's first step only, so others go on", async () => {
+  const budget = new ByteBudget(2 * STEP_BYTES);
+  const staller = new Meter();
+  staller.budget = budget;
+  // Announces 200 MiB and stalls: it holds one step, not the budget.
+  assert.equal(await staller.allowance(0, 200 * 1024 * 1024), STEP_BYTES);
+  assert.equal(budget.used, STEP_BYTES);
+  const other = new Meter();
+  other.budget = budget;
+  assert.equal(await other.allowance(0, 1024 * 1024), 1024 * 1024, "a 1 MiB upload fits beside it");
+  const reservation = other.complete()!;
+  assert.equal(reservation.bytes, 1024 * 1024);
+  reservation.release();
+  staller.abort();
+  assert.equal(budget.used, 0);
+});
+
+Deno.test("Meter.allowance() grows the reservation step by step to the whole body", async () => {
+  const budget = new ByteBudget(100 * STEP_BYTES);
+  const meter = new Meter();
+  meter.budget = budget;
+  const total = 2 * STEP_BYTES + 5;
+  let allowed = await meter.allowance(0, total);
+  assert.equal(allowed, STEP_BYTES);
+  allowed = await meter.allowance(allowed, total);
+  assert.equal(allowed, 2 * STEP_BYTES);
+  allowed = await meter.allowance(allowed, total);
+  assert.equal(allowed, total);
+  assert.equal(meter.complete()!.bytes, total);
+  assert.equal(budget.used, total);
+});
+
+Deno.test("Meter.allowance() reads without the budget when unmetered, also mid-wait", async () => {
+  const budget = new ByteBudget(STEP_BYTES);
+  budget.begin(); // an older frame in progress
+  const held = budget.force(STEP_BYTES);
+  const meter = new Meter();
+  meter.budget = budget;
+  const waiting = meter.allowance(0, 3 * STEP_BYTES);
+  assert.equal(await settled(waiting), false);
+  meter.metered = false;
+  assert.equal(await waiting, 3 * STEP_BYTES, "unmetering ends the wait");
+  assert.equal(meter.complete(), undefined);
+  assert.equal(await meter.allowance(0, 10 * STEP_BYTES), 10 * STEP_BYTES);
+  held.release();
+  assert.equal(budget.used, 0);
 });
 
 Deno.test("ByteBudget() rejects a limit that is not a positive integer", () => {

@@ -15,15 +15,25 @@
  * @module
  */
 
-import type { ByteBudget, Reservation } from "./_budget.ts";
+import { type ByteBudget, Meter } from "./_budget.ts";
+import {
+  CONTROL,
+  controlFrame,
+  HANDSHAKE,
+  handshakeFrame,
+  PING,
+  PING_BODY_BYTES,
+  PlainFrame,
+  PONG,
+} from "./_control.ts";
 import { encodeFrame } from "./_encode_frame.ts";
-import { HEADER_BYTES } from "./_frame.ts";
 import { FrameReader } from "./_frame_reader.ts";
 import { Inbox } from "./_inbox.ts";
-import { startDeadline, type WaitOptions } from "./_wait.ts";
 import { WriteQueue } from "./_write_queue.ts";
+import { Keepalive } from "./_keepalive.ts";
+import { own } from "./_slab.ts";
 import { decode } from "./codec.ts";
-import { FrameTooLargeError, PeerDisconnectedError } from "./errors.ts";
+import { FrameTooLargeError, PeerDisconnectedError, ProtocolError } from "./errors.ts";
 
 /** Options for a {@linkcode Connection}. */
 export interface ConnectionOptions {
@@ -31,46 +41,22 @@ export interface ConnectionOptions {
   maxFrameBytes?: number;
   /** The largest frame accepted until {@linkcode Connection.open} (default: maxFrameBytes). */
   handshakeFrameBytes?: number;
-  /** Send a heartbeat after this many idle ms (default 15,000; 0 disables). */
+  /** Send a ping after this many ms without writing (default 15,000; 0 disables). */
   heartbeatMs?: number;
+  /** Declare the peer dead after this many ms without a byte from it (default 60,000; 0: never). */
+  idleTimeout?: number;
   /** A budget shared with other connections for large received frames not yet taken. */
   budget?: ByteBudget;
   /** Whether the other end is the server (this is a client's connection), for messages. */
   peerIsServer?: boolean;
 }
 
-/** Small received bodies share slabs of this size. */
-const SLAB_BYTES = 64 * 1024;
-/** The largest body copied into a slab; larger ones get their own buffer. */
-const SLAB_MAX_BODY = 4 * 1024;
 /** How long `close()` waits for queued writes to go out before closing anyway. */
 const CLOSE_FLUSH_MS = 5_000;
 /** The default heartbeat interval: below the idle cut-offs of load balancers and NATs. */
 export const DEFAULT_HEARTBEAT_MS = 15_000;
-const HEARTBEAT_FRAME = new Uint8Array(HEADER_BYTES);
-
-/** The slab small received bodies are copied into, shared by all connections, and its fill. */
-let slab = new Uint8Array(SLAB_BYTES);
-let slabPos = 0;
-
-/**
- * Copies a small body out of a read buffer. Bodies up to 4 KiB share 64 KiB
- * slabs with every connection of the process (8-byte aligned, so tensors
- * stay aligned views), which saves an allocation per small message; larger
- * ones get their own buffer.
- */
-function own(body: Uint8Array): Uint8Array {
-  const n = body.byteLength;
-  if (n > SLAB_MAX_BODY) return body.slice();
-  if (slabPos + n > SLAB_BYTES) {
-    slab = new Uint8Array(SLAB_BYTES);
-    slabPos = 0;
-  }
-  const owned = slab.subarray(slabPos, slabPos + n);
-  owned.set(body);
-  slabPos += (n + 7) & ~7;
-  return owned;
-}
+/** The default time without a byte from the peer after which it is declared dead. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
 /** A framed MessagePack connection over a `Deno.Conn`. */
 export class Connection {
@@ -78,6 +64,14 @@ export class Connection {
   clientId: number | undefined;
   /** Bytes received so far, frame headers included. */
   bytesReceived = 0;
+  /** Application messages received so far. */
+  messagesReceived = 0;
+  /** Application messages queued for sending so far. */
+  messagesSent = 0;
+  /** Called as the body of a received frame arrives: bytes done and its total. */
+  onReceiveProgress: ((done: number, total: number) => void) | undefined;
+  /** Called once when the connection ends (not after `close()`), with why. */
+  onEnd: ((error: Error) => void) | undefined;
   /** The messages received, waiting to be taken. */
   readonly inbox: Inbox = new Inbox();
   /** The frames to send. */
@@ -88,20 +82,20 @@ export class Connection {
   readonly #maxFrameBytes: number;
   /** The largest body sent: `maxFrameBytes`, or less if the peer accepts less. */
   #sendMaxFrameBytes: number;
-  readonly #budget: ByteBudget | undefined;
+  /**
+   * The connection's use of the receive budget: a server gives it the budget
+   * once the client is admitted; a gather turns metering off while it reads.
+   */
+  readonly meter: Meter = new Meter();
   readonly #peerIsServer: boolean;
-  /** Whether large frames draw on the budget (not while a gather reads this client). */
-  #metered = true;
-  /** Ends a wait for the budget, when the connection closes or is unmetered. */
-  #budgetWait: AbortController | undefined;
-  /** What the frame being read holds of the budget. */
-  #reservation: Reservation | undefined;
   /** Whether frames are still checked against the handshake limit (until `open`). */
   #handshaking: boolean;
-  /** A handshake message was read: reading waits for `open` before the next frame. */
-  #awaitingOpen = false;
   readonly #readLoop: Promise<void>;
   #closing = false;
+  readonly #keepalive: Keepalive;
+  /** The body being received (large frames): its size and the bytes read of it. */
+  #bodyTotal = 0;
+  #bodyDone = 0;
 
   /**
    * Starts reading from `conn`.
@@ -114,7 +108,7 @@ export class Connection {
     this.#maxFrameBytes = options?.maxFrameBytes ?? 512 * 1024 * 1024;
     this.#sendMaxFrameBytes = this.#maxFrameBytes;
     this.#handshaking = options?.handshakeFrameBytes !== undefined;
-    this.#budget = options?.budget;
+    this.meter.budget = options?.budget;
     this.#peerIsServer = options?.peerIsServer ?? false;
     try {
       (conn as Deno.TcpConn).setNoDelay(true);
@@ -123,53 +117,106 @@ export class Connection {
     }
     this.#reader = new FrameReader(conn, {
       maxFrameBytes: Math.min(options?.handshakeFrameBytes ?? Infinity, this.#maxFrameBytes),
-      onBytes: (n) => void (this.bytesReceived += n),
-      beforeLargeBody: this.#budget === undefined ? undefined : (n) => this.#reserve(n),
+      onBytes: (n) => this.#heard(n),
+      bodyAllowance: (filled, total) => this.#bodyAllowance(filled, total),
     });
     this.queue = new WriteQueue(conn, {
       describeError: (cause) => this.#disconnected(cause),
       idleMs: options?.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
-      onIdle: () => {
-        if (this.queue.error === undefined) this.queue.push([HEARTBEAT_FRAME]);
-      },
+      onIdle: () => this.ping(),
     });
+    const idleTimeout = options?.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.#keepalive = new Keepalive(idleTimeout, () =>
+      this.#end(
+        new PeerDisconnectedError(`${this.#Peer()} silent for ${idleTimeout} ms: declared dead`, {
+          clientId: this.clientId,
+        }),
+      ));
     this.#readLoop = this.#read();
   }
 
-  /**
-   * Whether large frames are read within the receive budget (the default).
-   * A gather, which holds every answer until it returns, turns it off while
-   * it waits on this connection; that also ends a wait for the budget.
-   */
-  get metered(): boolean {
-    return this.#metered;
-  }
-
-  set metered(value: boolean) {
-    this.#metered = value;
-    if (!value) this.#budgetWait?.abort();
-  }
-
-  /**
-   * Reserves `bytes` of the receive budget at once, for a message put back in the inbox.
-   *
-   * @param bytes The bytes it held when it arrived.
-   * @returns The reservation, or `undefined` for none.
-   */
-  reserveAgain(bytes: number): Reservation | undefined {
-    return bytes > 0 ? this.#budget?.force(bytes) : undefined;
-  }
-
-  /** Reserves a large body's bytes of the receive budget before it is read. */
-  async #reserve(bytes: number): Promise<void> {
-    if (!this.#metered) return;
-    const wait = new AbortController();
-    this.#budgetWait = wait;
-    try {
-      this.#reservation = await this.#budget!.reserve(bytes, wait.signal);
-    } finally {
-      this.#budgetWait = undefined;
+  /** Counts received bytes: liveness, totals and progress. */
+  #heard(n: number): void {
+    this.bytesReceived += n;
+    this.#keepalive.heard();
+    if (this.#bodyTotal > 0) {
+      this.#bodyDone = Math.min(this.#bodyTotal, this.#bodyDone + n);
+      this.onReceiveProgress?.(this.#bodyDone, this.#bodyTotal);
     }
+  }
+
+  /** Milliseconds since the last byte from the peer. */
+  get silentFor(): number {
+    return this.#keepalive.silentFor;
+  }
+
+  /** The last ping's round trip in ms, or `undefined` before the first pong. */
+  get rtt(): number | undefined {
+    return this.#keepalive.rtt;
+  }
+
+  /** The peer's address. */
+  get remoteAddr(): Deno.Addr {
+    return this.#conn.remoteAddr;
+  }
+
+  /**
+   * Sends a ping (only once the handshake is done, and one at a time); its
+   * pong sets {@linkcode Connection.rtt}.
+   */
+  ping(): void {
+    if (this.#handshaking || this.queue.error !== undefined) return;
+    const payload = this.#keepalive.nextPing();
+    if (payload !== undefined) this.queue.push([controlFrame(PING, payload)]);
+  }
+
+  /**
+   * Queues one frame of an application message.
+   *
+   * @param chunks The frame, header included.
+   * @param progress Called as its bytes are written.
+   * @returns Its mark, for `queue.written`.
+   * @throws {Error} The connection's error if it is gone.
+   */
+  push(chunks: readonly Uint8Array[], progress?: (done: number, total: number) => void): number {
+    // Progress counts body bytes, as on the receiving side (the header is 4 bytes).
+    const report = progress &&
+      ((done: number, total: number) => progress(Math.max(0, done - 4), total - 4));
+    const mark = this.queue.push(chunks, report);
+    this.messagesSent++;
+    return mark;
+  }
+
+  /**
+   * Sends a handshake message (a control frame).
+   *
+   * @param message The map.
+   * @returns Resolves when the socket has taken it.
+   * @throws {PeerDisconnectedError} If the connection is gone.
+   */
+  async sendHandshake(message: Record<string, unknown>): Promise<void> {
+    await this.queue.written(this.queue.push([handshakeFrame(message)]));
+  }
+
+  /**
+   * Sends a plain MessagePack frame during the handshake: the reject a
+   * version 1 peer can read.
+   *
+   * @param value The value.
+   * @returns Resolves when written.
+   */
+  async sendPlain(value: unknown): Promise<void> {
+    const { chunks } = encodeFrame(value, this.#sendMaxFrameBytes);
+    await this.queue.written(this.queue.push(chunks));
+  }
+
+  /** Before each read into a large body: its progress total, and its share of the budget. */
+  #bodyAllowance(filled: number, total: number): Promise<number> {
+    if (filled === 0) {
+      this.#bodyTotal = total;
+      this.#bodyDone = 0;
+    }
+    return this.meter.allowance(filled, total);
   }
 
   /**
@@ -190,7 +237,6 @@ export class Connection {
       this.#sendMaxFrameBytes = Math.min(this.#maxFrameBytes, peerMaxFrameBytes);
     }
     this.#handshaking = false;
-    this.#awaitingOpen = false;
     this.inbox.wakeReader();
   }
 
@@ -210,41 +256,25 @@ export class Connection {
   }
 
   /**
-   * Waits for and takes the next message.
-   *
-   * @param options Cancellation and time limit.
-   * @returns The value.
-   * @throws {PeerDisconnectedError} If the peer left with nothing left to read.
-   * @throws {TimeoutError} If the time limit passed.
-   * @throws {Deno.errors.Busy} If another receive waits on this connection.
-   */
-  async next(options?: WaitOptions): Promise<unknown> {
-    using deadline = startDeadline(options, () => ({
-      what: "Receive",
-      detail: `waiting for ${this.#peer()}`,
-      clientIds: this.clientId === undefined ? [] : [this.clientId],
-    }));
-    return await this.inbox.next(deadline);
-  }
-
-  /**
    * Encodes and queues one value; waits for the socket only if the value
    * lends memory (large binaries) or the queue is congested.
    *
    * @param value The value.
+   * @param progress Called as its bytes are written: done and total.
    * @returns Resolves when queued or written, as above.
    * @throws {TypeError} If the value has no MessagePack form.
    * @throws {FrameTooLargeError} If it encodes to more than the send limit.
    * @throws {PeerDisconnectedError} If the connection is gone.
    */
-  async send(value: unknown): Promise<void> {
+  async send(value: unknown, progress?: (done: number, total: number) => void): Promise<void> {
     const { chunks, borrowed } = encodeFrame(value, this.#sendMaxFrameBytes, true);
-    const mark = this.queue.push(chunks);
+    const mark = this.push(chunks, progress);
     if (borrowed || this.queue.congested) await this.queue.written(mark);
   }
 
   /** Whether reading must pause: the inbox is full, or a handshake message awaits `open`. */
-  readonly #mustWait = (full: boolean): boolean => !this.#closing && (full || this.#awaitingOpen);
+  readonly #mustWait = (full: boolean): boolean =>
+    !this.#closing && (full || this.#handshaking && this.inbox.size > 0);
 
   async #read(): Promise<void> {
     try {
@@ -256,7 +286,7 @@ export class Connection {
         const buffered = this.#reader.readBuffered();
         if (buffered !== undefined) this.#deliver(buffered);
         else if (!this.#deliver(await this.#reader.readView())) return;
-        if (this.inbox.full || this.#awaitingOpen) await this.inbox.space(this.#mustWait);
+        if (this.#mustWait(this.inbox.full)) await this.inbox.space(this.#mustWait);
       }
       this.#end(this.#disconnected());
     } catch (error) {
@@ -274,9 +304,18 @@ export class Connection {
       this.#end(this.#disconnected());
       return false;
     }
-    const reservation = this.#reservation;
-    this.#reservation = undefined;
+    const reservation = this.meter.complete();
+    const total = this.#bodyTotal;
+    this.#bodyTotal = 0;
     if (body.byteLength === 0) return true; // heartbeat
+    if (body[0] === CONTROL) {
+      reservation?.release();
+      this.#control(body);
+      return true;
+    }
+    if (!this.#handshaking && total === 0) {
+      this.onReceiveProgress?.(body.byteLength, body.byteLength);
+    }
     // A small body is a view into the read buffer, which the next read
     // overwrites: move it to memory of its own before decoding views into it.
     if (this.#reader.isBuffered(body)) body = own(body);
@@ -287,9 +326,43 @@ export class Connection {
       reservation?.release();
       throw error;
     }
+    if (this.#handshaking) {
+      // A version 1 peer's hello: the handshake answers it in a form it reads.
+      this.inbox.push(new PlainFrame(value), body.byteLength);
+      return true;
+    }
+    this.messagesReceived++;
     this.inbox.push(value, body.byteLength, reservation);
-    if (this.#handshaking) this.#awaitingOpen = true;
     return true;
+  }
+
+  /** Handles a control frame: answers pings, times pongs, queues handshake messages. */
+  #control(body: Uint8Array): void {
+    const kind = body[1];
+    if ((kind === PING || kind === PONG) && body.byteLength === PING_BODY_BYTES) {
+      if (kind === PING) {
+        if (this.queue.error === undefined) this.queue.push([controlFrame(PONG, body.subarray(2))]);
+      } else {
+        this.#keepalive.pong(body.subarray(2));
+      }
+      return;
+    }
+    if (kind === HANDSHAKE) {
+      if (!this.#handshaking) {
+        throw new ProtocolError("Unexpected handshake message: the handshake is over", {
+          clientId: this.clientId,
+        });
+      }
+      const payload = this.#reader.isBuffered(body) ? own(body.subarray(2)) : body.subarray(2);
+      this.inbox.push(decode(payload, { clientId: this.clientId }), body.byteLength);
+      return;
+    }
+    throw new ProtocolError(
+      body.byteLength < 2
+        ? "Invalid control frame: no kind byte"
+        : `Invalid control frame: kind "${kind}" with ${body.byteLength} body bytes`,
+      { clientId: this.clientId },
+    );
   }
 
   /** Who is at the other end, for messages: `client "3"`, `server` or `peer`. */
@@ -298,12 +371,15 @@ export class Connection {
     return this.clientId === undefined ? "peer" : `client "${this.clientId}"`;
   }
 
-  #disconnected(cause?: unknown): PeerDisconnectedError {
+  /** {@linkcode Connection.#peer}, capitalised to start a message. */
+  #Peer(): string {
     const who = this.#peer();
+    return `${who[0].toUpperCase()}${who.slice(1)}`;
+  }
+
+  #disconnected(cause?: unknown): PeerDisconnectedError {
     return new PeerDisconnectedError(
-      this.#closing
-        ? "Connection closed: close() was called"
-        : `${who[0].toUpperCase()}${who.slice(1)} disconnected`,
+      this.#closing ? "Connection closed: close() was called" : `${this.#Peer()} disconnected`,
       { clientId: this.clientId, cause },
     );
   }
@@ -322,10 +398,12 @@ export class Connection {
   }
 
   #end(reason: Error): void {
-    this.#reservation?.release();
-    this.#reservation = undefined;
+    this.meter.abort();
+    const first = this.inbox.ended === undefined;
     this.inbox.end(reason);
     this.queue.fail(reason);
+    this.#keepalive.stop();
+    if (first) this.onEnd?.(reason);
     if (this.#closing) return;
     // A failed or ended connection is closed at once (PROTOCOL.md §9.1): the
     // peer sees it end and the socket is not held; what was received stays in
@@ -354,8 +432,9 @@ export class Connection {
       ]);
       clearTimeout(timer);
       this.#closing = true;
-      this.#budgetWait?.abort();
+      this.meter.abort();
       this.queue.stopTimer();
+      this.#keepalive.stop();
       this.inbox.wakeReader();
       try {
         this.#conn.close();

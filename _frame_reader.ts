@@ -22,11 +22,11 @@ export interface FrameReaderOptions extends FrameOptions {
   /** Called with the number of bytes after every read from the source (for progress). */
   onBytes?: (bytes: number) => void;
   /**
-   * Called when the header of a body larger than the read buffer is in, with
-   * its length, before the body is allocated: reading waits for the promise
-   * (a memory budget, a progress display).
+   * For a body larger than the read buffer, called before each read into it
+   * with the bytes already there and the body's size: resolves with the
+   * offset up to which reading may go (a memory budget reserved step by step).
    */
-  beforeLargeBody?: (bytes: number) => Promise<void>;
+  bodyAllowance?: (filled: number, total: number) => Promise<number>;
 }
 
 /**
@@ -54,7 +54,7 @@ export class FrameReader {
   #default: ReadableStreamDefaultReader<Uint8Array> | undefined;
   #leftover: Uint8Array | undefined;
   readonly #onBytes: ((bytes: number) => void) | undefined;
-  readonly #beforeLargeBody: ((bytes: number) => Promise<void>) | undefined;
+  readonly #bodyAllowance: ((filled: number, total: number) => Promise<number>) | undefined;
   /** The buffer the last read left its bytes in (a BYOB read moves them to a new one). */
   #moved: Uint8Array = this.#w.buf;
 
@@ -68,7 +68,7 @@ export class FrameReader {
   constructor(source: ReadableStream<Uint8Array> | ByteReader, options?: FrameReaderOptions) {
     this.#decoder = new FrameDecoder(options?.maxFrameBytes);
     this.#onBytes = options?.onBytes;
-    this.#beforeLargeBody = options?.beforeLargeBody;
+    this.#bodyAllowance = options?.bodyAllowance;
     if (!(source instanceof ReadableStream)) {
       this.#source = source;
       return;
@@ -180,14 +180,15 @@ export class FrameReader {
 
   /** Reads a body larger than the largest read buffer straight into its own buffer. */
   async #readLarge(length: number): Promise<Uint8Array> {
-    await this.#beforeLargeBody?.(length);
     const w = this.#w;
     let body = new Uint8Array(length);
     body.set(w.buf.subarray(w.start, w.end));
     let filled = w.end - w.start;
     w.start = w.end = 0;
+    let allowed = this.#bodyAllowance === undefined ? length : await this.#bodyAllowance(0, length);
     while (filled < length) {
-      const n = await this.#readInto(body, filled);
+      while (filled >= allowed) allowed = await this.#bodyAllowance!(filled, length);
+      const n = await this.#readInto(body, filled, allowed);
       body = this.#moved as Uint8Array<ArrayBuffer>;
       if (n === null) this.#decoder.decodeEof({ buf: body, start: 0, end: filled });
       filled += n!;
@@ -201,20 +202,20 @@ export class FrameReader {
    * source. A BYOB read transfers the buffer: the caller continues with
    * `this.#moved`, the same memory under a new `Uint8Array`.
    */
-  async #readInto(target: Uint8Array, offset: number): Promise<number | null> {
+  async #readInto(target: Uint8Array, offset: number, end?: number): Promise<number | null> {
     let n: number | null;
     if (this.#source !== undefined) {
-      n = await this.#source.read(target.subarray(offset));
+      n = await this.#source.read(target.subarray(offset, end));
       this.#moved = target;
     } else if (this.#byob !== undefined) {
-      const { value, done } = await this.#byob.read(target.subarray(offset));
+      const { value, done } = await this.#byob.read(target.subarray(offset, end));
       this.#moved = value === undefined
         ? new Uint8Array(target.byteLength)
         : new Uint8Array(value.buffer);
       n = done || value === undefined ? null : value.byteLength;
     } else {
       this.#moved = target;
-      n = await this.#readDefault(target, offset);
+      n = await this.#readDefault(target.subarray(0, end), offset);
     }
     if (n !== null) this.#onBytes?.(n);
     return n;

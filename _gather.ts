@@ -57,7 +57,10 @@ export async function gatherFrom(
   } catch (error) {
     if (strict || !(error instanceof TimeoutError)) {
       for (const [id, arrival] of taken) {
-        connections[id].inbox.putBack(arrival, connections[id].reserveAgain(arrival.reserved));
+        connections[id].inbox.putBack(
+          arrival,
+          arrival.reserved > 0 ? connections[id].meter.budget?.force(arrival.reserved) : undefined,
+        );
       }
       throw error;
     }
@@ -93,7 +96,7 @@ export function watchInboxes(
   const stops: (() => void)[] = [];
   const release = () => {
     for (const stop of stops) stop();
-    for (let i = 0; i < stops.length; i++) connections[ids[i]].metered = true;
+    for (let i = 0; i < stops.length; i++) connections[ids[i]].meter.metered = true;
     deadline[Symbol.dispose]();
   };
   let changed: number[] = [];
@@ -111,7 +114,7 @@ export function watchInboxes(
       );
     }
   }
-  for (const id of ids) connections[id].metered = metered;
+  for (const id of ids) connections[id].meter.metered = metered;
   return {
     async changed(): Promise<number[]> {
       if (changed.length === 0) await notifier.changed(deadline);

@@ -1,26 +1,38 @@
 /**
- * The handshake: the first frame each way.
+ * The handshake (PROTOCOL.md §6–§7): control frames of kind `c1 03`, each a
+ * MessagePack map with `fedcomm` (the protocol version) and `type`.
  *
- * The client sends `hello`; the server answers `welcome` (with the client's
- * id and the number of clients) or `reject` (with a reason), then closes.
- * Every handshake message is a MessagePack map with `fedcomm` (the protocol
- * version) and `type`; readers ignore keys they do not know, so a later
- * version can add fields (`auth`, `resume`) without breaking this one, and
- * extra messages (a `challenge` between hello and welcome) for the clients
- * that ask for them in their hello. See PROTOCOL.md §7.
+ * The client sends `hello` (with its `name`, and a `nonce` if it has a
+ * secret). A server that requires authentication answers with a `challenge`
+ * (its nonce and its proof), the client checks the proof and sends `auth`
+ * (its own proof). The server ends with `welcome` (the client's id) or
+ * `reject` (a reason), then closes. Readers ignore keys they do not know.
  *
  * @module
  */
 
+import {
+  importSecret,
+  nonce,
+  NONCE_BYTES,
+  prove,
+  type Secret,
+  secretBytes,
+  verify,
+} from "./_auth.ts";
 import type { Connection } from "./_connection.ts";
-import { ProtocolError, RejectedError, type RejectReason } from "./errors.ts";
+import { PlainFrame } from "./_control.ts";
+import { type Deadline, startDeadline } from "./_wait.ts";
+import { AuthenticationError, ProtocolError, RejectedError, type RejectReason } from "./errors.ts";
 
 /** The protocol version this library speaks. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** The largest handshake frame accepted: a peer cannot make us allocate more before it is known. */
 export const HANDSHAKE_FRAME_BYTES = 64 * 1024;
-/** The default time a connecting peer has to complete the handshake. */
+/** The default time a connecting peer has for the whole handshake. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** The longest client name, in UTF-8 bytes. */
+export const MAX_NAME_BYTES = 128;
 
 /** What the client learns from the server's welcome. */
 export interface Welcome {
@@ -30,45 +42,122 @@ export interface Welcome {
   readonly clients: number;
   /** The largest frame body the server accepts. */
   readonly maxFrameBytes: number;
+  /** Whether both sides proved they know the shared secret. */
+  readonly authenticated: boolean;
 }
+
+/** Why a hello was refused, as sent in the reject. */
+export interface Refusal {
+  /** The machine-readable reason. */
+  readonly reason: RejectReason;
+  /** The human-readable explanation. */
+  readonly message: string;
+  /** Whether to send it as a plain MessagePack frame (to a version 1 peer). */
+  readonly plain?: boolean;
+}
+
+/** Who a client said it is, once the server accepted its handshake. */
+export interface Hello {
+  /** The name from its hello, if any. */
+  readonly name: string | undefined;
+  /** Whether it proved it knows its secret. */
+  readonly authenticated: boolean;
+}
+
+/** The server's keys: one for the cohort, or one per client name. */
+export type KeyLookup = (name: string | undefined) => Promise<CryptoKey | undefined>;
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value) &&
-    !ArrayBuffer.isView(value);
+    !ArrayBuffer.isView(value) && !(value instanceof PlainFrame);
 }
 
-/** Checks the envelope every handshake message shares. */
-function envelope(value: unknown, expected: string): Record<string, unknown> {
+/** Takes the next handshake message, checking its envelope. */
+async function receive(
+  connection: Connection,
+  deadline: Deadline,
+  expected: string,
+): Promise<Record<string, unknown>> {
+  const value = await connection.inbox.next(deadline);
+  if (value instanceof PlainFrame) {
+    // A plain reject: a server that refuses a hello it could not read as ours.
+    const plain = value.value;
+    if (isRecord(plain) && plain.type === "reject") {
+      throw new RejectedError(String(plain.reason), String(plain.message));
+    }
+    throw new ProtocolError(`Invalid handshake: expected a "${expected}" control frame`);
+  }
   if (!isRecord(value) || typeof value.type !== "string") {
     throw new ProtocolError(`Invalid handshake: expected a "${expected}" map`);
   }
-  if (value.fedcomm !== PROTOCOL_VERSION && value.type !== "reject") {
+  if (value.type === "reject") {
+    throw new RejectedError(String(value.reason), String(value.message));
+  }
+  if (value.fedcomm !== PROTOCOL_VERSION) {
     throw new ProtocolError(
       `Unsupported protocol version: peer speaks "${value.fedcomm}", this library ${PROTOCOL_VERSION}`,
+    );
+  }
+  if (value.type !== expected) {
+    throw new ProtocolError(
+      `Unexpected handshake message: "${value.type}", expected "${expected}"`,
     );
   }
   return value;
 }
 
+/** What a client says of itself in its hello. */
+export interface Credentials {
+  /** Its name (at most 128 UTF-8 bytes). */
+  readonly name?: string;
+  /** The shared secret, if the server requires authentication. */
+  readonly secret?: Secret;
+}
+
 /**
- * The client side: sends hello, waits for welcome.
+ * The client side: hello, the challenge if the server sends one, welcome.
  *
  * @param connection The new connection.
- * @param signal Cancels the wait (and carries its time limit).
+ * @param signal Cancels the handshake (and carries its time limit).
+ * @param credentials The client's name and secret.
  * @returns The welcome.
- * @throws {ProtocolError} If the server rejects the client or answers nonsense.
+ * @throws {RejectedError} If the server refuses the client.
+ * @throws {AuthenticationError} If the server does not prove it knows the secret.
+ * @throws {ProtocolError} If the server answers nonsense.
  */
 export async function greetServer(
   connection: Connection,
   signal: AbortSignal | undefined,
+  credentials: Credentials = {},
 ): Promise<Welcome> {
-  await connection.send({ fedcomm: PROTOCOL_VERSION, type: "hello" });
-  const answer = envelope(await connection.next({ signal }), "welcome");
-  if (answer.type === "reject") {
-    throw new RejectedError(String(answer.reason), String(answer.message));
-  }
-  if (answer.type !== "welcome") {
-    throw new ProtocolError(`Unsupported handshake message: "${answer.type}"`);
+  const { name, secret } = credentials;
+  using deadline = startDeadline(
+    { signal },
+    () => ({ what: "Handshake", detail: "", clientIds: [] }),
+  );
+  const key = secret === undefined ? undefined : await importSecret(secretBytes(secret, "secret"));
+  const clientNonce = key === undefined ? undefined : nonce();
+  await connection.sendHandshake({
+    fedcomm: PROTOCOL_VERSION,
+    type: "hello",
+    ...(name === undefined ? {} : { name }),
+    ...(clientNonce === undefined ? {} : { nonce: clientNonce }),
+  });
+  let answer = await receive(connection, deadline, key === undefined ? "welcome" : "challenge");
+  if (key !== undefined) {
+    const serverNonce = answer.nonce;
+    if (!(serverNonce instanceof Uint8Array) || serverNonce.byteLength !== NONCE_BYTES) {
+      throw new ProtocolError(`Invalid challenge: "nonce" is not ${NONCE_BYTES} bytes`);
+    }
+    if (!await verify(key, "server", answer.proof, clientNonce!, serverNonce, name ?? "")) {
+      throw new AuthenticationError(
+        "Server failed authentication: its proof does not match " +
+          "(wrong secret, unknown name, or not the real server)",
+      );
+    }
+    const proof = await prove(key, "client", clientNonce!, serverNonce, name ?? "");
+    await connection.sendHandshake({ fedcomm: PROTOCOL_VERSION, type: "auth", proof });
+    answer = await receive(connection, deadline, "welcome");
   }
   const { id, clients, maxFrameBytes } = answer;
   if (
@@ -79,55 +168,43 @@ export async function greetServer(
     throw new ProtocolError(`Invalid welcome: id "${id}", clients "${clients}"`);
   }
   connection.open(id as number, maxFrameBytes as number);
-  return { id: id as number, clients: clients as number, maxFrameBytes: maxFrameBytes as number };
+  return {
+    id: id as number,
+    clients: clients as number,
+    maxFrameBytes: maxFrameBytes as number,
+    authenticated: key !== undefined,
+  };
 }
 
 /**
- * Sends a reject and closes the connection. Never throws.
- *
- * @param connection The connection to turn away.
- * @param reason The machine-readable reason.
- * @param message The human-readable explanation.
- */
-export async function reject(
-  connection: Connection,
-  reason: RejectReason,
-  message: string,
-): Promise<void> {
-  try {
-    await connection.send({ fedcomm: PROTOCOL_VERSION, type: "reject", reason, message });
-  } catch {
-    // The peer is already gone: nothing to tell it.
-  }
-  await connection.close();
-}
-
-/** Why a hello was refused, as sent in the reject. */
-export interface Refusal {
-  /** The machine-readable reason. */
-  readonly reason: RejectReason;
-  /** The human-readable explanation. */
-  readonly message: string;
-}
-
-/**
- * The server side: waits for hello. The caller then assigns an id and calls
- * {@linkcode welcome}, or {@linkcode reject}.
+ * The server side: waits for hello and, with `keys`, runs the challenge.
+ * The caller then assigns an id and calls {@linkcode welcome}, or {@linkcode reject}.
  *
  * @param connection The accepted connection.
- * @param timeout Milliseconds the peer has to say hello.
- * @param signal Cancels the wait.
- * @returns `undefined` for a valid hello, otherwise why to refuse it.
- * @throws {TimeoutError} If no hello came in time.
+ * @param deadline The handshake's deadline.
+ * @param keys The secrets to check, or `undefined` if no authentication is required.
+ * @returns Who the client is, or why to refuse it.
+ * @throws {TimeoutError} If the handshake did not complete in time.
  * @throws {PeerDisconnectedError} If the peer left.
- * @throws {ProtocolError} If the first frame is not MessagePack.
+ * @throws {ProtocolError} If a frame is not MessagePack.
  */
-export async function awaitHello(
+export async function greetClient(
   connection: Connection,
-  timeout: number,
-  signal: AbortSignal | undefined,
-): Promise<Refusal | undefined> {
-  const hello = await connection.next({ timeout, signal });
+  deadline: Deadline,
+  keys: KeyLookup | undefined,
+): Promise<Hello | Refusal> {
+  const hello = await connection.inbox.next(deadline);
+  if (hello instanceof PlainFrame) {
+    const value = hello.value;
+    const version = isRecord(value) ? value.fedcomm : undefined;
+    return {
+      reason: version === undefined ? "malformed" : "version",
+      message: version === undefined
+        ? "Invalid handshake: expected a hello control frame"
+        : `Unsupported protocol version: client speaks "${version}", server ${PROTOCOL_VERSION}`,
+      plain: true,
+    };
+  }
   if (!isRecord(hello) || hello.type !== "hello") {
     return { reason: "malformed", message: `Invalid handshake: expected a "hello" map` };
   }
@@ -138,7 +215,62 @@ export async function awaitHello(
         `Unsupported protocol version: client speaks "${hello.fedcomm}", server ${PROTOCOL_VERSION}`,
     };
   }
-  return undefined;
+  const name = hello.name;
+  if (
+    name !== undefined &&
+    (typeof name !== "string" || name === "" ||
+      new TextEncoder().encode(name).byteLength > MAX_NAME_BYTES)
+  ) {
+    return { reason: "malformed", message: `Invalid hello: "name" is not 1–128 bytes of text` };
+  }
+  if (keys === undefined) return { name, authenticated: false };
+  const clientNonce = hello.nonce;
+  if (!(clientNonce instanceof Uint8Array) || clientNonce.byteLength !== NONCE_BYTES) {
+    return { reason: "auth", message: "Authentication required: the hello has no nonce" };
+  }
+  // An unknown name gets a challenge under a random key, so a prober learns
+  // nothing about which names exist.
+  const key = await keys(name) ?? await importSecret(nonce());
+  const serverNonce = nonce();
+  await connection.sendHandshake({
+    fedcomm: PROTOCOL_VERSION,
+    type: "challenge",
+    nonce: serverNonce,
+    proof: await prove(key, "server", clientNonce, serverNonce, name ?? ""),
+  });
+  const auth = await connection.inbox.next(deadline);
+  if (!isRecord(auth) || auth.type !== "auth") {
+    return { reason: "malformed", message: `Invalid handshake: expected an "auth" map` };
+  }
+  if (!await verify(key, "client", auth.proof, clientNonce, serverNonce, name ?? "")) {
+    return {
+      reason: "auth",
+      message: `Authentication failed${name === undefined ? "" : ` for "${name}"`}`,
+    };
+  }
+  return { name, authenticated: true };
+}
+
+/**
+ * Sends a reject and closes the connection. Never throws.
+ *
+ * @param connection The connection to turn away.
+ * @param refusal The reason and explanation.
+ */
+export async function reject(connection: Connection, refusal: Refusal): Promise<void> {
+  const message = {
+    fedcomm: PROTOCOL_VERSION,
+    type: "reject",
+    reason: refusal.reason,
+    message: refusal.message,
+  };
+  try {
+    if (refusal.plain) await connection.sendPlain(message);
+    else await connection.sendHandshake(message);
+  } catch {
+    // The peer is already gone: nothing to tell it.
+  }
+  await connection.close();
 }
 
 /**
@@ -150,12 +282,13 @@ export async function awaitHello(
  * @returns Resolves when sent.
  */
 export async function welcome(connection: Connection, id: number, clients: number): Promise<void> {
-  connection.open(id);
-  await connection.send({
+  const message = {
     fedcomm: PROTOCOL_VERSION,
     type: "welcome",
     id,
     clients,
     maxFrameBytes: connection.maxFrameBytes,
-  });
+  };
+  connection.open(id);
+  await connection.sendHandshake(message);
 }

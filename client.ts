@@ -4,11 +4,13 @@
  * @module
  */
 
-import { Connection, DEFAULT_HEARTBEAT_MS } from "./_connection.ts";
+import type { Secret } from "./_auth.ts";
+import { Connection, DEFAULT_HEARTBEAT_MS, DEFAULT_IDLE_TIMEOUT_MS } from "./_connection.ts";
 import { checkMaxFrameBytes, type FrameOptions } from "./_frame.ts";
 import { greetServer, HANDSHAKE_FRAME_BYTES } from "./_handshake.ts";
-import { checkTimeout, type WaitOptions } from "./_wait.ts";
+import { checkTimeout, startDeadline, type WaitOptions } from "./_wait.ts";
 import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
+import { type ClientEventMap, TransferEvent } from "./events.ts";
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** How often `waitForServer` tries again. */
@@ -24,8 +26,24 @@ export interface ConnectOptions extends FrameOptions {
   timeout?: number;
   /** Cancels connecting. */
   signal?: AbortSignal;
-  /** Send a heartbeat frame when idle this many ms (default 15,000; 0: never). */
+  /** Send a ping when nothing was written for this many ms (default 15,000; 0: never). */
   heartbeatMs?: number;
+  /**
+   * Declare the server dead after this many ms without a byte from it
+   * (default 60,000; 0: never). The server answers pings, so a live server
+   * is never silent that long, however long this client trains.
+   */
+  idleTimeout?: number;
+  /** This client's name (at most 128 UTF-8 bytes): with per-client secrets, the name to prove. */
+  name?: string;
+  /**
+   * The secret shared with the server (at least 16 bytes), for a server that
+   * requires authentication. The client then also requires the server to
+   * prove it knows the secret.
+   */
+  secret?: Secret;
+  /** Connect over TLS: the CA certificates to trust and the name to check. */
+  tls?: ConnectTlsOptions;
   /**
    * Keep retrying, every 100 ms within `timeout`, while nothing listens at the
    * address yet (default false): for clients started before their server.
@@ -33,22 +51,46 @@ export interface ConnectOptions extends FrameOptions {
   waitForServer?: boolean;
 }
 
+/** TLS options of {@linkcode connect}. */
+export interface ConnectTlsOptions {
+  /** PEM CA certificates to trust instead of the system's (for a private CA). */
+  caCerts?: string[];
+  /** The name the server's certificate must carry (default: `hostname`). */
+  hostname?: string;
+}
+
 /**
  * Connects to a fedcomm server and completes the handshake.
  *
  * @param options The server's address and the limits.
  * @returns The client, with its `id`.
- * @throws {ProtocolError} If the server rejects the client (full, wrong version).
+ * @throws {RejectedError} If the server refuses the client (`reason`: full, version, auth, …).
+ * @throws {AuthenticationError} If the server cannot prove it knows `secret`.
+ * @throws {ProtocolError} If the server answers nonsense.
  * @throws {TimeoutError} If the server does not answer in time.
  * @throws {Deno.errors.ConnectionRefused} If nothing listens there (unless `waitForServer`).
+ * @throws {Deno.errors.InvalidData} If the server's TLS certificate is not trusted.
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { connect, listen } from "@fedcomm/fedcomm";
  *
  * await using server = listen({ clients: 1 });
  * await using client = await connect({ port: server.port });
- * console.log(client.id, client.clients); // 0 1
+ * assert.equal(client.id, 0);
+ * assert.equal(client.clients, 1);
+ * ```
+ *
+ * @example Authenticated, over TLS
+ * ```ts ignore
+ * const client = await connect({
+ *   hostname: "coordinator.example.org",
+ *   port: 7000,
+ *   tls: { caCerts: [await Deno.readTextFile("ca.pem")] },
+ *   name: "site-a",
+ *   secret: Deno.env.get("FEDCOMM_SECRET"),
+ * });
  * ```
  */
 export async function connect(options: ConnectOptions): Promise<Client> {
@@ -63,16 +105,33 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     ), timeout);
   const signal = options.signal ? AbortSignal.any([timer.signal, options.signal]) : timer.signal;
   try {
-    const conn = await dial(hostname, options.port, signal, options.waitForServer ?? false);
+    const tcp = await dial(hostname, options.port, signal, options.waitForServer ?? false);
+    let conn: Deno.Conn = tcp;
+    if (options.tls !== undefined) {
+      tcp.setNoDelay(true);
+      try {
+        conn = await Deno.startTls(tcp, {
+          hostname: options.tls.hostname ?? hostname,
+          caCerts: options.tls.caCerts,
+        });
+      } catch (error) {
+        tcp.close();
+        throw error;
+      }
+    }
     const connection = new Connection(conn, {
       peerIsServer: true,
       maxFrameBytes,
       handshakeFrameBytes: HANDSHAKE_FRAME_BYTES,
       heartbeatMs: options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
+      idleTimeout: options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS,
     });
     try {
-      const { id, clients } = await greetServer(connection, signal);
-      return new Client(connection, id, clients);
+      const { id, clients, authenticated } = await greetServer(connection, signal, {
+        name: options.name,
+        secret: options.secret,
+      });
+      return new Client(connection, id, clients, { name: options.name, authenticated });
     } catch (error) {
       await connection.close();
       throw error;
@@ -110,18 +169,35 @@ async function dial(
   }
 }
 
+/** What the handshake said about a client, besides its id. */
+export interface ClientInfo {
+  /** The name it gave in its hello. */
+  readonly name?: string;
+  /** Whether both sides proved they know the shared secret. */
+  readonly authenticated: boolean;
+}
+
 /**
  * A connected client. Create it with {@linkcode connect}.
  *
  * Iterate it to receive every message until the server closes:
- * `for await (const message of client) { … }`.
+ * `for await (const message of client) { … }`, or use its web streams
+ * {@linkcode Client.readable} and {@linkcode Client.writable}. It is an
+ * `EventTarget` of the events in {@linkcode ClientEventMap} (`progress`).
  */
-export class Client implements AsyncDisposable, AsyncIterable<unknown> {
+export class Client extends EventTarget implements AsyncDisposable, AsyncIterable<unknown> {
   readonly #connection: Connection;
+  #progress = false;
+  #readable: ReadableStream<unknown> | undefined;
+  #writable: WritableStream<unknown> | undefined;
   /** This client's id, assigned by the server in order of arrival. */
   readonly id: number;
   /** How many clients the server serves. */
   readonly clients: number;
+  /** The name this client gave in its hello, if any. */
+  readonly name: string | undefined;
+  /** Whether this client and the server proved to each other that they know the secret. */
+  readonly authenticated: boolean;
 
   /**
    * Prefer {@linkcode connect}.
@@ -129,11 +205,15 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
    * @param connection The connection, after the handshake.
    * @param id The id the server assigned.
    * @param clients The number of clients.
+   * @param info The name and whether the handshake authenticated.
    */
-  constructor(connection: Connection, id: number, clients: number) {
+  constructor(connection: Connection, id: number, clients: number, info: ClientInfo) {
+    super();
     this.#connection = connection;
     this.id = id;
     this.clients = clients;
+    this.name = info.name;
+    this.authenticated = info.authenticated;
   }
 
   /** Bytes received from the server, frame headers included. */
@@ -146,6 +226,53 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
     return this.#connection.queue.bytesSent;
   }
 
+  /** Application messages received from the server. */
+  get messagesReceived(): number {
+    return this.#connection.messagesReceived;
+  }
+
+  /** Application messages sent (queued) to the server. */
+  get messagesSent(): number {
+    return this.#connection.messagesSent;
+  }
+
+  /** The round trip of the last ping in ms, or `undefined` before the first pong. */
+  get rttMs(): number | undefined {
+    return this.#connection.rtt;
+  }
+
+  /**
+   * Registers an event listener; see {@linkcode ClientEventMap} for the events.
+   *
+   * @param type The event type.
+   * @param listener The listener.
+   * @param options As for `EventTarget.addEventListener`.
+   */
+  override addEventListener<K extends keyof ClientEventMap>(
+    type: K,
+    listener: (this: Client, event: ClientEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    if (type === "progress" && !this.#progress) {
+      this.#progress = true;
+      this.#connection.onReceiveProgress = (loaded, total) =>
+        this.dispatchEvent(
+          new TransferEvent({ clientId: this.id, direction: "receive", loaded, total }),
+        );
+    }
+    super.addEventListener(type, listener, options);
+  }
+
   /**
    * Sends one value to the server. Small values are copied and the promise
    * resolves as soon as they are queued (while less than 1 MiB waits), so a
@@ -156,12 +283,68 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
    * @param value The value (see `codec.ts` for the types).
    * @returns Resolves when the value is queued or written, as above.
    * @throws {TypeError} If the value has no MessagePack form.
-   * @throws {RangeError} If it encodes to more than the frame limit (the smaller of this
-   * client's `maxFrameBytes` and the server's, from its welcome).
+   * @throws {FrameTooLargeError} If it encodes to more than the frame limit (the smaller
+   * of this client's `maxFrameBytes` and the server's, from its welcome).
    * @throws {PeerDisconnectedError} If the connection is gone.
    */
   send(value: unknown): Promise<void> {
-    return this.#connection.send(value);
+    if (!this.#progress) return this.#connection.send(value);
+    return this.#connection.send(value, (loaded, total) =>
+      this.dispatchEvent(
+        new TransferEvent({ clientId: this.id, direction: "send", loaded, total }),
+      ));
+  }
+
+  /**
+   * The server's messages as a web stream, until the server closes the
+   * connection (then the stream closes) or the connection fails (then it
+   * errors). The same stream on every access; it is one more reader of the
+   * client, so do not also call `recv()` while it is being read.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { connect, listen } from "@fedcomm/fedcomm";
+   *
+   * const server = listen({ clients: 1 });
+   * await using client = await connect({ port: server.port });
+   * await server.ready();
+   * await server.broadcast({ round: 1 });
+   * await server.broadcast({ round: 2 });
+   * await server.close();
+   * assert.deepStrictEqual(await Array.fromAsync(client.readable), [{ round: 1 }, { round: 2 }]);
+   * ```
+   */
+  get readable(): ReadableStream<unknown> {
+    this.#readable ??= ReadableStream.from(this);
+    return this.#readable;
+  }
+
+  /**
+   * A web stream of values to send to the server: each chunk is one
+   * `send()`. Closing the stream waits until everything was written (it
+   * does not close the client); aborting it closes the client.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { connect, listen } from "@fedcomm/fedcomm";
+   *
+   * await using server = listen({ clients: 1 });
+   * await using client = await connect({ port: server.port });
+   * await server.ready();
+   * await ReadableStream.from([1, 2, 3]).pipeTo(client.writable);
+   * const got = await Array.fromAsync(server.uploads({ count: 3 }), (u) => u.value);
+   * assert.deepStrictEqual(got, [1, 2, 3]);
+   * ```
+   */
+  get writable(): WritableStream<unknown> {
+    this.#writable ??= new WritableStream<unknown>({
+      write: (value) => this.send(value),
+      close: () => this.flush(),
+      abort: () => this.close(),
+    });
+    return this.#writable;
   }
 
   /**
@@ -175,7 +358,7 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
    * @throws {Deno.errors.Busy} If another `recv()` (or a `for await`) is already waiting.
    */
   recv(options?: WaitOptions): Promise<unknown> {
-    return this.#connection.next(options);
+    return receive(this.#connection, options);
   }
 
   /**
@@ -188,7 +371,7 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
     while (true) {
       if (connection.inbox.size === 0 && connection.ended instanceof PeerDisconnectedError) return;
       try {
-        yield await connection.next();
+        yield await receive(connection);
       } catch (error) {
         if (error instanceof PeerDisconnectedError && connection.ended === error) return;
         throw error;
@@ -220,4 +403,14 @@ export class Client implements AsyncDisposable, AsyncIterable<unknown> {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** Waits for and takes the server's next message. */
+async function receive(connection: Connection, options?: WaitOptions): Promise<unknown> {
+  using deadline = startDeadline(options, () => ({
+    what: "Receive",
+    detail: "waiting for server",
+    clientIds: connection.clientId === undefined ? [] : [connection.clientId],
+  }));
+  return await connection.inbox.next(deadline);
 }

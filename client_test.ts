@@ -15,7 +15,15 @@ function freePort(): number {
 
 /** One value in a frame. */
 function frame(value: unknown): Uint8Array {
-  const body = encode(value);
+  return withLength(encode(value));
+}
+
+/** A handshake message's frame: a control frame `c1 03` + the map (PROTOCOL.md §3.2). */
+function handshakeFrame(value: unknown): Uint8Array {
+  return withLength(new Uint8Array([0xc1, 0x03, ...encode(value)]));
+}
+
+function withLength(body: Uint8Array): Uint8Array {
   const out = new Uint8Array(4 + body.byteLength);
   new DataView(out.buffer).setUint32(0, body.byteLength);
   out.set(body, 4);
@@ -87,12 +95,12 @@ Deno.test("connect() rejects with the abort reason when its signal aborts", asyn
 
 Deno.test("connect() rejects with ProtocolError for an invalid welcome", async () => {
   const answers = [
-    { fedcomm: 1, type: "welcome", id: 2, clients: 2, maxFrameBytes: 1024 }, // id out of range
-    { fedcomm: 1, type: "welcome", id: 0, clients: 2 }, // no maxFrameBytes
-    { fedcomm: 2, type: "welcome", id: 0, clients: 1, maxFrameBytes: 1024 }, // version
-    { fedcomm: 1, type: "challenge" }, // unknown type
+    { fedcomm: 2, type: "welcome", id: 2, clients: 2, maxFrameBytes: 1024 }, // id out of range
+    { fedcomm: 2, type: "welcome", id: 0, clients: 2 }, // no maxFrameBytes
+    { fedcomm: 1, type: "welcome", id: 0, clients: 1, maxFrameBytes: 1024 }, // version
+    { fedcomm: 2, type: "challenge" }, // not asked for (this client has no secret)
     [1, 2, 3], // not a map
-    { fedcomm: 1, type: "reject", reason: "full", message: "Server full" },
+    { fedcomm: 2, type: "reject", reason: "full", message: "Server full" },
   ];
   for (const answer of answers) {
     using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -101,7 +109,7 @@ Deno.test("connect() rejects with ProtocolError for an invalid welcome", async (
       const reader = new FrameReader(conn.readable);
       await reader.read(); // the hello
       const writer = conn.writable.getWriter();
-      await writer.write(frame(answer));
+      await writer.write(handshakeFrame(answer));
       assert.equal(await reader.read(), null, "the client closes after a bad answer");
       try {
         conn.close();
@@ -124,8 +132,8 @@ Deno.test("connect() accepts a welcome with unknown keys", async () => {
     const conn = await listener.accept();
     const reader = new FrameReader(conn.readable);
     await reader.read();
-    const welcome = { fedcomm: 1, type: "welcome", id: 1, clients: 3, maxFrameBytes: 99, x: [] };
-    await conn.writable.getWriter().write(frame(welcome));
+    const welcome = { fedcomm: 2, type: "welcome", id: 1, clients: 3, maxFrameBytes: 99, x: [] };
+    await conn.writable.getWriter().write(handshakeFrame(welcome));
     assert.equal(await reader.read(), null);
     try {
       conn.close();

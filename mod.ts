@@ -43,7 +43,26 @@
  * @module
  */
 
-export { Client, connect, type ConnectOptions } from "./client.ts";
+export {
+  Client,
+  type ClientInfo,
+  connect,
+  type ConnectOptions,
+  type ConnectTlsOptions,
+} from "./client.ts";
+export {
+  ClientEvent,
+  type ClientEventInit,
+  type ClientEventMap,
+  type Direction,
+  type Logger,
+  RefuseEvent,
+  type RefuseEventInit,
+  type ServerEventMap,
+  TransferEvent,
+  type TransferEventInit,
+} from "./events.ts";
+export type { Secret } from "./_auth.ts";
 export type { WaitOptions } from "./_wait.ts";
 export {
   AuthenticationError,
@@ -59,13 +78,16 @@ export {
 export { DEFAULT_MAX_FRAME_BYTES, type FrameOptions } from "./_frame.ts";
 export { PROTOCOL_VERSION } from "./_handshake.ts";
 export {
+  type AuthOptions,
   type BroadcastOptions,
+  type ClientStats,
   type GatherOptions,
   type GatherResult,
   listen,
   type ListenOptions,
   Server,
   type TargetOptions,
+  type TlsOptions,
   type Upload,
   type UploadsOptions,
 } from "./server.ts";

@@ -12,79 +12,37 @@
  * @module
  */
 
-import { ByteBudget, DEFAULT_RECEIVE_BUFFER_BYTES } from "./_budget.ts";
-import { type Connection, DEFAULT_HEARTBEAT_MS } from "./_connection.ts";
-import { encodeFrame } from "./_encode_frame.ts";
-import { checkMaxFrameBytes, type FrameOptions } from "./_frame.ts";
 import { Admission } from "./_admission.ts";
-import { DEFAULT_HANDSHAKE_TIMEOUT_MS, type Refusal } from "./_handshake.ts";
-import { checkIds, gatherFrom, uploadsFrom } from "./_gather.ts";
-import { Notifier, startDeadline, type WaitOptions, within } from "./_wait.ts";
-import { FedcommError } from "./errors.ts";
+import { ByteBudget, DEFAULT_RECEIVE_BUFFER_BYTES } from "./_budget.ts";
+import type { Connection } from "./_connection.ts";
+import { encodeFrame } from "./_encode_frame.ts";
+import { checkMaxFrameBytes } from "./_frame.ts";
+import { gatherFrom, uploadsFrom } from "./_gather.ts";
+import { Members } from "./_members.ts";
+import type {
+  BroadcastOptions,
+  ClientStats,
+  GatherOptions,
+  GatherResult,
+  ListenOptions,
+  Upload,
+  UploadsOptions,
+} from "./_server_types.ts";
+import { startDeadline, type WaitOptions, within } from "./_wait.ts";
+import { type Logger, RefuseEvent, type ServerEventMap } from "./events.ts";
 
-/** Options for {@linkcode listen}. */
-export interface ListenOptions extends FrameOptions {
-  /** How many clients to wait for; they get ids `0 … clients − 1` in order of arrival. */
-  clients: number;
-  /** The address to listen on (default `"127.0.0.1"`; `"0.0.0.0"` for every interface). */
-  hostname?: string;
-  /** The TCP port (default 0: the system picks a free one; read it from `server.port`). */
-  port?: number;
-  /** Milliseconds a connecting client has to say hello (default 10,000). */
-  handshakeTimeout?: number;
-  /** Send a heartbeat frame on a connection idle this many ms (default 15,000; 0: never). */
-  heartbeatMs?: number;
-  /**
-   * How many bytes of large received messages may wait in memory, not yet
-   * taken by `uploads()` or a later receive, across all clients (default
-   * 128 MiB). Past it, further large uploads wait in the kernel and TCP slows
-   * their senders; one message larger than this is still admitted on its own.
-   * A `gather()` reads its clients without this limit, since it returns all
-   * their answers at once anyway.
-   */
-  receiveBufferBytes?: number;
-}
-
-/** One client's message, as {@linkcode Server.uploads} yields it. */
-export interface Upload {
-  /** The client's id. */
-  readonly id: number;
-  /** The decoded value. */
-  readonly value: unknown;
-}
-
-/** What {@linkcode Server.gatherSettled} returns. */
-export interface GatherResult {
-  /** The answers, by client id, in the order of the ids asked for. */
-  readonly received: Map<number, unknown>;
-  /**
-   * The clients that gave no answer, with why: `PeerDisconnectedError`,
-   * `ProtocolError`, a `FrameTooLargeError` or `TimeoutError`.
-   */
-  readonly failed: Map<number, Error>;
-}
-
-/** Which clients a call addresses, and how long it may wait. */
-export interface TargetOptions extends WaitOptions {
-  /** The clients (default: all), each at most once. */
-  ids?: Iterable<number>;
-}
-
-/** Options for {@linkcode Server.broadcast}. */
-export type BroadcastOptions = TargetOptions;
-
-/** Options for {@linkcode Server.gather} and {@linkcode Server.gatherSettled}. */
-export type GatherOptions = TargetOptions;
-
-/** Options for {@linkcode Server.uploads}. */
-export interface UploadsOptions extends TargetOptions {
-  /**
-   * How many messages to take from each client (default 1: one round).
-   * `Infinity` streams until the clients disconnect, which then ends the
-   * iteration instead of failing it.
-   */
-  count?: number;
-}
+export type {
+  AuthOptions,
+  BroadcastOptions,
+  ClientStats,
+  GatherOptions,
+  GatherResult,
+  ListenOptions,
+  TargetOptions,
+  TlsOptions,
+  Upload,
+  UploadsOptions,
+} from "./_server_types.ts";
 
 /**
  * Starts a coordinator listening for `clients` clients. The socket is bound
@@ -118,17 +76,20 @@ export function listen(options: ListenOptions): Server {
   return new Server(options);
 }
 
-/** A coordinator serving a fixed number of clients. Create it with {@linkcode listen}. */
-export class Server implements AsyncDisposable {
-  readonly #listener: Deno.TcpListener;
+/**
+ * A coordinator serving a fixed number of clients. Create it with
+ * {@linkcode listen}. It is an `EventTarget` of the events in
+ * {@linkcode ServerEventMap}: `join`, `leave`, `refuse` and `progress`.
+ */
+export class Server extends EventTarget implements AsyncDisposable {
   readonly #clients: number;
   readonly #maxFrameBytes: number;
-  readonly #connections: Connection[] = [];
-  readonly #joined = new Notifier();
+  readonly #members: Members;
+  /** The connections by client id (the members'). */
+  readonly #connections: Connection[];
+  readonly #logger: Logger | undefined;
   readonly #admission: Admission;
   readonly #budget: ByteBudget;
-  /** `[0, 1, …, clients − 1]`, shared by the calls that default to all clients (never mutated). */
-  readonly #allIds: readonly number[];
   #closed: Promise<void> | undefined;
 
   /**
@@ -137,37 +98,34 @@ export class Server implements AsyncDisposable {
    * @param options See {@linkcode ListenOptions}.
    */
   constructor(options: ListenOptions) {
+    super();
     const { clients } = options;
     if (!Number.isSafeInteger(clients) || clients < 1) {
       throw new RangeError(`Invalid clients: "${clients}" is not a positive integer`);
     }
     this.#clients = clients;
-    this.#allIds = Object.freeze(range(0, clients));
     this.#maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
     this.#budget = new ByteBudget(options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES);
-    this.#listener = Deno.listen({
-      hostname: options.hostname ?? "127.0.0.1",
-      port: options.port ?? 0,
-    });
-    this.#admission = new Admission(this.#listener, {
-      maxFrameBytes: this.#maxFrameBytes,
-      heartbeatMs: options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
-      handshakeTimeout: options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    this.#logger = options.logger;
+    this.#members = new Members(clients, this, this.#logger);
+    this.#connections = this.#members.connections;
+    this.#admission = new Admission(options, {
       budget: this.#budget,
-      clients: this.#clients,
-      join: (connection) => this.#join(connection),
-      joined: () => this.#joined.notify(),
+      members: this.#members,
+      maxFrameBytes: this.#maxFrameBytes,
+      refused: (reason, message, address, name) =>
+        this.dispatchEvent(new RefuseEvent({ reason, message, address, name })),
     });
   }
 
   /** The address the server listens on. */
   get hostname(): string {
-    return this.#listener.addr.hostname;
+    return this.#admission.addr.hostname;
   }
 
   /** The TCP port the server listens on. */
   get port(): number {
-    return this.#listener.addr.port;
+    return this.#admission.addr.port;
   }
 
   /** How many clients the server serves. */
@@ -195,16 +153,55 @@ export class Server implements AsyncDisposable {
     return this.#connections.reduce((sum, c) => sum + c.queue.bytesSent, 0);
   }
 
-  /** Gives a client that completed its handshake an id, or says why not. */
-  #join(connection: Connection): number | Refusal {
-    if (this.#closed !== undefined) {
-      return { reason: "closed", message: "Server closing: no clients accepted" };
-    }
-    if (this.#connections.length >= this.#clients) {
-      return { reason: "full", message: `Server full: all ${this.#clients} clients have joined` };
-    }
-    this.#connections.push(connection);
-    return this.#connections.length - 1;
+  /**
+   * Registers an event listener; see {@linkcode ServerEventMap} for the events.
+   *
+   * @param type The event type.
+   * @param listener The listener.
+   * @param options As for `EventTarget.addEventListener`.
+   */
+  override addEventListener<K extends keyof ServerEventMap>(
+    type: K,
+    listener: (this: Server, event: ServerEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    if (type === "progress") this.#members.reportProgress();
+    super.addEventListener(type, listener, options);
+  }
+
+  /**
+   * Each joined client: address, state, traffic, last heard from, round-trip time.
+   *
+   * @returns One entry per client that joined, by id.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { connect, listen } from "@fedcomm/fedcomm";
+   *
+   * await using server = listen({ clients: 1 });
+   * await using client = await connect({ port: server.port, name: "site-a" });
+   * await server.ready();
+   * await client.send("hello");
+   * await server.gather();
+   * const [stats] = server.stats();
+   * assert.equal(stats.name, "site-a");
+   * assert.equal(stats.messagesReceived, 1);
+   * assert.equal(stats.bytesReceived, client.bytesSent);
+   * ```
+   */
+  stats(): ClientStats[] {
+    return this.#members.stats();
   }
 
   /**
@@ -218,19 +215,9 @@ export class Server implements AsyncDisposable {
     using deadline = startDeadline(options, () => ({
       what: "Waiting for clients",
       detail: `${this.joined} of ${this.#clients} joined`,
-      clientIds: range(this.joined, this.#clients),
+      clientIds: this.#members.missing(),
     }));
-    while (this.joined < this.#clients) await this.#joined.changed(deadline);
-  }
-
-  /** Validates ids against the joined clients; defaults to all. */
-  #ids(ids: Iterable<number> | undefined, what: string): readonly number[] {
-    if (this.joined < this.#clients) {
-      throw new FedcommError(
-        `Server not ready: ${this.joined} of ${this.#clients} clients joined; await server.ready() first`,
-      );
-    }
-    return ids === undefined ? this.#allIds : checkIds(ids, this.#clients, what);
+    while (this.joined < this.#clients) await this.#members.joined.changed(deadline);
   }
 
   /**
@@ -249,7 +236,7 @@ export class Server implements AsyncDisposable {
    * @throws {TimeoutError} If the writes did not finish in time.
    */
   async broadcast(value: unknown, options?: BroadcastOptions): Promise<void> {
-    const ids = this.#ids(options?.ids, "broadcast");
+    const ids = this.#members.targets(options?.ids, "broadcast");
     const frame = encodeFrame(value, this.#maxFrameBytes);
     await this.#write(ids, () => frame, "Broadcast", options);
   }
@@ -276,17 +263,8 @@ export class Server implements AsyncDisposable {
     messages: ReadonlyMap<number, unknown> | Readonly<Record<number, unknown>>,
     options?: WaitOptions,
   ): Promise<void> {
-    if (typeof messages !== "object" || messages === null) {
-      throw new TypeError("Invalid messages for send: expected a Map or an object of id → value");
-    }
-    const entries = messages instanceof Map
-      ? [...messages]
-      : Object.entries(messages).map(([key, value]) => [
-        /^(0|[1-9]\d*)$/.test(key) ? Number(key) : key,
-        value,
-      ]);
-    const ids = this.#ids(entries.map(([id]) => id as number), "send");
-    const frames = entries.map(([, value]) => encodeFrame(value, this.#maxFrameBytes));
+    const [ids, values] = this.#members.scatter(messages);
+    const frames = values.map((value) => encodeFrame(value, this.#maxFrameBytes));
     await this.#write(ids, (i) => frames[i], "Send", options);
   }
 
@@ -304,10 +282,11 @@ export class Server implements AsyncDisposable {
     const unwritten = new Set<number>();
     const failures: unknown[] = [];
     for (let i = 0; i < ids.length; i++) {
-      const { queue } = this.#connections[ids[i]];
+      const connection = this.#connections[ids[i]];
+      const { queue } = connection;
       const { chunks, borrowed } = frameOf(i);
       try {
-        const mark = queue.push(chunks);
+        const mark = connection.push(chunks, this.#members.sendProgress(ids[i]));
         if (!borrowed && !queue.congested) continue;
         const id = ids[i];
         unwritten.add(id);
@@ -347,7 +326,7 @@ export class Server implements AsyncDisposable {
    * @throws {TimeoutError} If time ran out; `clientIds` lists the clients not heard from.
    */
   async gather(options?: GatherOptions): Promise<Map<number, unknown>> {
-    const ids = this.#ids(options?.ids, "gather");
+    const ids = this.#members.targets(options?.ids, "gather");
     const { received } = await gatherFrom(this.#connections, ids, "gather", true, options);
     return received;
   }
@@ -374,7 +353,7 @@ export class Server implements AsyncDisposable {
    * ```
    */
   async gatherSettled(options?: GatherOptions): Promise<GatherResult> {
-    const ids = this.#ids(options?.ids, "gatherSettled");
+    const ids = this.#members.targets(options?.ids, "gatherSettled");
     return await gatherFrom(this.#connections, ids, "gatherSettled", false, options);
   }
 
@@ -422,7 +401,12 @@ export class Server implements AsyncDisposable {
     if (!(count === Infinity || Number.isSafeInteger(count) && count > 0)) {
       throw new RangeError(`Invalid count: "${count}" is not a positive integer or Infinity`);
     }
-    yield* uploadsFrom(this.#connections, this.#ids(options?.ids, "uploads"), count, options);
+    yield* uploadsFrom(
+      this.#connections,
+      this.#members.targets(options?.ids, "uploads"),
+      count,
+      options,
+    );
   }
 
   /**
@@ -434,6 +418,7 @@ export class Server implements AsyncDisposable {
    */
   close(): Promise<void> {
     this.#closed ??= (async () => {
+      this.#members.close();
       await this.#admission.close();
       await Promise.all(this.#connections.map((c) => c.close()));
     })();
@@ -444,10 +429,4 @@ export class Server implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-function range(from: number, to: number): number[] {
-  const ids: number[] = [];
-  for (let id = from; id < to; id++) ids.push(id);
-  return ids;
 }

@@ -85,15 +85,28 @@ class RawPeer implements AsyncDisposable {
     return this.write(frame);
   }
 
-  /** Reads the next value, or `null` when the server closed the connection. */
+  /** Writes a handshake message: a control frame `c1 03` + the map. */
+  sendHandshake(message: Record<string, unknown>): Promise<void> {
+    return this.writeFrame(new Uint8Array([0xc1, 0x03, ...encode(message)]));
+  }
+
+  /**
+   * Reads the next value (a handshake message's map for a `c1 03` control
+   * frame), answering pings on the way; `null` when the server closed.
+   */
   async recv(): Promise<unknown> {
-    const body = await this.reader.read();
-    return body === null ? null : decode(body);
+    while (true) {
+      const body = await this.reader.read();
+      if (body === null) return null;
+      if (body[0] !== 0xc1) return decode(body);
+      if (body[1] === 0x03) return decode(body.subarray(2));
+      if (body[1] === 0x01) await this.writeFrame(new Uint8Array([0xc1, 0x02, ...body.subarray(2)]));
+    }
   }
 
   /** Says hello and returns the welcome. */
   async handshake(): Promise<Record<string, unknown>> {
-    await this.send({ fedcomm: 1, type: "hello" });
+    await this.sendHandshake({ fedcomm: 2, type: "hello" });
     return await this.recv() as Record<string, unknown>;
   }
 
@@ -188,13 +201,24 @@ Deno.test("listen() rejects a hello with the wrong protocol version", async () =
   await using server = listen({ clients: 1 });
   {
     await using peer = await RawPeer.connect(server.port);
-    await peer.send({ fedcomm: 99, type: "hello" });
+    await peer.sendHandshake({ fedcomm: 99, type: "hello" });
     const answer = await peer.recv() as Record<string, unknown>;
     assert.equal(answer.type, "reject");
-    assert.equal(answer.fedcomm, 1);
+    assert.equal(answer.fedcomm, 2);
     assert.equal(answer.reason, "version");
     assert.match(answer.message as string, /99/);
     assert.equal(await peer.recv(), null, "the server closes the connection after a reject");
+  }
+  {
+    // A version 1 client's hello (a plain MessagePack frame) gets a plain reject it can read.
+    await using peer = await RawPeer.connect(server.port);
+    await peer.send({ fedcomm: 1, type: "hello" });
+    const body = await peer.reader.read();
+    assert.ok(body !== null && body[0] !== 0xc1, "not a control frame");
+    const answer = decode(body) as Record<string, unknown>;
+    assert.equal(answer.type, "reject");
+    assert.equal(answer.reason, "version");
+    assert.match(answer.message as string, /client speaks "1"/);
   }
   {
     await using peer = await RawPeer.connect(server.port);
@@ -214,7 +238,7 @@ Deno.test("listen() welcomes a hand-made hello with the id, client count and fra
   await using peer = await RawPeer.connect(server.port);
   const welcome = await peer.handshake();
   assert.deepStrictEqual(welcome, {
-    fedcomm: 1,
+    fedcomm: 2,
     type: "welcome",
     id: 0,
     clients: 2,
@@ -593,7 +617,7 @@ Deno.test("gather() rejects with ProtocolError naming a client that sends malfor
   assert.equal(welcome.id, 1);
   await server.ready();
   await client.send("fine");
-  await peer.writeFrame(new Uint8Array([0xc1]));
+  await peer.writeFrame(new Uint8Array([0x92, 0x01])); // an array of 2 holding only 1 value
   await assert.rejects(server.gather(), (error) => {
     assert.ok(error instanceof ProtocolError);
     assert.equal(error.clientId, 1);
@@ -782,21 +806,26 @@ Deno.test({
   },
 });
 
-Deno.test("listen() sends heartbeats on an idle connection and ignores the peer's", async () => {
+Deno.test("listen() pings an idle connection, times the pong, and ignores the peer's heartbeats", async () => {
   await using server = listen({ clients: 1, heartbeatMs: 20 });
   await using peer = await RawPeer.connect(server.port);
   assert.equal((await peer.handshake()).type, "welcome");
   await server.ready();
-  // Idle: the next frame from the server is a heartbeat, a zero-length body.
+  // Idle: the next frame from the server is a ping, `c1 01` and 8 bytes.
   let timer: ReturnType<typeof setTimeout> | undefined;
   const body = await Promise.race([
     peer.reader.read(),
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error("No heartbeat within 10 s")), 10_000);
+      timer = setTimeout(() => reject(new Error("No ping within 10 s")), 10_000);
     }),
   ]).finally(() => clearTimeout(timer));
   assert.ok(body !== null);
-  assert.equal(body.byteLength, 0);
+  assert.equal(body.byteLength, 10);
+  assert.deepStrictEqual([...body.subarray(0, 2)], [0xc1, 0x01]);
+  assert.equal(server.stats()[0].rttMs, undefined, "no round trip before the pong");
+  await peer.writeFrame(new Uint8Array([0xc1, 0x02, ...body.subarray(2)]));
+  await until(() => server.stats()[0].rttMs !== undefined, "the pong to be timed");
+  assert.ok(server.stats()[0].rttMs! >= 0);
   // The peer's heartbeats are not messages: the gather gets the value after them.
   await peer.write([0, 0, 0, 0, 0, 0, 0, 0]);
   await peer.send("after two heartbeats");

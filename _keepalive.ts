@@ -1,0 +1,81 @@
+/**
+ * Liveness of a connection: pings, their round trip, and the verdict on a
+ * peer that went silent.
+ *
+ * Each side pings when it has written nothing for a while (the write
+ * queue's idle callback) and answers every ping with a pong, so a live peer
+ * is never silent for long, even while its application computes for hours.
+ * A peer from which no byte arrived for `idleTimeout` ms (a vanished machine,
+ * a stopped process, a proxy that stopped forwarding) is declared dead.
+ *
+ * @module
+ */
+
+/** Tracks what was heard from the peer and the ping under way. */
+export class Keepalive {
+  /** The last ping's round trip in ms, or `undefined` before the first pong. */
+  rtt: number | undefined;
+  #lastHeard = performance.now();
+  #ping: Uint8Array | undefined;
+  #pingSent = 0;
+  #pings = 0;
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  /**
+   * Starts watching.
+   *
+   * @param idleTimeout Milliseconds of silence after which `onSilent` is called (0: never).
+   * @param onSilent Called once the peer was silent too long.
+   */
+  constructor(idleTimeout: number, onSilent: () => void) {
+    if (idleTimeout > 0) {
+      this.#timer = setInterval(() => {
+        if (this.silentFor >= idleTimeout) onSilent();
+      }, Math.max(10, Math.min(idleTimeout / 4, 5_000)));
+      Deno.unrefTimer(this.#timer);
+    }
+  }
+
+  /** Records that bytes arrived. */
+  heard(): void {
+    this.#lastHeard = performance.now();
+  }
+
+  /** Milliseconds since the last byte from the peer. */
+  get silentFor(): number {
+    return performance.now() - this.#lastHeard;
+  }
+
+  /**
+   * The payload of a new ping, or `undefined` while one awaits its pong.
+   *
+   * @returns 8 bytes to send in a ping.
+   */
+  nextPing(): Uint8Array | undefined {
+    if (this.#ping !== undefined) return undefined;
+    const payload = new Uint8Array(8);
+    new DataView(payload.buffer).setFloat64(0, ++this.#pings);
+    this.#ping = payload;
+    this.#pingSent = performance.now();
+    return payload;
+  }
+
+  /**
+   * Records a pong; one that answers the ping under way sets `rtt`.
+   *
+   * @param payload The pong's 8 bytes.
+   */
+  pong(payload: Uint8Array): void {
+    const ping = this.#ping;
+    if (ping === undefined || payload.byteLength !== 8) return;
+    for (let i = 0; i < 8; i++) if (ping[i] !== payload[i]) return;
+    this.rtt = performance.now() - this.#pingSent;
+    this.#ping = undefined;
+  }
+
+  /** Stops the silence timer. */
+  stop(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * What a server and a client report as they work: typed events (servers and
+ * clients are `EventTarget`s) and a logger hook. Nothing is printed unless
+ * you pass a logger (`listen({ logger: console })`).
+ *
+ * | event | on | when |
+ * | --- | --- | --- |
+ * | `"join"` ({@linkcode ClientEvent}) | server | a client completed its handshake and got its id |
+ * | `"leave"` ({@linkcode ClientEvent}) | server | a joined client's connection ended (`error` says why) |
+ * | `"refuse"` ({@linkcode RefuseEvent}) | server | a connection was turned away in its handshake (never carries a secret) |
+ * | `"progress"` ({@linkcode TransferEvent}) | server, client | bytes of a message moved: `loaded` of `total` |
+ *
+ * Progress is reported per message as its bytes go: a large message many
+ * times, ending with `loaded === total` (the frame body size, known from
+ * its header when receiving); a small one once. Events are only made while
+ * someone listens, so they cost nothing otherwise.
+ *
+ * @example Progress of a 4 MiB upload, seen by both sides
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect, listen, type TransferEvent } from "@fedcomm/fedcomm";
+ *
+ * await using server = listen({ clients: 1 });
+ * await using client = await connect({ port: server.port });
+ * await server.ready();
+ * const sent: number[] = [];
+ * const received: number[] = [];
+ * client.addEventListener("progress", (e: TransferEvent) => sent.push(e.loaded));
+ * server.addEventListener("progress", (e: TransferEvent) => {
+ *   if (e.direction === "receive") received.push(e.loaded);
+ * });
+ * await client.send(new Uint8Array(4 * 1024 * 1024));
+ * await server.gather({ timeout: 10_000 });
+ * assert.equal(sent.at(-1), received.at(-1)); // both end at the frame body's size
+ * assert.ok(received.length > 1);
+ * ```
+ *
+ * @module
+ */
+
+/** Which way a message moves, seen from the side reporting. */
+export type Direction = "send" | "receive";
+
+/** Options of a {@linkcode TransferEvent}. */
+export interface TransferEventInit extends EventInit {
+  /** The client concerned (on a client: its own id). */
+  clientId: number;
+  /** Which way. */
+  direction: Direction;
+  /** Bytes of the message moved so far. */
+  loaded: number;
+  /** Bytes of the message in all (the frame body size, header excluded on receive). */
+  total: number;
+}
+
+/** Bytes of one message moved so far: the `"progress"` event. */
+export class TransferEvent extends Event {
+  /** The client concerned (on a client: its own id). */
+  readonly clientId: number;
+  /** Which way. */
+  readonly direction: Direction;
+  /** Bytes moved so far. */
+  readonly loaded: number;
+  /** Bytes in all. */
+  readonly total: number;
+
+  /**
+   * Creates the event.
+   *
+   * @param init Who, which way, how far.
+   */
+  constructor(init: TransferEventInit) {
+    super("progress", init);
+    this.clientId = init.clientId;
+    this.direction = init.direction;
+    this.loaded = init.loaded;
+    this.total = init.total;
+  }
+}
+
+/** Options of a {@linkcode ClientEvent}. */
+export interface ClientEventInit extends EventInit {
+  /** The client's id. */
+  clientId: number;
+  /** Its name from its hello, if any. */
+  name?: string;
+  /** Its address. */
+  address?: Deno.Addr;
+  /** Why it left (for `"leave"`). */
+  error?: Error;
+}
+
+/** A client joined (`"join"`) or left (`"leave"`). */
+export class ClientEvent extends Event {
+  /** The client's id. */
+  readonly clientId: number;
+  /** Its name from its hello, if any. */
+  readonly name: string | undefined;
+  /** Its address. */
+  readonly address: Deno.Addr | undefined;
+  /** Why it left (for `"leave"`). */
+  readonly error: Error | undefined;
+
+  /**
+   * Creates the event.
+   *
+   * @param type `"join"` or `"leave"`.
+   * @param init The client.
+   */
+  constructor(type: "join" | "leave", init: ClientEventInit) {
+    super(type, init);
+    this.clientId = init.clientId;
+    this.name = init.name;
+    this.address = init.address;
+    this.error = init.error;
+  }
+}
+
+/** Options of a {@linkcode RefuseEvent}. */
+export interface RefuseEventInit extends EventInit {
+  /** The reason sent in the reject, or `"busy"`/`"timeout"`/`"error"` when none could be sent. */
+  reason: string;
+  /** The explanation. */
+  message: string;
+  /** The peer's address. */
+  address?: Deno.Addr;
+  /** The name the peer gave, if any. */
+  name?: string;
+}
+
+/** A connection was turned away during its handshake: the `"refuse"` event. */
+export class RefuseEvent extends Event {
+  /** The reason. */
+  readonly reason: string;
+  /** The explanation. */
+  readonly message: string;
+  /** The peer's address. */
+  readonly address: Deno.Addr | undefined;
+  /** The name the peer gave, if any. */
+  readonly name: string | undefined;
+
+  /**
+   * Creates the event.
+   *
+   * @param init Why and who.
+   */
+  constructor(init: RefuseEventInit) {
+    super("refuse", init);
+    this.reason = init.reason;
+    this.message = init.message;
+    this.address = init.address;
+    this.name = init.name;
+  }
+}
+
+/** The events of a server, by type. */
+export interface ServerEventMap {
+  /** A client joined. */
+  join: ClientEvent;
+  /** A client left. */
+  leave: ClientEvent;
+  /** A connection was turned away in its handshake. */
+  refuse: RefuseEvent;
+  /** Bytes of a message moved. */
+  progress: TransferEvent;
+}
+
+/** The events of a client, by type. */
+export interface ClientEventMap {
+  /** Bytes of a message moved. */
+  progress: TransferEvent;
+}
+
+/**
+ * Where diagnostics go: any of the four methods, each with a message and
+ * fields (`console` fits). Unset methods are skipped.
+ */
+export interface Logger {
+  /** Fine detail: every connection accepted, every ping. */
+  debug?(message: string, fields?: Record<string, unknown>): void;
+  /** Joins, leaves. */
+  info?(message: string, fields?: Record<string, unknown>): void;
+  /** Refused handshakes, protocol errors, dead peers. */
+  warn?(message: string, fields?: Record<string, unknown>): void;
+  /** Failures of the server itself, such as accept errors. */
+  error?(message: string, fields?: Record<string, unknown>): void;
+}
+
+/** Formats an address for logs: `127.0.0.1:4000`. */
+export function formatAddress(addr: Deno.Addr | undefined): string {
+  if (addr === undefined) return "unknown";
+  return "hostname" in addr ? `${addr.hostname}:${addr.port}` : addr.transport;
+}
