@@ -9,10 +9,11 @@
  * {@linkcode Reservation} that travels with the message and is released
  * when the message is taken. When the budget is spent, reads wait and TCP
  * pushes back on the senders, so folding 16 uploads of 64 MiB into a running
- * sum never holds all 16 at once. The oldest frame in progress may always
- * go on (over the limit if it must), so a frame larger than the whole
- * budget still completes and the readers never deadlock. Memory held is at
- * most the budget, plus one step per client reading a frame, plus the
+ * sum never holds all 16 at once. While only frames in progress hold the
+ * budget (no received message waits to be taken), the oldest of them may go
+ * on over the limit, so a frame larger than the whole budget still
+ * completes and frames in progress never deadlock each other. Memory held
+ * is at most the budget, plus one step per client reading a frame, plus the
  * oldest frame.
  *
  * @module
@@ -124,6 +125,8 @@ export class ByteBudget {
   #waiters: Waiter[] = [];
   /** Frames in progress, oldest first. */
   readonly #frames: FrameBudget[] = [];
+  /** Bytes held by frames in progress (the rest is held by received messages not yet taken). */
+  #inFlight = 0;
 
   /**
    * Creates a budget.
@@ -165,8 +168,14 @@ export class ByteBudget {
     return new Reservation(this, bytes);
   }
 
+  /**
+   * Whether a step fits, or is the oldest frame's while only frames in
+   * progress hold the budget: waiting then could only deadlock, since no
+   * message is there to be taken and free room.
+   */
   #grants(frame: FrameBudget, bytes: number): boolean {
-    return this.#used + bytes <= this.#limit || this.#frames[0] === frame;
+    return this.#used + bytes <= this.#limit ||
+      this.#frames[0] === frame && this.#used === this.#inFlight;
   }
 
   /**
@@ -180,6 +189,7 @@ export class ByteBudget {
   step(frame: FrameBudget, bytes: number, cancel?: AbortSignal): Promise<boolean> {
     if (this.#waiters.length === 0 && this.#grants(frame, bytes)) {
       this.#used += bytes;
+      this.#inFlight += bytes;
       frame.reservation.grow(bytes);
       return Promise.resolve(true);
     }
@@ -208,7 +218,10 @@ export class ByteBudget {
    */
   ended(frame: FrameBudget): void {
     const i = this.#frames.indexOf(frame);
-    if (i >= 0) this.#frames.splice(i, 1);
+    if (i >= 0) {
+      this.#frames.splice(i, 1);
+      this.#inFlight -= frame.reservation.bytes;
+    }
     this.#grant();
   }
 
@@ -233,6 +246,7 @@ export class ByteBudget {
       }
       this.#waiters.splice(i, 1);
       this.#used += waiter.bytes;
+      this.#inFlight += waiter.bytes;
       waiter.frame.reservation.grow(waiter.bytes);
       waiter.resolve(true);
     }
@@ -266,10 +280,11 @@ export class Meter {
    *
    * @param filled Body bytes already in memory.
    * @param total The body's size.
+   * @param start Whether this is the body's first call.
    * @returns The offset up to which bytes may be read (more than `filled`).
    */
-  async allowance(filled: number, total: number): Promise<number> {
-    if (filled === 0) {
+  async allowance(filled: number, total: number, start: boolean): Promise<number> {
+    if (start) {
       this.#frame?.abort();
       this.#frame = this.budget === undefined || !this.#metered ? undefined : this.budget.begin();
     }

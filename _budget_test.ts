@@ -19,33 +19,34 @@ Deno.test("FrameBudget.reserve() grants at once while steps fit", async () => {
   assert.equal(a.end().bytes, 60, "the steps add up to the frame's reservation");
 });
 
-Deno.test("FrameBudget.reserve() waits for a release, and the oldest frame may go over", async () => {
+Deno.test("FrameBudget.reserve() lets the oldest frame go over while only frames in progress hold the budget", async () => {
   const budget = new ByteBudget(100);
-  const held = budget.force(80);
   const old = budget.begin();
   const young = budget.begin();
-  // The oldest frame in progress may always go on: no deadlock behind the limit.
+  assert.equal(await old.reserve(80), true);
+  assert.equal(await young.reserve(20), true);
+  // Over the limit: the oldest frame goes on (waiting could only deadlock)...
   assert.equal(await old.reserve(50), true);
-  assert.equal(budget.used, 130);
+  assert.equal(budget.used, 150);
+  // ...and a younger one waits.
   const waiting = young.reserve(10);
   assert.equal(await settled(waiting), false, "a younger frame waits while over the limit");
-  held.release();
   old.end().release();
   assert.equal(await waiting, true);
-  assert.equal(budget.used, 10);
+  assert.equal(budget.used, 30);
 });
 
-Deno.test("FrameBudget.reserve() lets a younger frame take over once the oldest ended", async () => {
+Deno.test("FrameBudget.reserve() makes even the oldest frame wait while a received message holds the budget", async () => {
   const budget = new ByteBudget(10);
-  const held = budget.force(10);
-  const old = budget.begin();
-  const young = budget.begin();
-  const waiting = young.reserve(5);
-  assert.equal(await settled(waiting), false);
-  old.abort(); // young is now the oldest frame in progress
+  const received = budget.begin();
+  await received.reserve(10);
+  const message = received.end(); // a whole message, waiting to be taken
+  const next = budget.begin();
+  const waiting = next.reserve(5);
+  assert.equal(await settled(waiting), false, "taking the message frees room: wait for it");
+  message.release();
   assert.equal(await waiting, true);
-  assert.equal(budget.used, 15);
-  held.release();
+  assert.equal(budget.used, 5);
 });
 
 Deno.test("FrameBudget.reserve() resolves false when cancelled, without reserving", async () => {
@@ -87,11 +88,15 @@ Deno.test("Meter.allowance() reserves a stalled frame's first step only, so othe
   const staller = new Meter();
   staller.budget = budget;
   // Announces 200 MiB and stalls: it holds one step, not the budget.
-  assert.equal(await staller.allowance(0, 200 * 1024 * 1024), STEP_BYTES);
+  assert.equal(await staller.allowance(0, 200 * 1024 * 1024, true), STEP_BYTES);
   assert.equal(budget.used, STEP_BYTES);
   const other = new Meter();
   other.budget = budget;
-  assert.equal(await other.allowance(0, 1024 * 1024), 1024 * 1024, "a 1 MiB upload fits beside it");
+  assert.equal(
+    await other.allowance(0, 1024 * 1024, true),
+    1024 * 1024,
+    "a 1 MiB upload fits beside it",
+  );
   const reservation = other.complete()!;
   assert.equal(reservation.bytes, 1024 * 1024);
   reservation.release();
@@ -104,11 +109,11 @@ Deno.test("Meter.allowance() grows the reservation step by step to the whole bod
   const meter = new Meter();
   meter.budget = budget;
   const total = 2 * STEP_BYTES + 5;
-  let allowed = await meter.allowance(0, total);
+  let allowed = await meter.allowance(0, total, true);
   assert.equal(allowed, STEP_BYTES);
-  allowed = await meter.allowance(allowed, total);
+  allowed = await meter.allowance(allowed, total, false);
   assert.equal(allowed, 2 * STEP_BYTES);
-  allowed = await meter.allowance(allowed, total);
+  allowed = await meter.allowance(allowed, total, false);
   assert.equal(allowed, total);
   assert.equal(meter.complete()!.bytes, total);
   assert.equal(budget.used, total);
@@ -120,12 +125,12 @@ Deno.test("Meter.allowance() reads without the budget when unmetered, also mid-w
   const held = budget.force(STEP_BYTES);
   const meter = new Meter();
   meter.budget = budget;
-  const waiting = meter.allowance(0, 3 * STEP_BYTES);
+  const waiting = meter.allowance(0, 3 * STEP_BYTES, true);
   assert.equal(await settled(waiting), false);
   meter.metered = false;
   assert.equal(await waiting, 3 * STEP_BYTES, "unmetering ends the wait");
   assert.equal(meter.complete(), undefined);
-  assert.equal(await meter.allowance(0, 10 * STEP_BYTES), 10 * STEP_BYTES);
+  assert.equal(await meter.allowance(0, 10 * STEP_BYTES, true), 10 * STEP_BYTES);
   held.release();
   assert.equal(budget.used, 0);
 });

@@ -20,7 +20,6 @@ import {
   CONTROL,
   controlFrame,
   HANDSHAKE,
-  handshakeFrame,
   PING,
   PING_BODY_BYTES,
   PlainFrame,
@@ -29,6 +28,7 @@ import {
 import { encodeFrame } from "./_encode_frame.ts";
 import { FrameReader } from "./_frame_reader.ts";
 import { Inbox } from "./_inbox.ts";
+import type { Deadline } from "./_wait.ts";
 import { WriteQueue } from "./_write_queue.ts";
 import { Keepalive } from "./_keepalive.ts";
 import { own } from "./_slab.ts";
@@ -90,6 +90,12 @@ export class Connection {
   readonly #peerIsServer: boolean;
   /** Whether frames are still checked against the handshake limit (until `open`). */
   #handshaking: boolean;
+  /**
+   * A handshake message was read: reading waits until the handshake asks for
+   * the next one or calls `open`, so the frame behind it is checked against
+   * the right limit.
+   */
+  #handshakePause = false;
   readonly #readLoop: Promise<void>;
   #closing = false;
   readonly #keepalive: Keepalive;
@@ -118,7 +124,7 @@ export class Connection {
     this.#reader = new FrameReader(conn, {
       maxFrameBytes: Math.min(options?.handshakeFrameBytes ?? Infinity, this.#maxFrameBytes),
       onBytes: (n) => this.#heard(n),
-      bodyAllowance: (filled, total) => this.#bodyAllowance(filled, total),
+      bodyAllowance: (filled, total, start) => this.#bodyAllowance(filled, total, start),
     });
     this.queue = new WriteQueue(conn, {
       describeError: (cause) => this.#disconnected(cause),
@@ -188,35 +194,26 @@ export class Connection {
   }
 
   /**
-   * Sends a handshake message (a control frame).
+   * Waits for the next handshake message, letting reading go on until it comes.
    *
-   * @param message The map.
-   * @returns Resolves when the socket has taken it.
-   * @throws {PeerDisconnectedError} If the connection is gone.
+   * @param deadline The handshake's deadline.
+   * @returns The decoded map (or a `PlainFrame`).
+   * @throws {Error} The end reason, or the deadline's error.
    */
-  async sendHandshake(message: Record<string, unknown>): Promise<void> {
-    await this.queue.written(this.queue.push([handshakeFrame(message)]));
-  }
-
-  /**
-   * Sends a plain MessagePack frame during the handshake: the reject a
-   * version 1 peer can read.
-   *
-   * @param value The value.
-   * @returns Resolves when written.
-   */
-  async sendPlain(value: unknown): Promise<void> {
-    const { chunks } = encodeFrame(value, this.#sendMaxFrameBytes);
-    await this.queue.written(this.queue.push(chunks));
+  nextHandshake(deadline: Deadline): Promise<unknown> {
+    this.#handshakePause = false;
+    this.inbox.wakeReader();
+    return this.inbox.next(deadline);
   }
 
   /** Before each read into a large body: its progress total, and its share of the budget. */
-  #bodyAllowance(filled: number, total: number): Promise<number> {
-    if (filled === 0) {
+  #bodyAllowance(filled: number, total: number, start: boolean): Promise<number> {
+    if (start) {
       this.#bodyTotal = total;
-      this.#bodyDone = 0;
+      this.#bodyDone = filled;
+      this.onReceiveProgress?.(filled, total);
     }
-    return this.meter.allowance(filled, total);
+    return this.meter.allowance(filled, total, start);
   }
 
   /**
@@ -237,6 +234,7 @@ export class Connection {
       this.#sendMaxFrameBytes = Math.min(this.#maxFrameBytes, peerMaxFrameBytes);
     }
     this.#handshaking = false;
+    this.#handshakePause = false;
     this.inbox.wakeReader();
   }
 
@@ -274,7 +272,7 @@ export class Connection {
 
   /** Whether reading must pause: the inbox is full, or a handshake message awaits `open`. */
   readonly #mustWait = (full: boolean): boolean =>
-    !this.#closing && (full || this.#handshaking && this.inbox.size > 0);
+    !this.#closing && (full || this.#handshaking && this.#handshakePause);
 
   async #read(): Promise<void> {
     try {
@@ -328,6 +326,8 @@ export class Connection {
     }
     if (this.#handshaking) {
       // A version 1 peer's hello: the handshake answers it in a form it reads.
+      reservation?.release();
+      this.#handshakePause = true;
       this.inbox.push(new PlainFrame(value), body.byteLength);
       return true;
     }
@@ -354,6 +354,7 @@ export class Connection {
         });
       }
       const payload = this.#reader.isBuffered(body) ? own(body.subarray(2)) : body.subarray(2);
+      this.#handshakePause = true;
       this.inbox.push(decode(payload, { clientId: this.clientId }), body.byteLength);
       return;
     }

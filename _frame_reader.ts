@@ -23,10 +23,11 @@ export interface FrameReaderOptions extends FrameOptions {
   onBytes?: (bytes: number) => void;
   /**
    * For a body larger than the read buffer, called before each read into it
-   * with the bytes already there and the body's size: resolves with the
-   * offset up to which reading may go (a memory budget reserved step by step).
+   * with the bytes already there, the body's size and whether this is the
+   * body's first call: resolves with the offset up to which reading may go
+   * (a memory budget reserved step by step).
    */
-  bodyAllowance?: (filled: number, total: number) => Promise<number>;
+  bodyAllowance?: (filled: number, total: number, start: boolean) => Promise<number>;
 }
 
 /**
@@ -54,7 +55,9 @@ export class FrameReader {
   #default: ReadableStreamDefaultReader<Uint8Array> | undefined;
   #leftover: Uint8Array | undefined;
   readonly #onBytes: ((bytes: number) => void) | undefined;
-  readonly #bodyAllowance: ((filled: number, total: number) => Promise<number>) | undefined;
+  readonly #bodyAllowance:
+    | ((filled: number, total: number, start: boolean) => Promise<number>)
+    | undefined;
   /** The buffer the last read left its bytes in (a BYOB read moves them to a new one). */
   #moved: Uint8Array = this.#w.buf;
 
@@ -185,9 +188,11 @@ export class FrameReader {
     body.set(w.buf.subarray(w.start, w.end));
     let filled = w.end - w.start;
     w.start = w.end = 0;
-    let allowed = this.#bodyAllowance === undefined ? length : await this.#bodyAllowance(0, length);
+    let allowed = this.#bodyAllowance === undefined
+      ? length
+      : await this.#bodyAllowance(filled, length, true);
     while (filled < length) {
-      while (filled >= allowed) allowed = await this.#bodyAllowance!(filled, length);
+      while (filled >= allowed) allowed = await this.#bodyAllowance!(filled, length, false);
       const n = await this.#readInto(body, filled, allowed);
       body = this.#moved as Uint8Array<ArrayBuffer>;
       if (n === null) this.#decoder.decodeEof({ buf: body, start: 0, end: filled });

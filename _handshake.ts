@@ -21,7 +21,8 @@ import {
   verify,
 } from "./_auth.ts";
 import type { Connection } from "./_connection.ts";
-import { PlainFrame } from "./_control.ts";
+import { handshakeFrame, PlainFrame } from "./_control.ts";
+import { encodeFrame } from "./_encode_frame.ts";
 import { type Deadline, startDeadline } from "./_wait.ts";
 import { AuthenticationError, ProtocolError, RejectedError, type RejectReason } from "./errors.ts";
 
@@ -67,6 +68,14 @@ export interface Hello {
 /** The server's keys: one for the cohort, or one per client name. */
 export type KeyLookup = (name: string | undefined) => Promise<CryptoKey | undefined>;
 
+/** Sends a handshake message (a `c1 03` control frame) and waits until it is written. */
+async function sendHandshake(
+  connection: Connection,
+  message: Record<string, unknown>,
+): Promise<void> {
+  await connection.queue.written(connection.queue.push([handshakeFrame(message)]));
+}
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value) &&
     !ArrayBuffer.isView(value) && !(value instanceof PlainFrame);
@@ -77,8 +86,9 @@ async function receive(
   connection: Connection,
   deadline: Deadline,
   expected: string,
+  alsoAccepted?: string,
 ): Promise<Record<string, unknown>> {
-  const value = await connection.inbox.next(deadline);
+  const value = await connection.nextHandshake(deadline);
   if (value instanceof PlainFrame) {
     // A plain reject: a server that refuses a hello it could not read as ours.
     const plain = value.value;
@@ -98,7 +108,7 @@ async function receive(
       `Unsupported protocol version: peer speaks "${value.fedcomm}", this library ${PROTOCOL_VERSION}`,
     );
   }
-  if (value.type !== expected) {
+  if (value.type !== expected && value.type !== alsoAccepted) {
     throw new ProtocolError(
       `Unexpected handshake message: "${value.type}", expected "${expected}"`,
     );
@@ -137,13 +147,20 @@ export async function greetServer(
   );
   const key = secret === undefined ? undefined : await importSecret(secretBytes(secret, "secret"));
   const clientNonce = key === undefined ? undefined : nonce();
-  await connection.sendHandshake({
+  await sendHandshake(connection, {
     fedcomm: PROTOCOL_VERSION,
     type: "hello",
     ...(name === undefined ? {} : { name }),
     ...(clientNonce === undefined ? {} : { nonce: clientNonce }),
   });
-  let answer = await receive(connection, deadline, key === undefined ? "welcome" : "challenge");
+  let answer = key === undefined
+    ? await receive(connection, deadline, "welcome")
+    : await receive(connection, deadline, "challenge", "welcome");
+  if (key !== undefined && answer.type === "welcome") {
+    throw new AuthenticationError(
+      "Server did not authenticate: it welcomed this client without a challenge",
+    );
+  }
   if (key !== undefined) {
     const serverNonce = answer.nonce;
     if (!(serverNonce instanceof Uint8Array) || serverNonce.byteLength !== NONCE_BYTES) {
@@ -156,7 +173,7 @@ export async function greetServer(
       );
     }
     const proof = await prove(key, "client", clientNonce!, serverNonce, name ?? "");
-    await connection.sendHandshake({ fedcomm: PROTOCOL_VERSION, type: "auth", proof });
+    await sendHandshake(connection, { fedcomm: PROTOCOL_VERSION, type: "auth", proof });
     answer = await receive(connection, deadline, "welcome");
   }
   const { id, clients, maxFrameBytes } = answer;
@@ -193,7 +210,7 @@ export async function greetClient(
   deadline: Deadline,
   keys: KeyLookup | undefined,
 ): Promise<Hello | Refusal> {
-  const hello = await connection.inbox.next(deadline);
+  const hello = await connection.nextHandshake(deadline);
   if (hello instanceof PlainFrame) {
     const value = hello.value;
     const version = isRecord(value) ? value.fedcomm : undefined;
@@ -232,13 +249,13 @@ export async function greetClient(
   // nothing about which names exist.
   const key = await keys(name) ?? await importSecret(nonce());
   const serverNonce = nonce();
-  await connection.sendHandshake({
+  await sendHandshake(connection, {
     fedcomm: PROTOCOL_VERSION,
     type: "challenge",
     nonce: serverNonce,
     proof: await prove(key, "server", clientNonce, serverNonce, name ?? ""),
   });
-  const auth = await connection.inbox.next(deadline);
+  const auth = await connection.nextHandshake(deadline);
   if (!isRecord(auth) || auth.type !== "auth") {
     return { reason: "malformed", message: `Invalid handshake: expected an "auth" map` };
   }
@@ -265,8 +282,13 @@ export async function reject(connection: Connection, refusal: Refusal): Promise<
     message: refusal.message,
   };
   try {
-    if (refusal.plain) await connection.sendPlain(message);
-    else await connection.sendHandshake(message);
+    if (refusal.plain) {
+      // The reject a version 1 peer can read: a plain MessagePack frame.
+      const { chunks } = encodeFrame(message, connection.sendMaxFrameBytes);
+      await connection.queue.written(connection.queue.push(chunks));
+    } else {
+      await sendHandshake(connection, message);
+    }
   } catch {
     // The peer is already gone: nothing to tell it.
   }
@@ -290,5 +312,5 @@ export async function welcome(connection: Connection, id: number, clients: numbe
     maxFrameBytes: connection.maxFrameBytes,
   };
   connection.open(id);
-  await connection.sendHandshake(message);
+  await sendHandshake(connection, message);
 }

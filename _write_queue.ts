@@ -171,7 +171,10 @@ export class WriteQueue {
     if (this.#written >= mark) return Promise.resolve();
     if (this.#error !== undefined) return Promise.reject(this.#error);
     const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.#marks.push({ until: mark, resolve, reject });
+    // Kept sorted by mark, so that each write resolves a prefix.
+    let i = this.#marks.length;
+    while (i > 0 && this.#marks[i - 1].until > mark) i--;
+    this.#marks.splice(i, 0, { until: mark, resolve, reject });
     return promise;
   }
 
@@ -219,6 +222,8 @@ export class WriteQueue {
         const chunks = this.#pending;
         this.#pending = [];
         for (const chunk of chunks) {
+          // After fail(), nothing more goes out: a lent chunk's caller was told already.
+          if (this.#error !== undefined) break;
           await this.#writeChunk(chunk);
           if (this.#batches.delete(chunk.buffer)) this.#spare = new Uint8Array(chunk.buffer);
         }

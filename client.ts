@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { Secret } from "./_auth.ts";
+import { type Secret, secretBytes } from "./_auth.ts";
 import { Connection, DEFAULT_HEARTBEAT_MS, DEFAULT_IDLE_TIMEOUT_MS } from "./_connection.ts";
 import { checkMaxFrameBytes, type FrameOptions } from "./_frame.ts";
 import { greetServer, HANDSHAKE_FRAME_BYTES } from "./_handshake.ts";
@@ -70,6 +70,7 @@ export interface ConnectTlsOptions {
  * @throws {TimeoutError} If the server does not answer in time.
  * @throws {Deno.errors.ConnectionRefused} If nothing listens there (unless `waitForServer`).
  * @throws {Deno.errors.InvalidData} If the server's TLS certificate is not trusted.
+ * @throws {RangeError} If `secret` is shorter than 16 bytes or a limit is invalid.
  *
  * @example
  * ```ts
@@ -95,6 +96,7 @@ export interface ConnectTlsOptions {
  */
 export async function connect(options: ConnectOptions): Promise<Client> {
   const maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
+  if (options.secret !== undefined) secretBytes(options.secret, "secret");
   const timeout = options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS;
   checkTimeout(timeout);
   const hostname = options.hostname ?? "127.0.0.1";
