@@ -170,7 +170,14 @@ async function runSendFile(args: string[], output: Output): Promise<number> {
   const { values, positionals } = parseFlags({
     args,
     allowPositionals: true,
-    options: { timeout: { type: "string" }, help: { type: "boolean", short: "h" } },
+    options: {
+      timeout: { type: "string" },
+      "tls-ca": { type: "string" },
+      "tls-name": { type: "string" },
+      name: { type: "string" },
+      "secret-file": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
   });
   if (positionals.length !== 2) {
     throw new UsageError(
@@ -349,6 +356,14 @@ export interface ProbeOptions {
   readonly port: number;
   /** Milliseconds for connecting and the handshake. */
   readonly timeoutMs: number;
+  /** Connect over TLS, trusting this CA certificate (PEM text). */
+  readonly tlsCa?: string;
+  /** The name the server's TLS certificate must carry (default: the hostname). */
+  readonly tlsHostname?: string;
+  /** The client name to give in the hello. */
+  readonly name?: string;
+  /** The shared secret, for a server that requires authentication. */
+  readonly secret?: string;
 }
 
 /** What {@linkcode probe} learned. */
@@ -360,6 +375,10 @@ export type ProbeResult =
     readonly version: number;
     /** The client id the server assigned to the probe. */
     readonly id: number;
+    /** Whether the connection used TLS. */
+    readonly tls: boolean;
+    /** Whether both sides proved they know the shared secret. */
+    readonly authenticated: boolean;
     /** How many clients the server serves. */
     readonly clients: number;
     /** Milliseconds from connecting to the welcome. */
@@ -378,7 +397,16 @@ export type ProbeResult =
 
 /** The client options a probe connects with: one place to add TLS and authentication. */
 function connectOptions(options: ProbeOptions): ConnectOptions {
-  return { hostname: options.hostname, port: options.port, timeout: options.timeoutMs };
+  return {
+    hostname: options.hostname,
+    port: options.port,
+    timeout: options.timeoutMs,
+    name: options.name,
+    secret: options.secret,
+    tls: options.tlsCa === undefined
+      ? undefined
+      : { caCerts: [options.tlsCa], hostname: options.tlsHostname },
+  };
 }
 
 /** Reads the reason and explanation out of a reject. */
@@ -410,6 +438,8 @@ export async function probe(options: ProbeOptions): Promise<ProbeResult> {
       version: PROTOCOL_VERSION,
       id: client.id,
       clients: client.clients,
+      tls: options.tlsCa !== undefined,
+      authenticated: client.authenticated,
       handshakeMs,
     };
   } catch (error) {
@@ -436,7 +466,8 @@ export async function probe(options: ProbeOptions): Promise<ProbeResult> {
   }
 }
 
-const PROBE_USAGE = `Usage: ${PROGRAM} probe HOST:PORT [--timeout MS]
+const PROBE_USAGE =
+  `Usage: ${PROGRAM} probe HOST:PORT [--timeout MS] [--tls-ca FILE] [--name N] [--secret-file FILE]
 
 Connects to a fedcomm server, runs the handshake (hello → welcome or reject) and reports
 what it learned: the protocol version, the client id it was given and the number of
@@ -447,8 +478,12 @@ as one of them (it then sees it disconnect). Probe a server that is full, or one
 about to restart, or start it with one client more.
 
   HOST:PORT      the server's address, e.g. 127.0.0.1:7000 or [::1]:7000
-  --timeout MS   milliseconds to connect and complete the handshake (default 5000)
-  -h, --help     show this help
+  --timeout MS        milliseconds to connect and complete the handshake (default 5000)
+  --tls-ca FILE       connect over TLS, trusting this CA certificate (PEM)
+  --tls-name NAME     the name the server's certificate must carry (default: HOST)
+  --name N            the client name to give in the hello
+  --secret-file FILE  authenticate with the secret in FILE (or set FEDCOMM_SECRET)
+  -h, --help          show this help
 
 Exit code: 0 for a welcome, 1 for a reject, nothing listening, or no answer in time.`;
 
@@ -456,7 +491,14 @@ async function runProbe(args: string[], output: Output): Promise<number> {
   const { values, positionals } = parseFlags({
     args,
     allowPositionals: true,
-    options: { timeout: { type: "string" }, help: { type: "boolean", short: "h" } },
+    options: {
+      timeout: { type: "string" },
+      "tls-ca": { type: "string" },
+      "tls-name": { type: "string" },
+      name: { type: "string" },
+      "secret-file": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
   });
   if (positionals.length !== 1) {
     throw new UsageError(
@@ -466,7 +508,21 @@ async function runProbe(args: string[], output: Output): Promise<number> {
   const address = parseAddress(positionals[0]);
   const timeoutMs = integerFlag("timeout", values.timeout, 5000, 1);
   return await withAddress(address, async () => {
-    const result = await probe({ ...address, timeoutMs });
+    const tlsCa = values["tls-ca"] === undefined
+      ? undefined
+      : await Deno.readTextFile(values["tls-ca"]);
+    const secretFile = values["secret-file"];
+    const secret = secretFile === undefined
+      ? Deno.env.get("FEDCOMM_SECRET")
+      : (await Deno.readTextFile(secretFile)).trim();
+    const result = await probe({
+      ...address,
+      timeoutMs,
+      tlsCa,
+      tlsHostname: values["tls-name"],
+      name: values.name,
+      secret,
+    });
     const where = formatAddress(address);
     const time = `${result.handshakeMs.toFixed(2)} ms (TCP connect + hello/${
       result.outcome === "welcome" ? "welcome" : "reject"
@@ -475,6 +531,8 @@ async function runProbe(args: string[], output: Output): Promise<number> {
       output.out(`fedcomm server at ${where}`);
       output.out(`  protocol:   version ${result.version}`);
       output.out(`  welcome:    client id ${result.id} of ${result.clients}`);
+      output.out(`  tls:        ${result.tls ? "yes" : "no"}`);
+      output.out(`  auth:       ${result.authenticated ? "mutual (HMAC-SHA256)" : "none"}`);
       output.out(`  handshake:  ${time}`);
       output.out(`  note: the probe took client slot ${result.id}, then disconnected`);
       return 0;
@@ -482,6 +540,9 @@ async function runProbe(args: string[], output: Output): Promise<number> {
     output.out(`fedcomm server at ${where}`);
     output.out(`  protocol:   version ${PROTOCOL_VERSION} (this probe)`);
     output.out(`  rejected:   ${result.reason}: ${result.message}`);
+    if (result.reason === "auth") {
+      output.out(`  hint:       the server requires authentication: pass --secret-file`);
+    }
     output.out(`  handshake:  ${time}`);
     output.err(`error: Rejected by ${where}: ${result.reason}: ${result.message}`);
     return 1;

@@ -287,3 +287,34 @@ Deno.test("cli.ts run as a program exits with main()'s code", async () => {
   equal(bad.stdout, "");
   equal(bad.stderr, 'error: Unknown flag: --nope\nhint: run "fedcomm probe --help"\n');
 });
+
+Deno.test("main() probe reports TLS and mutual authentication, and a server that requires a secret", async () => {
+  const tls = new URL("./testdata/tls/", import.meta.url);
+  const secret = "probe secret, thirty-two bytes..";
+  await using server = listen({
+    clients: 1,
+    tls: {
+      cert: await Deno.readTextFile(new URL("server.pem", tls)),
+      key: await Deno.readTextFile(new URL("server.key", tls)),
+    },
+    auth: { secret },
+  });
+  const dir = await Deno.makeTempDir();
+  try {
+    const secretFile = join(dir, "secret");
+    await Deno.writeTextFile(secretFile, `${secret}\n`);
+    const ca = new URL("ca.pem", tls).pathname;
+    const address = `127.0.0.1:${server.port}`;
+    const refused = capture();
+    const flags = ["--tls-ca", ca, "--tls-name", "localhost"];
+    equal(await main(["probe", address, ...flags], refused), 1);
+    match(refused.stdout.join("\n"), /rejected: {3}auth: Authentication required/);
+    match(refused.stdout.join("\n"), /hint: .*--secret-file/);
+    const output = capture();
+    equal(await main(["probe", address, ...flags, "--secret-file", secretFile], output), 0);
+    match(output.stdout.join("\n"), /tls: {8}yes/);
+    match(output.stdout.join("\n"), /auth: {7}mutual/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
