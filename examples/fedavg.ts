@@ -353,14 +353,26 @@ export async function runServer(settings: Settings, print: Print = console.log):
     print(row("0", "-", initial.loss.toFixed(4), percent(initial.accuracy), "-", "-"));
 
     let accuracy = initial.accuracy;
+    // Bytes moved per client in the current transfer, from the server's progress events.
+    const moving = { send: new Map<number, number>(), receive: new Map<number, number>() };
+    const movedSoFar = (direction: "send" | "receive") => {
+      let bytes = 0;
+      for (const loaded of moving[direction].values()) bytes += loaded;
+      return bytes;
+    };
+    server.addEventListener("progress", (event) => {
+      moving[event.direction].set(event.clientId, event.loaded);
+    });
     for (round = 1; round <= settings.rounds; round++) {
       const roundStart = performance.now();
       const sent = server.bytesSent, received = server.bytesReceived;
       const frameTotal = settings.clients * (weights.byteLength + FRAME_OVERHEAD);
+      moving.send.clear();
+      moving.receive.clear();
       await withProgress(server.broadcast({ kind: "round", round, weights }, { timeout }), {
         label: `round ${round} broadcast`,
         total: frameTotal,
-        done: () => server.bytesSent - sent,
+        done: () => movedSoFar("send"),
       });
 
       // Fold each upload into the running sum as it arrives: never N models at once.
@@ -378,7 +390,7 @@ export async function runServer(settings: Settings, print: Print = console.log):
       await withProgress(fold(), {
         label: `round ${round} train+upload`,
         total: frameTotal,
-        done: () => server.bytesReceived - received,
+        done: () => movedSoFar("receive"),
         detail: () => `${uploaded}/${settings.clients} clients`,
       });
       // The broadcast has resolved, so the weights may change now.
