@@ -9,6 +9,9 @@
  * deno run -A bench/round.ts client PORT N               # one process, N connections
  * ```
  *
+ * With `FEDCOMM_TLS=1` in the environment both sides use TLS, with the
+ * test-only certificates in `testdata/tls/` (the `fedcomm+tls` column).
+ *
  * @module
  */
 
@@ -16,6 +19,9 @@ import { connect, listen } from "../mod.ts";
 import { median, parseArgs, report } from "./common.ts";
 
 const { role, port, clients, size, rounds } = parseArgs(Deno.args);
+const tlsDir = new URL("../testdata/tls/", import.meta.url);
+const tls = Deno.env.get("FEDCOMM_TLS") === "1";
+const read = (name: string) => Deno.readTextFileSync(new URL(name, tlsDir));
 // Untimed warm-up rounds, the same for every implementation, so the JIT has
 // compiled the hot paths: as many as the timed rounds for small payloads.
 const WARMUP = size >= 1 << 20 ? 2 : rounds;
@@ -25,6 +31,7 @@ if (role === "server") {
     port,
     clients,
     receiveBufferBytes: Number(Deno.env.get("RBB") ?? 134217728),
+    tls: tls ? { cert: read("server.pem"), key: read("server.key") } : undefined,
   });
   await server.ready({ timeout: 120_000 });
   const weights = new Float32Array(size / 4).fill(0.5);
@@ -41,11 +48,18 @@ if (role === "server") {
     }
     if (round >= 0) times.push((performance.now() - start) / 1000);
   }
-  report("fedcomm", clients, size, rounds, median(times));
+  report(tls ? "fedcomm+tls" : "fedcomm", clients, size, rounds, median(times));
 } else {
   const all = [];
   for (let i = 0; i < clients; i++) {
-    all.push(await connect({ port, timeout: 120_000, waitForServer: true }));
+    all.push(
+      await connect({
+        port,
+        timeout: 120_000,
+        waitForServer: true,
+        tls: tls ? { caCerts: [read("ca.pem")], hostname: "localhost" } : undefined,
+      }),
+    );
   }
   await Promise.all(all.map(async (client) => {
     for await (const message of client) {
