@@ -9,10 +9,24 @@
  * order of arrival ({@linkcode Server.uploads}).
  *
  * Every message is one MessagePack value in a length-delimited frame on TCP
- * (see PROTOCOL.md). Typed arrays keep their type and travel in the
- * msgpack-numpy convention, so numpy clients interoperate; a broadcast is
- * encoded once, and large tensors are written from and read into place
- * without copies.
+ * or TLS (see PROTOCOL.md, version 2). Typed arrays keep their type and
+ * travel in the msgpack-numpy convention, so numpy clients interoperate; a
+ * broadcast is encoded once, and large tensors are written from and read
+ * into place without copies. Clients can be required to prove they know a
+ * shared secret (`auth`), peers that go silent are declared dead
+ * (`idleTimeout`), and servers and clients are `EventTarget`s of progress,
+ * join and leave events ({@linkcode ServerEventMap}).
+ *
+ * The package's modules: this one (everything below), `./framing` (frames
+ * and MessagePack as web streams, and the zero-copy socket reader),
+ * `./codec` (the MessagePack codec) and `./cli` (the command-line tool).
+ * Inside, each concept has one file: the public ones at the root
+ * (`server.ts`, `client.ts`, `framing.ts`, `codec.ts`, `tensor.ts`,
+ * `errors.ts`, `events.ts`), the private ones prefixed with `_` — the frame
+ * codec (`_frame.ts`), the socket reader (`_frame_reader.ts`), a
+ * connection (`_connection.ts`) and its inbox, write queue and keepalive,
+ * the handshake and authentication, admission, the receive budget. The
+ * README's Layout table lists them all.
  *
  * @example A round of federated averaging
  * ```ts
