@@ -83,9 +83,10 @@ function layersOf(architecture: Architecture): Layer[] {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parameterCount } from "./model.ts";
  *
- * console.log(parameterCount({ inputs: 64, hidden: [], classes: 10 })); // 650
+ * assert.equal(parameterCount({ inputs: 64, hidden: [], classes: 10 }), 650);
  * ```
  */
 export function parameterCount(architecture: Architecture): number {
@@ -165,6 +166,7 @@ function axpy(
  *
  * @example One gradient step on a tiny problem
  * ```ts
+ * import assert from "node:assert/strict";
  * import { initParameters, Network } from "./model.ts";
  * import { seededRandom } from "./random.ts";
  *
@@ -178,7 +180,7 @@ function axpy(
  * const grad = new Float32Array(network.size);
  * const before = network.lossAndGradient(params, data, [0, 1], grad);
  * for (let i = 0; i < params.length; i++) params[i] -= 0.5 * grad[i];
- * console.log(network.evaluate(params, data).loss < before); // true
+ * assert.ok(network.evaluate(params, data).loss < before);
  * ```
  */
 export class Network {

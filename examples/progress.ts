@@ -21,9 +21,10 @@ function unitOf(bytes: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatBytes } from "./progress.ts";
  *
- * console.log(formatBytes(12_345_678)); // 12.3 MB
+ * assert.equal(formatBytes(12_345_678), "12.3 MB");
  * ```
  */
 export function formatBytes(bytes: number): string {
@@ -41,9 +42,10 @@ export function formatBytes(bytes: number): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { progressBar } from "./progress.ts";
  *
- * console.log(progressBar(12_300_000, 40_000_000, 10)); // [###.......] 12.3/40.0 MB
+ * assert.equal(progressBar(12_300_000, 40_000_000, 10), "[###.......] 12.3/40.0 MB");
  * ```
  */
 export function progressBar(done: number, total: number, width = 30): string {

@@ -17,10 +17,11 @@ export type Random = () => number;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { seededRandom } from "./random.ts";
  *
  * const a = seededRandom(7), b = seededRandom(7);
- * console.log(a() === b()); // true
+ * assert.equal(a(), b());
  * ```
  */
 export function seededRandom(seed: number): Random {
