@@ -22,18 +22,8 @@
  * @module
  */
 
-import { fileURLToPath } from "node:url";
 import {
-  connect,
-  type ConnectOptions,
-  PROTOCOL_VERSION,
-  ProtocolError,
-  TimeoutError,
-} from "./mod.ts";
-import {
-  type Address,
   CONSOLE,
-  formatAddress,
   integerFlag,
   type Output,
   parseAddress,
@@ -41,7 +31,6 @@ import {
   portFlag,
   reportFailure,
   secondsFlag,
-  toUsageError,
   UsageError,
 } from "./examples/command_line.ts";
 import { echoClient, echoServer } from "./examples/echo.ts";
@@ -49,8 +38,10 @@ import { receiveFile, sendFile } from "./examples/file_transfer.ts";
 
 export type { Output } from "./examples/command_line.ts";
 
-/** How the commands refer to the program in usage lines and hints. */
-const PROGRAM = "fedcomm";
+import { AddressedError, PROBE_USAGE, PROGRAM, runProbe, withAddress } from "./_cli_probe.ts";
+import { BENCH_USAGE, DEMO_USAGE, runBench, runDemo } from "./_cli_scripts.ts";
+
+export { probe, type ProbeOptions, type ProbeResult } from "./_cli_probe.ts";
 
 /** One subcommand. */
 interface Command {
@@ -136,24 +127,6 @@ async function runEcho(args: string[], output: Output): Promise<number> {
   });
 }
 
-/** A failure that names the address it concerns, for network errors. */
-class AddressedError extends Error {
-  readonly address: Address;
-  constructor(cause: unknown, address: Address) {
-    super("", { cause });
-    this.address = address;
-  }
-}
-
-/** Runs `body`, tagging what it throws with `address` so the report can name it. */
-async function withAddress(address: Address, body: () => Promise<number>): Promise<number> {
-  try {
-    return await body();
-  } catch (error) {
-    throw new AddressedError(error, address);
-  }
-}
-
 // ---------------------------------------------------------------- files
 
 const SEND_FILE_USAGE = `Usage: ${PROGRAM} send-file HOST:PORT FILE [--timeout S]
@@ -224,328 +197,6 @@ async function runReceiveFile(args: string[], output: Output): Promise<number> {
   return await withAddress(address, async () => {
     await receiveFile({ ...address, out: values.out!, timeoutMs, output });
     return 0;
-  });
-}
-
-// ---------------------------------------------------------------- demo, bench
-
-/**
- * A script of the repository, as a local path.
- *
- * @throws {Error} If this file does not run from a checkout (e.g. from JSR,
- * whose package does not include `examples/` and `bench/`).
- */
-function scriptPath(relative: string, what: string): string {
-  const url = new URL(relative, import.meta.url);
-  if (url.protocol !== "file:") {
-    throw new Error(
-      `${what} needs a checkout of the repository: ${relative} is not in the published package`,
-    );
-  }
-  return fileURLToPath(url);
-}
-
-/**
- * Runs a script of the repository with this Deno, its output passed through.
- * On the console the child inherits the terminal (so progress bars draw);
- * otherwise its lines are forwarded to `output`.
- */
-async function runScript(script: string, args: string[], output: Output): Promise<number> {
-  const inherit = output === CONSOLE;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script, ...args],
-    stdin: inherit ? "inherit" : "null",
-    stdout: inherit ? "inherit" : "piped",
-    stderr: inherit ? "inherit" : "piped",
-  }).spawn();
-  if (!inherit) {
-    await Promise.all([
-      forwardLines(child.stdout, output.out),
-      forwardLines(child.stderr, output.err),
-    ]);
-  }
-  const status = await child.status;
-  return status.signal ? 128 + signalNumber(status.signal) : status.code;
-}
-
-function signalNumber(signal: Deno.Signal): number {
-  return ({ SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Partial<Record<Deno.Signal, number>>)[
-    signal
-  ] ?? 1;
-}
-
-async function forwardLines(
-  stream: ReadableStream<Uint8Array>,
-  write: (line: string) => void,
-): Promise<void> {
-  let pending = "";
-  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-    const lines = (pending + text).split("\n");
-    pending = lines.pop()!;
-    for (const line of lines) write(line);
-  }
-  if (pending !== "") write(pending);
-}
-
-const DEMO_USAGE = `Usage: ${PROGRAM} demo [flags of examples/fedavg.ts]
-
-Federated averaging on the UCI handwritten digits: one server and N client processes on
-127.0.0.1 (the same as "deno task demo"). Needs a checkout of the repository.
-
-Common flags (run "${PROGRAM} demo --flags" for all of them):
-  --clients N       client processes (default 4)
-  --rounds R        rounds of federated averaging (default 10)
-  --hidden H[,H…]   hidden layer widths (default: none, softmax regression)
-  --partition P     iid or shards (default shards)
-  --steps S         at most S local SGD steps per round (default 0: no limit)
-  -h, --help        show this help`;
-
-async function runDemo(args: string[], output: Output): Promise<number> {
-  const script = scriptPath("./examples/fedavg.ts", "demo");
-  if (args.length === 1 && args[0] === "--flags") {
-    return await runScript(script, ["--help"], output);
-  }
-  // Check the flags here, so a mistake reads like every other command's. The
-  // import is by URL so that the published package, which has no examples/,
-  // does not depend on it.
-  const demo = new URL("./examples/fedavg.ts", import.meta.url);
-  const { parseSettings } = await import(demo.href) as { parseSettings(args: string[]): unknown };
-  try {
-    parseSettings(args);
-  } catch (error) {
-    throw toUsageError(error);
-  }
-  return await runScript(script, args, output);
-}
-
-const BENCH_USAGE = `Usage: ${PROGRAM} bench [--quick] [--no-peers]
-
-Runs the side-by-side benchmark (bench/run.ts, the same as "deno task bench"): fedcomm,
-a raw-bytes baseline and the Node.js and Python peers, each as a server process and a
-client-host process on 127.0.0.1, then prints a table. A full run takes many minutes.
-Needs a checkout of the repository.
-
-  --quick       fewer rounds (a smoke test)
-  --no-peers    skip the Node.js and Python peers
-  -h, --help    show this help`;
-
-async function runBench(args: string[], output: Output): Promise<number> {
-  const { values } = parseFlags({
-    args,
-    options: {
-      quick: { type: "boolean" },
-      "no-peers": { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  const script = scriptPath("./bench/run.ts", "bench");
-  const flags = [
-    ...(values.quick ? ["--quick"] : []),
-    ...(values["no-peers"] ? ["--no-peers"] : []),
-  ];
-  return await runScript(script, flags, output);
-}
-
-// ---------------------------------------------------------------- probe
-
-/** What {@linkcode probe} is given. */
-export interface ProbeOptions {
-  /** The server's address. */
-  readonly hostname: string;
-  /** The server's port. */
-  readonly port: number;
-  /** Milliseconds for connecting and the handshake. */
-  readonly timeoutMs: number;
-  /** Connect over TLS, trusting this CA certificate (PEM text). */
-  readonly tlsCa?: string;
-  /** The name the server's TLS certificate must carry (default: the hostname). */
-  readonly tlsHostname?: string;
-  /** The client name to give in the hello. */
-  readonly name?: string;
-  /** The shared secret, for a server that requires authentication. */
-  readonly secret?: string;
-}
-
-/** What {@linkcode probe} learned. */
-export type ProbeResult =
-  | {
-    /** The server welcomed the probe as a client. */
-    readonly outcome: "welcome";
-    /** The protocol version both sides speak. */
-    readonly version: number;
-    /** The client id the server assigned to the probe. */
-    readonly id: number;
-    /** Whether the connection used TLS. */
-    readonly tls: boolean;
-    /** Whether both sides proved they know the shared secret. */
-    readonly authenticated: boolean;
-    /** How many clients the server serves. */
-    readonly clients: number;
-    /** Milliseconds from connecting to the welcome. */
-    readonly handshakeMs: number;
-  }
-  | {
-    /** The server answered the hello with a reject. */
-    readonly outcome: "rejected";
-    /** The machine-readable reason (`full`, `version`, `closed`, …). */
-    readonly reason: string;
-    /** The server's explanation. */
-    readonly message: string;
-    /** Milliseconds from connecting to the reject. */
-    readonly handshakeMs: number;
-  };
-
-/** The client options a probe connects with: one place to add TLS and authentication. */
-function connectOptions(options: ProbeOptions): ConnectOptions {
-  return {
-    hostname: options.hostname,
-    port: options.port,
-    timeout: options.timeoutMs,
-    name: options.name,
-    secret: options.secret,
-    tls: options.tlsCa === undefined
-      ? undefined
-      : { caCerts: [options.tlsCa], hostname: options.tlsHostname },
-  };
-}
-
-/** Reads the reason and explanation out of a reject. */
-function rejection(error: ProtocolError): { reason: string; message: string } | undefined {
-  const reason = (error as ProtocolError & { reason?: unknown }).reason;
-  const match = error.message.match(/^Server rejected the connection: ([^:]+): (.*)$/s);
-  if (match === null) return undefined;
-  return { reason: typeof reason === "string" ? reason : match[1], message: match[2] };
-}
-
-/**
- * Connects to a fedcomm server, runs the handshake and closes the connection.
- * A welcome takes one of the server's client slots.
- *
- * @param options The server's address and the time limit.
- * @returns The welcome (version, id, client count) or the reject (reason), and the handshake time.
- * @throws {Deno.errors.ConnectionRefused} If nothing listens at the address.
- * @throws {TimeoutError} If the server did not answer in time.
- * @throws {Error} If the answer was not a fedcomm welcome or reject.
- */
-export async function probe(options: ProbeOptions): Promise<ProbeResult> {
-  const started = performance.now();
-  try {
-    const client = await connect(connectOptions(options));
-    const handshakeMs = performance.now() - started;
-    await client.close();
-    return {
-      outcome: "welcome",
-      version: PROTOCOL_VERSION,
-      id: client.id,
-      clients: client.clients,
-      tls: options.tlsCa !== undefined,
-      authenticated: client.authenticated,
-      handshakeMs,
-    };
-  } catch (error) {
-    const handshakeMs = performance.now() - started;
-    if (error instanceof ProtocolError) {
-      const refused = rejection(error);
-      if (refused !== undefined) return { outcome: "rejected", ...refused, handshakeMs };
-    }
-    const where = formatAddress(options);
-    if (error instanceof TimeoutError) {
-      throw new TimeoutError(
-        `No answer within ${options.timeoutMs} ms from ${where}: ` +
-          `not a fedcomm server, or one that is stuck`,
-        { cause: error },
-      );
-    }
-    if (error instanceof ProtocolError || error instanceof RangeError) {
-      // A malformed or oversized first frame: something else answers at that port.
-      throw new Error(`Unexpected answer from ${where} (not a fedcomm server?): ${error.message}`, {
-        cause: error,
-      });
-    }
-    throw error;
-  }
-}
-
-const PROBE_USAGE =
-  `Usage: ${PROGRAM} probe HOST:PORT [--timeout MS] [--tls-ca FILE] [--name N] [--secret-file FILE]
-
-Connects to a fedcomm server, runs the handshake (hello → welcome or reject) and reports
-what it learned: the protocol version, the client id it was given and the number of
-clients, or the reason it was rejected; and the handshake's round-trip time.
-
-A successful probe takes a client slot: a server waiting for N clients counts the probe
-as one of them (it then sees it disconnect). Probe a server that is full, or one you are
-about to restart, or start it with one client more.
-
-  HOST:PORT      the server's address, e.g. 127.0.0.1:7000 or [::1]:7000
-  --timeout MS        milliseconds to connect and complete the handshake (default 5000)
-  --tls-ca FILE       connect over TLS, trusting this CA certificate (PEM)
-  --tls-name NAME     the name the server's certificate must carry (default: HOST)
-  --name N            the client name to give in the hello
-  --secret-file FILE  authenticate with the secret in FILE (or set FEDCOMM_SECRET)
-  -h, --help          show this help
-
-Exit code: 0 for a welcome, 1 for a reject, nothing listening, or no answer in time.`;
-
-async function runProbe(args: string[], output: Output): Promise<number> {
-  const { values, positionals } = parseFlags({
-    args,
-    allowPositionals: true,
-    options: {
-      timeout: { type: "string" },
-      "tls-ca": { type: "string" },
-      "tls-name": { type: "string" },
-      name: { type: "string" },
-      "secret-file": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (positionals.length !== 1) {
-    throw new UsageError(
-      positionals.length === 0 ? "Missing HOST:PORT" : `Unexpected argument: "${positionals[1]}"`,
-    );
-  }
-  const address = parseAddress(positionals[0]);
-  const timeoutMs = integerFlag("timeout", values.timeout, 5000, 1);
-  return await withAddress(address, async () => {
-    const tlsCa = values["tls-ca"] === undefined
-      ? undefined
-      : await Deno.readTextFile(values["tls-ca"]);
-    const secretFile = values["secret-file"];
-    const secret = secretFile === undefined
-      ? Deno.env.get("FEDCOMM_SECRET")
-      : (await Deno.readTextFile(secretFile)).trim();
-    const result = await probe({
-      ...address,
-      timeoutMs,
-      tlsCa,
-      tlsHostname: values["tls-name"],
-      name: values.name,
-      secret,
-    });
-    const where = formatAddress(address);
-    const time = `${result.handshakeMs.toFixed(2)} ms (TCP connect + hello/${
-      result.outcome === "welcome" ? "welcome" : "reject"
-    })`;
-    if (result.outcome === "welcome") {
-      output.out(`fedcomm server at ${where}`);
-      output.out(`  protocol:   version ${result.version}`);
-      output.out(`  welcome:    client id ${result.id} of ${result.clients}`);
-      output.out(`  tls:        ${result.tls ? "yes" : "no"}`);
-      output.out(`  auth:       ${result.authenticated ? "mutual (HMAC-SHA256)" : "none"}`);
-      output.out(`  handshake:  ${time}`);
-      output.out(`  note: the probe took client slot ${result.id}, then disconnected`);
-      return 0;
-    }
-    output.out(`fedcomm server at ${where}`);
-    output.out(`  protocol:   version ${PROTOCOL_VERSION} (this probe)`);
-    output.out(`  rejected:   ${result.reason}: ${result.message}`);
-    if (result.reason === "auth") {
-      output.out(`  hint:       the server requires authentication: pass --secret-file`);
-    }
-    output.out(`  handshake:  ${time}`);
-    output.err(`error: Rejected by ${where}: ${result.reason}: ${result.message}`);
-    return 1;
   });
 }
 

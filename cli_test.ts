@@ -205,7 +205,9 @@ Deno.test("main() probe reports a welcome, a reject, nothing listening and no an
     equal(output.stdout[0], `fedcomm server at 127.0.0.1:${server.port}`);
     equal(output.stdout[1], `  protocol:   version ${PROTOCOL_VERSION}`);
     equal(output.stdout[2], "  welcome:    client id 0 of 2");
-    match(output.stdout[3], /^ {2}handshake: {2}[\d.]+ ms \(TCP connect \+ hello\/welcome\)$/);
+    equal(output.stdout[3], "  tls:        no");
+    equal(output.stdout[4], "  auth:       none");
+    match(output.stdout[5], /^ {2}handshake: {2}[\d.]+ ms \(TCP connect \+ hello\/welcome\)$/);
     equal(server.joined, 1, "the probe took a slot");
   }
   {
