@@ -255,6 +255,13 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
     listener: (this: Client, event: ClientEventMap[K]) => void,
     options?: boolean | AddEventListenerOptions,
   ): void;
+  /**
+   * Registers a listener for any event type, as `EventTarget` does.
+   *
+   * @param type The event type.
+   * @param listener The listener.
+   * @param options As for `EventTarget.addEventListener`.
+   */
   override addEventListener(
     type: string,
     listener: EventListenerOrEventListenerObject | null,

@@ -165,6 +165,13 @@ export class Server extends EventTarget implements AsyncDisposable {
     listener: (this: Server, event: ServerEventMap[K]) => void,
     options?: boolean | AddEventListenerOptions,
   ): void;
+  /**
+   * Registers a listener for any event type, as `EventTarget` does.
+   *
+   * @param type The event type.
+   * @param listener The listener.
+   * @param options As for `EventTarget.addEventListener`.
+   */
   override addEventListener(
     type: string,
     listener: EventListenerOrEventListenerObject | null,
