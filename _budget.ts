@@ -265,6 +265,11 @@ export class Meter {
   #frame: FrameBudget | undefined;
   #wait: AbortController | undefined;
 
+  /** Whether a step is being waited for (reading is paused meanwhile). */
+  get waiting(): boolean {
+    return this.#wait !== undefined;
+  }
+
   /** Whether large frames are read within the budget. */
   get metered(): boolean {
     return this.#metered;

@@ -119,7 +119,9 @@ export class Connection {
     try {
       (conn as Deno.TcpConn).setNoDelay(true);
     } catch {
-      // Not a TCP connection (a Unix socket): there is no Nagle to turn off.
+      // A Deno.TlsConn accepted by a server has no setNoDelay (a client sets
+      // it on the TCP connection before starting TLS); frames still leave in
+      // one write each, header and body together.
     }
     this.#reader = new FrameReader(conn, {
       maxFrameBytes: Math.min(options?.handshakeFrameBytes ?? Infinity, this.#maxFrameBytes),
@@ -167,13 +169,12 @@ export class Connection {
   }
 
   /**
-   * Sends a ping (only once the handshake is done, and one at a time); its
-   * pong sets {@linkcode Connection.rtt}.
+   * Sends a ping (only once the handshake is done); the pong of the latest
+   * ping sets {@linkcode Connection.rtt}.
    */
   ping(): void {
     if (this.#handshaking || this.queue.error !== undefined) return;
-    const payload = this.#keepalive.nextPing();
-    if (payload !== undefined) this.queue.push([controlFrame(PING, payload)]);
+    this.queue.push([controlFrame(PING, this.#keepalive.nextPing())]);
   }
 
   /**
@@ -213,7 +214,18 @@ export class Connection {
       this.#bodyDone = filled;
       this.onReceiveProgress?.(filled, total);
     }
-    return this.meter.allowance(filled, total, start);
+    const allowed = this.meter.allowance(filled, total, start);
+    return this.meter.waiting ? this.#paused(allowed) : allowed;
+  }
+
+  /** Waits for `promise` with the silence clock stopped (reading is paused meanwhile). */
+  async #paused<T>(promise: Promise<T>): Promise<T> {
+    this.#keepalive.pause();
+    try {
+      return await promise;
+    } finally {
+      this.#keepalive.resume();
+    }
   }
 
   /**
@@ -284,7 +296,14 @@ export class Connection {
         const buffered = this.#reader.readBuffered();
         if (buffered !== undefined) this.#deliver(buffered);
         else if (!this.#deliver(await this.#reader.readView())) return;
-        if (this.#mustWait(this.inbox.full)) await this.inbox.space(this.#mustWait);
+        if (this.#mustWait(this.inbox.full)) {
+          this.#keepalive.pause();
+          try {
+            await this.inbox.space(this.#mustWait);
+          } finally {
+            this.#keepalive.resume();
+          }
+        }
       }
       this.#end(this.#disconnected());
     } catch (error) {

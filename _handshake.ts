@@ -180,9 +180,11 @@ export async function greetServer(
   if (
     !Number.isSafeInteger(id) || !Number.isSafeInteger(clients) ||
     (id as number) < 0 || (id as number) >= (clients as number) ||
-    !Number.isSafeInteger(maxFrameBytes)
+    !Number.isSafeInteger(maxFrameBytes) || (maxFrameBytes as number) < 0
   ) {
-    throw new ProtocolError(`Invalid welcome: id "${id}", clients "${clients}"`);
+    throw new ProtocolError(
+      `Invalid welcome: id "${id}", clients "${clients}", maxFrameBytes "${maxFrameBytes}"`,
+    );
   }
   connection.open(id as number, maxFrameBytes as number);
   return {
@@ -214,11 +216,12 @@ export async function greetClient(
   if (hello instanceof PlainFrame) {
     const value = hello.value;
     const version = isRecord(value) ? value.fedcomm : undefined;
+    const other = version !== undefined && version !== PROTOCOL_VERSION;
     return {
-      reason: version === undefined ? "malformed" : "version",
-      message: version === undefined
-        ? "Invalid handshake: expected a hello control frame"
-        : `Unsupported protocol version: client speaks "${version}", server ${PROTOCOL_VERSION}`,
+      reason: other ? "version" : "malformed",
+      message: other
+        ? `Unsupported protocol version: client speaks "${version}", server ${PROTOCOL_VERSION}`
+        : "Invalid handshake: expected the hello in a control frame (c1 03)",
       plain: true,
     };
   }
@@ -256,7 +259,7 @@ export async function greetClient(
     proof: await prove(key, "server", clientNonce, serverNonce, name ?? ""),
   });
   const auth = await connection.nextHandshake(deadline);
-  if (!isRecord(auth) || auth.type !== "auth") {
+  if (!isRecord(auth) || auth.type !== "auth" || auth.fedcomm !== PROTOCOL_VERSION) {
     return { reason: "malformed", message: `Invalid handshake: expected an "auth" map` };
   }
   if (!await verify(key, "client", auth.proof, clientNonce, serverNonce, name ?? "")) {

@@ -20,6 +20,8 @@ export class Keepalive {
   #pingSent = 0;
   #pings = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** While above 0, we are not reading (TCP pushes back on the peer): silence proves nothing. */
+  #paused = 0;
 
   /**
    * Starts watching.
@@ -41,18 +43,34 @@ export class Keepalive {
     this.#lastHeard = performance.now();
   }
 
-  /** Milliseconds since the last byte from the peer. */
+  /** Milliseconds since the last byte from the peer (0 while reading is paused). */
   get silentFor(): number {
-    return performance.now() - this.#lastHeard;
+    return this.#paused > 0 ? 0 : performance.now() - this.#lastHeard;
   }
 
   /**
-   * The payload of a new ping, or `undefined` while one awaits its pong.
+   * Stops judging silence while reading is paused (a full inbox, a wait for
+   * the receive budget): the peer cannot be heard then, however alive it is.
+   * Each call is matched by a {@linkcode Keepalive.resume}.
+   */
+  pause(): void {
+    this.#paused++;
+  }
+
+  /** Judges silence again, counting it from now. */
+  resume(): void {
+    this.#paused--;
+    this.#lastHeard = performance.now();
+  }
+
+  /**
+   * The payload of a new ping. A ping is sent even while an earlier one
+   * awaits its pong (which may be stuck behind the peer's own writes): the
+   * pings are what the peer hears of us. Only the latest one is timed.
    *
    * @returns 8 bytes to send in a ping.
    */
-  nextPing(): Uint8Array | undefined {
-    if (this.#ping !== undefined) return undefined;
+  nextPing(): Uint8Array {
     const payload = new Uint8Array(8);
     new DataView(payload.buffer).setFloat64(0, ++this.#pings);
     this.#ping = payload;

@@ -17,9 +17,9 @@ export interface ListenOptions extends FrameOptions {
   hostname?: string;
   /** The TCP port (default 0: the system picks a free one; read it from `server.port`). */
   port?: number;
-  /** Milliseconds a connecting client has to say hello (default 10,000). */
+  /** Milliseconds a connecting client has for its whole handshake: TLS, hello, auth (default 10,000). */
   handshakeTimeout?: number;
-  /** Send a heartbeat frame on a connection idle this many ms (default 15,000; 0: never). */
+  /** Send a ping on a connection that wrote nothing for this many ms (default 15,000; 0: never). */
   heartbeatMs?: number;
   /**
    * How many bytes of large received messages may wait in memory, not yet

@@ -7,8 +7,8 @@
 import { type Secret, secretBytes } from "./_auth.ts";
 import { Connection, DEFAULT_HEARTBEAT_MS, DEFAULT_IDLE_TIMEOUT_MS } from "./_connection.ts";
 import { checkMaxFrameBytes, type FrameOptions } from "./_frame.ts";
-import { greetServer, HANDSHAKE_FRAME_BYTES } from "./_handshake.ts";
-import { checkTimeout, startDeadline, type WaitOptions } from "./_wait.ts";
+import { greetServer, HANDSHAKE_FRAME_BYTES, MAX_NAME_BYTES } from "./_handshake.ts";
+import { checkTimeout, type Deadline, startDeadline, type WaitOptions, within } from "./_wait.ts";
 import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
 import { type ClientEventMap, TransferEvent } from "./events.ts";
 
@@ -53,7 +53,7 @@ export interface ConnectOptions extends FrameOptions {
 
 /** TLS options of {@linkcode connect}. */
 export interface ConnectTlsOptions {
-  /** PEM CA certificates to trust instead of the system's (for a private CA). */
+  /** PEM CA certificates to trust, in addition to the system's (for a private CA). */
   caCerts?: string[];
   /** The name the server's certificate must carry (default: `hostname`). */
   hostname?: string;
@@ -70,7 +70,8 @@ export interface ConnectTlsOptions {
  * @throws {TimeoutError} If the server does not answer in time.
  * @throws {Deno.errors.ConnectionRefused} If nothing listens there (unless `waitForServer`).
  * @throws {Deno.errors.InvalidData} If the server's TLS certificate is not trusted.
- * @throws {RangeError} If `secret` is shorter than 16 bytes or a limit is invalid.
+ * @throws {RangeError} If `secret` is shorter than 16 bytes, `name` is not 1–128 bytes, or a
+ * limit is invalid.
  *
  * @example
  * ```ts
@@ -97,6 +98,7 @@ export interface ConnectTlsOptions {
 export async function connect(options: ConnectOptions): Promise<Client> {
   const maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
   if (options.secret !== undefined) secretBytes(options.secret, "secret");
+  checkName(options.name);
   const timeout = options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS;
   checkTimeout(timeout);
   const hostname = options.hostname ?? "127.0.0.1";
@@ -112,10 +114,14 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     if (options.tls !== undefined) {
       tcp.setNoDelay(true);
       try {
-        conn = await Deno.startTls(tcp, {
+        const tls = await Deno.startTls(tcp, {
           hostname: options.tls.hostname ?? hostname,
           caCerts: options.tls.caCerts,
         });
+        conn = tls;
+        // Complete the TLS handshake now, so an untrusted certificate fails here, as itself.
+        using deadline = deadlineOf(signal);
+        await within(tls.handshake(), deadline);
       } catch (error) {
         tcp.close();
         throw error;
@@ -422,4 +428,19 @@ async function receive(connection: Connection, options?: WaitOptions): Promise<u
     clientIds: connection.clientId === undefined ? [] : [connection.clientId],
   }));
   return await connection.inbox.next(deadline);
+}
+
+/** Validates a client name: 1 to 128 UTF-8 bytes (PROTOCOL.md §6.1). */
+function checkName(name: unknown): void {
+  if (name === undefined) return;
+  if (typeof name !== "string") throw new TypeError("Invalid name: expected a string");
+  const bytes = new TextEncoder().encode(name).byteLength;
+  if (bytes < 1 || bytes > MAX_NAME_BYTES) {
+    throw new RangeError(`Invalid name: "${name}" is ${bytes} bytes, not 1 to ${MAX_NAME_BYTES}`);
+  }
+}
+
+/** A deadline that fires when `signal` aborts. */
+function deadlineOf(signal: AbortSignal): Deadline {
+  return startDeadline({ signal }, () => ({ what: "Connect", detail: "", clientIds: [] }));
 }

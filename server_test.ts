@@ -833,3 +833,15 @@ Deno.test("listen() pings an idle connection, times the pong, and ignores the pe
     [0, "after two heartbeats"],
   ]);
 });
+
+Deno.test("listen() does not declare dead a client it stopped reading (a full inbox)", async () => {
+  await using server = listen({ clients: 1, idleTimeout: 300, heartbeatMs: 100 });
+  await using client = await connect({ port: server.port, heartbeatMs: 100, idleTimeout: 300 });
+  await server.ready();
+  // 70 MiB of uploads nobody takes: the server's inbox fills and it stops reading.
+  for (let i = 0; i < 70; i++) await client.send(new Uint8Array(1024 * 1024));
+  await new Promise((resolve) => setTimeout(resolve, 1_500)); // 5 idle timeouts
+  assert.equal(server.stats()[0].state, "connected");
+  const got = await Array.fromAsync(server.uploads({ count: 70, timeout: 20_000 }));
+  assert.equal(got.length, 70);
+});
