@@ -35,6 +35,8 @@ import { formatAddress, type Logger } from "./events.ts";
 
 /** The default cap on connections in their handshake at once. */
 export const DEFAULT_MAX_PENDING_HANDSHAKES = 64;
+/** At most this many `busy` rejects are written at once; further connections are just closed. */
+const MAX_TURNING_AWAY = 8;
 /** The longest pause of the accept loop after an accept error. */
 const MAX_BACKOFF_MS = 1_000;
 
@@ -70,6 +72,8 @@ export class Admission {
   readonly #maxPending: number;
   readonly #clients: number;
   readonly #handshaking = new Set<Promise<void>>();
+  /** Connections turned away whose `busy` reject is still being written. */
+  #turningAway = 0;
   readonly #abort = new AbortController();
   readonly #accepting: Promise<void>;
 
@@ -155,7 +159,10 @@ export class Admission {
     });
   }
 
-  /** Closes a connection over the cap after a best-effort `busy` reject. */
+  /**
+   * Closes a connection over the cap, after a best-effort `busy` reject if
+   * few are being written; in a flood, at once (each one holds a descriptor).
+   */
   #turnAway(conn: Deno.Conn): void {
     let address: Deno.Addr | undefined;
     try {
@@ -171,9 +178,12 @@ export class Admission {
         // Already closed.
       }
     };
+    if (this.#turningAway >= MAX_TURNING_AWAY) return close();
     // One small write that fits any socket buffer, then close, whatever happens.
+    this.#turningAway++;
     const timer = setTimeout(close, 1_000);
     conn.write(BUSY_FRAME).catch(() => {}).finally(() => {
+      this.#turningAway--;
       clearTimeout(timer);
       close();
     });

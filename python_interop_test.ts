@@ -1,6 +1,7 @@
 /**
- * Interoperability with Python: the client in `python/fedcomm_client.py`
- * against a fedcomm server, and `msgpack_numpy` itself against our codec.
+ * Interoperability with Python: the `fedcomm` package in `python/` against
+ * a fedcomm server (alone, and in a cohort with Deno clients), and
+ * `msgpack_numpy` itself against our codec.
  *
  * Needs `/usr/bin/python3` with `msgpack`, `numpy` and `msgpack_numpy`;
  * without them every test here is skipped.
@@ -79,9 +80,9 @@ const CLIENT_SCRIPT = `
 import sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-from fedcomm_client import FedcommClient
+import fedcomm
 
-with FedcommClient("127.0.0.1", int(sys.argv[2]), timeout=10) as client:
+with fedcomm.connect("127.0.0.1", int(sys.argv[2]), timeout=10) as client:
     assert (client.id, client.clients, client.server_max_frame_bytes) == (0, 1, 536870912)
     message = client.recv(timeout=10)
     weights = message["weights"]
@@ -191,10 +192,10 @@ Deno.test({
       `
 import sys
 sys.path.insert(0, sys.argv[1])
-from fedcomm_client import FedcommClient, RejectedError
+import fedcomm
 try:
-    FedcommClient("127.0.0.1", int(sys.argv[2]), timeout=10)
-except RejectedError as error:
+    fedcomm.connect("127.0.0.1", int(sys.argv[2]), timeout=10)
+except fedcomm.RejectedError as error:
     print(error.reason)
 `,
       [String(server.port)],
@@ -372,5 +373,86 @@ print(json.dumps(out))
         assert.deepStrictEqual(got, JSON.parse(JSON.stringify(value)), `value ${i}`);
       }
     });
+  },
+});
+
+const COHORT_SCRIPT = `
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import fedcomm
+
+with fedcomm.connect("127.0.0.1", int(sys.argv[2]), timeout=10, wait_for_server=True,
+                     name="python-site", secret=sys.argv[3]) as client:
+    message = client.recv(timeout=20)
+    weights = message["weights"]
+    assert weights.dtype == np.float32
+    # The same "training" as the Deno clients: w * 0.5 + id, in float32.
+    update = (weights * np.float32(0.5) + np.float32(client.id)).astype(np.float32)
+    client.send({"round": message["round"], "id": client.id, "weights": update})
+    assert client.recv(timeout=20) == {"done": True}
+    print("python ok")
+`;
+
+Deno.test({
+  name:
+    "python client: a round in a mixed cohort with Deno clients, over authentication, bit for bit",
+  ignore,
+  async fn() {
+    const secret = "cohort secret of 32 bytes, test!";
+    await using server = listen({ clients: 3, auth: { secret } });
+    const deno = [
+      await connect({ port: server.port, name: "deno-a", secret }),
+      await connect({ port: server.port, name: "deno-b", secret }),
+    ];
+    const child = new Deno.Command(PYTHON, {
+      args: ["-c", COHORT_SCRIPT, PYTHON_DIR, String(server.port), secret],
+      env: { PYTHONDONTWRITEBYTECODE: "1" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const output = child.output();
+    try {
+      await server.ready({ timeout: 15_000 });
+      assert.deepStrictEqual(server.stats().map((s) => s.name), [
+        "deno-a",
+        "deno-b",
+        "python-site",
+      ]);
+      // Values whose float32 products are exact or rounded: both sides must round alike.
+      const weights = new Float32Array(100_000).map((_, i) => Math.fround(Math.sin(i) * 1e3));
+      await server.broadcast({ round: 1, weights });
+      await Promise.all(deno.map(async (client) => {
+        const { round, weights: w } = await client.recv({ timeout: 20_000 }) as {
+          round: number;
+          weights: Float32Array;
+        };
+        const update = new Float32Array(w.length);
+        for (let i = 0; i < w.length; i++) update[i] = Math.fround(w[i] * 0.5) + client.id;
+        await client.send({ round, id: client.id, weights: update });
+      }));
+      const answers = await server.gather({ timeout: 20_000 });
+      for (const [id, answer] of answers) {
+        const { round, weights: got } = answer as { round: number; weights: Float32Array };
+        assert.equal(round, 1);
+        assert.ok(got instanceof Float32Array);
+        const expected = new Float32Array(weights.length);
+        for (let i = 0; i < weights.length; i++) {
+          expected[i] = Math.fround(Math.fround(weights[i] * 0.5) + id);
+        }
+        assert.deepStrictEqual(
+          new Uint8Array(got.buffer, got.byteOffset, got.byteLength),
+          new Uint8Array(expected.buffer),
+          `client ${id}: the same float32 bits`,
+        );
+      }
+      await server.broadcast({ done: true });
+    } finally {
+      for (const client of deno) await client.close();
+      const { code, stdout, stderr } = await output;
+      assert.equal(code, 0, new TextDecoder().decode(stderr));
+      assert.equal(new TextDecoder().decode(stdout).trim(), "python ok");
+    }
   },
 });

@@ -1,0 +1,72 @@
+"""fedcomm: the Python client of the fedcomm federated-learning communication layer.
+
+A coordinator server (the Deno ``listen()``) and N clients exchange MessagePack
+values in length-delimited frames over TCP or TLS, protocol version 2 (see
+``PROTOCOL.md`` at the root of the repository). numpy arrays travel in the
+msgpack-numpy convention, so model weights need no conversion.
+
+Example::
+
+    import fedcomm
+
+    with fedcomm.connect("127.0.0.1", 9000, wait_for_server=True) as client:
+        print(f"client {client.id} of {client.clients}")
+        for message in client:  # every message until the server closes the connection
+            update = message["weights"] * 0.5  # "training"
+            client.send({"round": message["round"], "weights": update})
+
+A background I/O thread keeps the connection alive while your code trains: it
+answers the server's pings, sends its own after ``heartbeat`` seconds without
+writing, and declares the server dead after ``idle_timeout`` seconds of
+silence.
+"""
+
+from ._codec import decode, encode
+from ._framing import DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_FRAME_BYTES
+from ._handshake import PROTOCOL_VERSION
+from .client import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    QUEUE_LIMIT_BYTES,
+    Client,
+    Progress,
+    ProgressCallback,
+    connect,
+)
+from .errors import (
+    AuthenticationError,
+    FedcommError,
+    FedcommTimeoutError,
+    FrameTooLargeError,
+    PeerDisconnectedError,
+    ProtocolError,
+    RejectedError,
+)
+
+#: The version of this package.
+__version__ = "0.2.0"
+
+__all__ = [
+    "AuthenticationError",
+    "Client",
+    "DEFAULT_HEARTBEAT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_TIMEOUT",
+    "FedcommError",
+    "FedcommTimeoutError",
+    "FrameTooLargeError",
+    "HANDSHAKE_FRAME_BYTES",
+    "PROTOCOL_VERSION",
+    "PeerDisconnectedError",
+    "Progress",
+    "ProgressCallback",
+    "ProtocolError",
+    "QUEUE_LIMIT_BYTES",
+    "RejectedError",
+    "__version__",
+    "connect",
+    "decode",
+    "encode",
+]

@@ -1,0 +1,226 @@
+"""The version 2 handshake: hello, optional challenge/auth, welcome or reject.
+
+Every handshake message travels in a control frame ``c1 03`` followed by one
+MessagePack map with str keys, among them ``fedcomm`` (2) and ``type``.
+Authentication is mutual, with HMAC-SHA256 over both nonces and the client's
+name; the secret itself never crosses the wire::
+
+    server proof = HMAC(secret, b"fedcomm server proof\\0" + client nonce + server nonce + name)
+    client proof = HMAC(secret, b"fedcomm client proof\\0" + client nonce + server nonce + name)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any, Dict, Optional, Union
+
+import msgpack  # type: ignore[import-untyped]
+
+from ._framing import CONTROL, HANDSHAKE, HEADER
+from .errors import AuthenticationError, ProtocolError, RejectedError
+
+__all__ = [
+    "NONCE_BYTES",
+    "PROTOCOL_VERSION",
+    "Handshake",
+    "client_proof",
+    "handshake_frame",
+    "parse_handshake",
+    "server_proof",
+]
+
+#: The protocol version this package speaks.
+PROTOCOL_VERSION = 2
+#: The size of each side's nonce.
+NONCE_BYTES = 32
+#: The size of an HMAC-SHA256 proof.
+PROOF_BYTES = 32
+#: The longest client name, in UTF-8 bytes.
+MAX_NAME_BYTES = 128
+
+_SERVER_LABEL = b"fedcomm server proof\x00"
+_CLIENT_LABEL = b"fedcomm client proof\x00"
+
+
+def _proof(label: bytes, secret: bytes, client_nonce: bytes, server_nonce: bytes, name: bytes) -> bytes:
+    return hmac.new(secret, label + client_nonce + server_nonce + name, hashlib.sha256).digest()
+
+
+def server_proof(secret: bytes, client_nonce: bytes, server_nonce: bytes, name: bytes) -> bytes:
+    """The proof a server sends in its challenge (``name``: UTF-8, ``b""`` if none)."""
+    return _proof(_SERVER_LABEL, secret, client_nonce, server_nonce, name)
+
+
+def client_proof(secret: bytes, client_nonce: bytes, server_nonce: bytes, name: bytes) -> bytes:
+    """The proof a client sends in its auth message (``name``: UTF-8, ``b""`` if none)."""
+    return _proof(_CLIENT_LABEL, secret, client_nonce, server_nonce, name)
+
+
+def handshake_frame(message: Dict[str, Any]) -> bytes:
+    """Returns a whole frame (header included) carrying a handshake message."""
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    body = bytes((CONTROL, HANDSHAKE)) + packed
+    return HEADER.pack(len(body)) + body
+
+
+def parse_handshake(body: Union[bytes, bytearray, memoryview]) -> Dict[str, Any]:
+    """Decodes a handshake body: ``c1 03`` + one map, or (only for a reject from
+    a server answering in the version 1 form) a plain MessagePack map.
+
+    Returns:
+        The map, with bin keys turned into str.
+
+    Raises:
+        ProtocolError: Not a handshake message.
+    """
+    view = memoryview(body)
+    if len(view) >= 1 and view[0] == CONTROL:
+        if len(view) < 2 or view[1] != HANDSHAKE:
+            kind = f"0x{view[1]:02x}" if len(view) >= 2 else "none"
+            raise ProtocolError(
+                f"Invalid handshake: expected a handshake control frame (c1 03), got kind {kind}"
+            )
+        view = view[2:]
+        plain = False
+    else:
+        plain = True
+    try:
+        value = msgpack.unpackb(view, raw=False, strict_map_key=False)
+    except Exception as error:
+        detail = str(error) or type(error).__name__
+        raise ProtocolError(f"Malformed handshake message: {detail}") from error
+    if not isinstance(value, dict):
+        raise ProtocolError("Invalid handshake: expected a map")
+    message: Dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", "replace")
+        if isinstance(key, str):
+            message[key] = item
+    if plain and message.get("type") != "reject":
+        version = message.get("fedcomm")
+        raise ProtocolError(
+            "Invalid handshake: expected a handshake control frame (c1 03), got a plain "
+            f"MessagePack value (a version {version!r} server? this client speaks "
+            f"{PROTOCOL_VERSION})"
+        )
+    return message
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Handshake:
+    """The client side of the handshake, as a state machine fed with messages.
+
+    Args:
+        name: The client's name (validated UTF-8 bytes) or ``None``.
+        secret: The shared secret or ``None``.
+    """
+
+    def __init__(self, name: Optional[str], secret: Optional[bytes]) -> None:
+        self.name = name
+        self._name_bytes = b"" if name is None else name.encode("utf-8")
+        self.secret = secret
+        self.nonce: Optional[bytes] = None if secret is None else secrets.token_bytes(NONCE_BYTES)
+        self._verified = False
+        self._challenged = False
+
+    def hello(self) -> bytes:
+        """The hello frame."""
+        message: Dict[str, Any] = {"fedcomm": PROTOCOL_VERSION, "type": "hello"}
+        if self.name is not None:
+            message["name"] = self.name
+        if self.nonce is not None:
+            message["nonce"] = self.nonce
+        return handshake_frame(message)
+
+    def answer(self, message: Dict[str, Any]) -> Optional[bytes]:
+        """Handles one message from the server.
+
+        Returns:
+            A frame to send (the auth message), or ``None`` when ``message`` is
+            the welcome.
+
+        Raises:
+            RejectedError: A reject.
+            AuthenticationError: The server's proof does not match, or it
+                welcomed a client that has a secret without authenticating.
+            ProtocolError: Anything else unexpected.
+        """
+        kind = message.get("type")
+        if not isinstance(kind, str):
+            raise ProtocolError('Invalid handshake: expected a map with a str "type"')
+        if kind == "reject":
+            # Accepted whatever its version: a server of another version rejects us so.
+            return self._reject(message)
+        version = message.get("fedcomm")
+        if not (_is_int(version) and version == PROTOCOL_VERSION):
+            raise ProtocolError(
+                f"Unsupported protocol version: server speaks {version!r}, "
+                f"this client {PROTOCOL_VERSION}"
+            )
+        if kind == "challenge":
+            return self._challenge(message)
+        if kind == "welcome":
+            self._welcome(message)
+            return None
+        raise ProtocolError(f"Unsupported handshake message: {kind!r}")
+
+    @staticmethod
+    def _reject(message: Dict[str, Any]) -> Optional[bytes]:
+        reason, text = message.get("reason"), message.get("message")
+        raise RejectedError(
+            reason if isinstance(reason, str) else repr(reason),
+            text if isinstance(text, str) else repr(text),
+        )
+
+    def _challenge(self, message: Dict[str, Any]) -> bytes:
+        if self.secret is None or self.nonce is None:
+            raise ProtocolError(
+                "Unexpected challenge: this client has no secret and sent no nonce"
+            )
+        if self._challenged:
+            raise ProtocolError("Unexpected challenge: the server already sent one")
+        self._challenged = True
+        nonce, proof = message.get("nonce"), message.get("proof")
+        if not (isinstance(nonce, bytes) and len(nonce) == 32):
+            raise ProtocolError(f"Invalid challenge: nonce must be 32 bytes of bin, got {_describe(nonce)}")
+        expected = server_proof(self.secret, self.nonce, nonce, self._name_bytes)
+        # (A proof that is not 32 bytes of bin cannot match: a failed proof, as in Deno.)
+        if not (isinstance(proof, bytes) and hmac.compare_digest(expected, proof)):
+            raise AuthenticationError(
+                "Server failed authentication: its proof does not match "
+                "(wrong secret, unknown name, or not the real server)"
+            )
+        self._verified = True
+        return handshake_frame(
+            {
+                "fedcomm": PROTOCOL_VERSION,
+                "type": "auth",
+                "proof": client_proof(self.secret, self.nonce, nonce, self._name_bytes),
+            }
+        )
+
+    def _welcome(self, message: Dict[str, Any]) -> None:
+        if self.secret is not None and not self._verified:
+            raise AuthenticationError(
+                "Server did not authenticate: it welcomed this client without proving "
+                "that it knows the secret (a server without authentication, or not the "
+                "real server)"
+            )
+        id_, clients, limit = message.get("id"), message.get("clients"), message.get("maxFrameBytes")
+        valid = _is_int(id_) and _is_int(clients) and _is_int(limit)
+        if not (valid and 0 <= id_ < clients and limit >= 0):  # type: ignore[operator]
+            raise ProtocolError(
+                f"Invalid welcome: id {id_!r}, clients {clients!r}, maxFrameBytes {limit!r}"
+            )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes"
+    return type(value).__name__

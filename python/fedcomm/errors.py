@@ -1,0 +1,110 @@
+"""The exceptions fedcomm raises, mirroring the Deno library's error classes.
+
+Every condition about the connection or the server is a :class:`FedcommError`.
+Some classes also derive from the built-in exception a caller would naturally
+catch: :class:`PeerDisconnectedError` is a :class:`ConnectionError`,
+:class:`FedcommTimeoutError` a :class:`TimeoutError` and
+:class:`FrameTooLargeError` a :class:`ValueError`.
+
+::
+
+    FedcommError
+    ├── PeerDisconnectedError   (also ConnectionError)
+    ├── ProtocolError
+    │   └── RejectedError       (.reason, .message)
+    ├── AuthenticationError
+    ├── FedcommTimeoutError     (also TimeoutError)
+    └── FrameTooLargeError      (also ValueError)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "FedcommError",
+    "FedcommTimeoutError",
+    "FrameTooLargeError",
+    "PeerDisconnectedError",
+    "ProtocolError",
+    "RejectedError",
+]
+
+
+class FedcommError(Exception):
+    """Base class of every condition fedcomm raises about the connection or the server."""
+
+
+class PeerDisconnectedError(FedcommError, ConnectionError):
+    """The connection is gone or could not be made.
+
+    Raised when the server closed or reset the connection, went silent for
+    longer than ``idle_timeout``, could not be reached at all (connection
+    refused, host unreachable), or when this client was closed with
+    :meth:`fedcomm.Client.close`.
+    """
+
+
+class ProtocolError(FedcommError):
+    """The server broke the protocol: a malformed or truncated frame, an invalid
+    MessagePack value or array, an unknown control frame, a bad handshake
+    answer, an unsupported protocol version, or a TLS handshake failure other
+    than certificate verification."""
+
+
+class RejectedError(ProtocolError):
+    """The server refused this client in the handshake.
+
+    Attributes:
+        reason: Machine-readable: ``"version"`` (protocol version mismatch),
+            ``"full"`` (all ids taken), ``"malformed"`` (bad hello),
+            ``"closed"`` (the server is shutting down), ``"auth"``
+            (authentication required or failed), ``"busy"`` (too many
+            connections waiting for their handshake), or a reason a later
+            server version adds.
+        message: The server's explanation, for humans.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"Server rejected the connection: {reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.reason, self.message))
+
+
+class AuthenticationError(FedcommError):
+    """The server failed to prove who it is.
+
+    Raised when this client has a secret and the server's proof does not match
+    it (a wrong secret, an unknown name, or not the real server), when the
+    server welcomed this client without authenticating at all, or when the
+    server's TLS certificate could not be verified.
+    """
+
+
+class FedcommTimeoutError(FedcommError, TimeoutError):
+    """A connect, handshake, receive or send ran out of time."""
+
+
+class FrameTooLargeError(FedcommError, ValueError):
+    """A frame body over a limit.
+
+    Either the server announced a frame larger than this client's
+    ``max_frame_bytes`` (the connection then fails), or a value to send encodes
+    to more than the server accepts (nothing is sent; the connection stays
+    usable).
+
+    Attributes:
+        size: The body size in bytes.
+        limit: The limit it exceeds.
+    """
+
+    def __init__(self, size: int, limit: int, what: str) -> None:
+        super().__init__(f"Frame too large: {size} bytes exceeds {what} {limit}")
+        self.size = size
+        self.limit = limit
+        self.what = what
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.size, self.limit, self.what))

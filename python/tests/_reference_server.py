@@ -1,0 +1,721 @@
+"""A small, strict fedcomm protocol version 2 server, for tests.
+
+It is written independently of the ``fedcomm`` package (it decodes with
+``msgpack_numpy`` itself), so that a bug shared by the client's encoder and
+decoder cannot hide. Every protocol violation it sees from a client is
+recorded in :attr:`ReferenceServer.errors`; tests assert that list is empty.
+
+Threads: one accepting connections, and one per connection that owns its
+socket (non-blocking, driven by ``select``), so a TLS socket is never used by
+two threads at once. Tests talk to a connection through :class:`Conn`.
+
+Fault injection: ``answer_pings=False`` / :attr:`Conn.silent` (a dead or hung
+server), :meth:`Conn.send_raw` (garbage), :meth:`Conn.send_slowly` (a large
+frame trickling in), ``reject=...`` (any reject reason), ``plain_reject``
+(a reject in the version 1 form), ``skip_challenge`` (a server that does not
+authenticate), ``challenge=...`` (a replayed challenge), ``server_secret``
+(a server with another secret), ``welcome_extra`` / ``welcome_override``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import select
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Tuple, Union
+
+import msgpack
+import msgpack_numpy
+import numpy as np
+
+HEADER = struct.Struct(">I")
+HANDSHAKE_LIMIT = 64 * 1024
+VERSION = 2
+SERVER_LABEL = b"fedcomm server proof\x00"
+CLIENT_LABEL = b"fedcomm client proof\x00"
+
+
+def proof(label: bytes, secret: bytes, client_nonce: bytes, server_nonce: bytes, name: bytes) -> bytes:
+    """HMAC-SHA256(secret, label + client nonce + server nonce + name)."""
+    return hmac.new(secret, label + client_nonce + server_nonce + name, hashlib.sha256).digest()
+
+
+def frame(body: bytes) -> bytes:
+    """A whole frame: 4-byte big-endian length, then the body."""
+    return HEADER.pack(len(body)) + body
+
+
+def handshake_body(message: Dict[str, Any]) -> bytes:
+    """``c1 03`` + the MessagePack map."""
+    return b"\xc1\x03" + msgpack.packb(message, use_bin_type=True)
+
+
+def encode_value(value: Any) -> bytes:
+    """An application body, encoded with msgpack_numpy."""
+    return msgpack.packb(value, default=msgpack_numpy.encode, use_bin_type=True)
+
+
+def decode_value(body: bytes) -> Any:
+    """An application body, decoded with msgpack_numpy."""
+    return msgpack.unpackb(body, object_hook=msgpack_numpy.decode, raw=False, strict_map_key=False)
+
+
+def _secret(value: Union[None, str, bytes]) -> Optional[bytes]:
+    return value.encode() if isinstance(value, str) else value
+
+
+class Conn:
+    """One client connection of the :class:`ReferenceServer`."""
+
+    def __init__(self, server: "ReferenceServer", sock: socket.socket, addr: Any) -> None:
+        self.server = server
+        self.addr = addr
+        self._sock: Union[socket.socket, ssl.SSLSocket] = sock
+        self._cond = threading.Condition()
+        self._out: Deque[Union[bytes, float]] = deque()  # bytes to write, or a pause in seconds
+        self._inbox: Deque[Union[bytes, memoryview]] = deque()
+        self._pings: Dict[bytes, Tuple[float, threading.Event]] = {}
+        self._stop = False
+        self._close_after_flush = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        #: The welcome's id (``None`` before the welcome).
+        self.id: Optional[int] = None
+        #: The hello's name.
+        self.name: Optional[str] = None
+        #: The hello and auth messages received (for replay tests).
+        self.handshake_messages: List[Dict[str, Any]] = []
+        #: ``(kind, body size)`` of every frame received; kind is
+        #: "heartbeat", "ping", "pong", "handshake" or "value".
+        self.frames: List[Tuple[str, int]] = []
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.pings_received = 0
+        self.pongs_sent = 0
+        #: Stop answering pings and stop writing (a hung server).
+        self.silent = False
+        self._reading = True
+        self._read_budget: Optional[int] = None
+        #: Set when the connection is closed (by either side).
+        self.closed = threading.Event()
+        #: Why it closed: "eof", "reset", "timeout", "violation", "server", "rejected".
+        self.close_reason: Optional[str] = None
+        self.welcomed = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"refserver-conn-{addr}", daemon=True)
+
+    # -- API for tests ---------------------------------------------------------
+
+    @property
+    def reading(self) -> bool:
+        """Whether the socket is read (``False``: a server too busy to read; TCP pushes back)."""
+        return self._reading
+
+    @reading.setter
+    def reading(self, value: bool) -> None:
+        with self._cond:
+            self._read_budget = None
+            self._reading = value
+        self._wake()
+
+    def allow(self, nbytes: int) -> None:
+        """Reads ``nbytes`` more bytes, then stops reading again (a slow server)."""
+        with self._cond:
+            self._read_budget = nbytes
+            self._reading = True
+        self._wake()
+
+    def send(self, value: Any) -> None:
+        """Queues one application value."""
+        self.send_raw(frame(encode_value(value)))
+
+    def send_body(self, body: bytes) -> None:
+        """Queues a frame with this body."""
+        self.send_raw(frame(body))
+
+    def send_raw(self, data: bytes) -> None:
+        """Queues raw bytes (anything, even garbage)."""
+        with self._cond:
+            self._out.append(bytes(data))
+        self._wake()
+
+    def send_slowly(self, data: bytes, chunk: int, delay: float) -> None:
+        """Queues raw bytes written ``chunk`` bytes at a time, ``delay`` seconds apart."""
+        with self._cond:
+            for start in range(0, len(data), chunk):
+                self._out.append(bytes(data[start : start + chunk]))
+                self._out.append(float(delay))
+        self._wake()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Waits until everything queued is written."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._out and not self.closed.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("flush timed out")
+                self._cond.wait(remaining)
+
+    def recv_frame(self, timeout: float = 10.0) -> Tuple[Union[bytes, memoryview], Any]:
+        """The next application value as ``(body, decoded value)``."""
+        body = self.recv_body(timeout)
+        # Decoded here, in the test's thread, not in the connection thread.
+        try:
+            return body, decode_value(body)
+        except Exception as error:
+            self.server.errors.append(f"{self.addr}: malformed application value: {error}")
+            raise
+
+    def recv_body(self, timeout: float = 10.0) -> Union[bytes, memoryview]:
+        """The next application body, not decoded (decoding a huge one holds the GIL)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._inbox:
+                if self.closed.is_set():
+                    raise ConnectionError(f"connection closed: {self.close_reason}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("recv timed out")
+                self._cond.wait(remaining)
+            return self._inbox.popleft()
+
+    def recv(self, timeout: float = 10.0) -> Any:
+        """The next application value, decoded with msgpack_numpy."""
+        return self.recv_frame(timeout)[1]
+
+    def ping(self, timeout: float = 5.0) -> float:
+        """Sends a ping and waits for its pong; returns the round-trip time."""
+        payload = os.urandom(8)
+        event = threading.Event()
+        with self._cond:
+            self._pings[payload] = (time.monotonic(), event)
+        self.send_body(b"\xc1\x01" + payload)
+        if not event.wait(timeout):
+            raise TimeoutError("no pong within the timeout")
+        with self._cond:
+            sent, _ = self._pings.pop(payload)
+            return self._pong_times.pop(payload) - sent
+
+    def close(self, flush: bool = True) -> None:
+        """Closes the connection (after writing what is queued if ``flush``)."""
+        with self._cond:
+            if flush:
+                self._close_after_flush = True
+            else:
+                self._stop = True
+        self._wake()
+
+    # -- the connection thread -------------------------------------------------
+
+    _pong_times: Dict[bytes, float]
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\x00")
+        except OSError:
+            pass
+
+    def _violation(self, message: str) -> None:
+        self.server.errors.append(f"{self.addr}: {message}")
+        self.close_reason = "violation"
+        self._stop = True
+
+    def _run(self) -> None:
+        self._pong_times = {}
+        server = self.server
+        try:
+            sock = self._sock
+            deadline = time.monotonic() + server.handshake_timeout
+            if server.tls_context is not None:
+                sock.settimeout(server.handshake_timeout)
+                try:
+                    sock = server.tls_context.wrap_socket(sock, server_side=True)
+                except (OSError, ssl.SSLError) as error:
+                    self.server.tls_failures.append(repr(error))
+                    self.close_reason = "tls"
+                    return
+                self._sock = sock
+            sock.setblocking(False)
+            self._loop(sock, deadline)
+        except Exception as error:  # a bug in this test server
+            server.errors.append(f"{self.addr}: server crashed: {error!r}")
+        finally:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._wake_r.close()
+            self._wake_w.close()
+            with self._cond:
+                self.closed.set()
+                self._cond.notify_all()
+                for _, event in self._pings.values():
+                    event.set()
+
+    def _loop(self, sock: Union[socket.socket, ssl.SSLSocket], deadline: float) -> None:
+        server = self.server
+        inbuf = bytearray()
+        self._large: Optional[memoryview] = None
+        self._large_fill = 0
+        current: Optional[memoryview] = None
+        write_after = 0.0
+        last_write = time.monotonic()
+        while True:
+            with self._cond:
+                if self._stop or server.stopping:
+                    if self.close_reason is None:
+                        self.close_reason = "server"
+                    return
+                if self._close_after_flush and not self._out and current is None:
+                    self.close_reason = self.close_reason or "server"
+                    return
+            now = time.monotonic()
+            if self.id is None and now > deadline:
+                self.close_reason = "timeout"
+                return
+            # Server-side heartbeat pings.
+            if (
+                server.ping_interval
+                and self.id is not None
+                and not self.silent
+                and current is None
+                and now - last_write >= server.ping_interval
+            ):
+                self.send_body(b"\xc1\x01" + os.urandom(8))
+            # Write.
+            want_write = False
+            while not self.silent and now >= write_after:
+                if current is None:
+                    with self._cond:
+                        if not self._out:
+                            self._cond.notify_all()
+                            break
+                        item = self._out.popleft()
+                        if not self._out:
+                            self._cond.notify_all()
+                    if isinstance(item, float):
+                        write_after = time.monotonic() + item
+                        break
+                    current = memoryview(item)
+                try:
+                    n = sock.send(current)
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    want_write = True
+                    break
+                except OSError:
+                    self.close_reason = "reset"
+                    return
+                self.bytes_sent += n
+                last_write = now = time.monotonic()
+                current = current[n:] if n < len(current) else None
+            # Wait.
+            timeout = 0.05
+            if write_after > now:
+                timeout = min(timeout, write_after - now)
+            reading = self.reading
+            readable, writable, _ = select.select(
+                [sock, self._wake_r] if reading else [self._wake_r],
+                [sock] if want_write else [],
+                [],
+                max(timeout, 0),
+            )
+            if self._wake_r in readable:
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except OSError:
+                    pass
+            if not reading or (sock not in readable and not isinstance(sock, ssl.SSLSocket)):
+                continue
+            # Read everything available (SSL: until it wants more, so no data stays buffered).
+            while self.reading:
+                large = self._large
+                budget = self._read_budget  # (read once: another thread may change it)
+                want = 1 << 20 if budget is None else max(1, min(1 << 20, budget))
+                try:
+                    if large is not None:
+                        n = sock.recv_into(large[self._large_fill : self._large_fill + want])
+                    else:
+                        data = sock.recv(want)
+                        n = len(data)
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    break
+                except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                    n = 0
+                except OSError:
+                    self.close_reason = "reset"
+                    return
+                if n == 0:
+                    if inbuf or large is not None:
+                        self._violation("truncated frame at EOF")
+                    self.close_reason = self.close_reason or "eof"
+                    return
+                self.bytes_received += n
+                with self._cond:
+                    if self._read_budget is not None:
+                        self._read_budget -= n
+                        if self._read_budget <= 0:
+                            self._read_budget = None
+                            self._reading = False
+                if large is not None:
+                    self._large_fill += n
+                    if self._large_fill < len(large):
+                        continue
+                    self._large = None
+                    if not self._handle(large):
+                        return
+                    continue
+                inbuf += data
+                if not self._parse(inbuf):
+                    return
+
+    def _parse(self, inbuf: bytearray) -> bool:
+        """Handles every complete frame in ``inbuf``; ``False`` to close."""
+        while len(inbuf) >= 4:
+            (length,) = HEADER.unpack_from(inbuf, 0)
+            limit = HANDSHAKE_LIMIT if self.id is None else self.server.max_frame_bytes
+            if length > limit:
+                self._violation(f"frame of {length} bytes over the limit {limit}")
+                return False
+            if len(inbuf) < 4 + length:
+                if length > 1 << 20:
+                    # Large: read the rest straight into a buffer of its own
+                    # (np.empty: no zeroing while holding the GIL).
+                    self._large = memoryview(np.empty(length, dtype=np.uint8))
+                    self._large[: len(inbuf) - 4] = inbuf[4:]
+                    self._large_fill = len(inbuf) - 4
+                    inbuf.clear()
+                return True
+            body = bytes(inbuf[4 : 4 + length])
+            del inbuf[: 4 + length]
+            if not self._handle(body):
+                return False
+        return True
+
+    def _handle(self, body: Union[bytes, memoryview]) -> bool:
+        if not body:
+            self.frames.append(("heartbeat", 0))
+            return True
+        if body[0] == 0xC1:
+            kind = body[1] if len(body) > 1 else None
+            if kind == 0x03:
+                self.frames.append(("handshake", len(body)))
+                if self.id is not None:
+                    self._violation("handshake message after the welcome")
+                    return False
+                try:
+                    message = msgpack.unpackb(bytes(body[2:]), raw=False)
+                except Exception as error:
+                    self._violation(f"malformed handshake message: {error}")
+                    return False
+                return self._handshake(message)
+            if kind in (0x01, 0x02):
+                if len(body) != 10:
+                    self._violation(f"ping/pong of {len(body)} bytes")
+                    return False
+                if self.id is None:
+                    self._violation("ping or pong before the welcome")
+                    return False
+                payload = bytes(body[2:])
+                if kind == 0x01:
+                    self.frames.append(("ping", len(body)))
+                    self.pings_received += 1
+                    if self.server.answer_pings and not self.silent:
+                        self.pongs_sent += 1
+                        self.send_body(b"\xc1\x02" + payload)
+                else:
+                    self.frames.append(("pong", len(body)))
+                    with self._cond:
+                        entry = self._pings.get(payload)
+                        if entry is not None:
+                            self._pong_times[payload] = time.monotonic()
+                            entry[1].set()
+                return True
+            self._violation(f"unknown control frame kind {kind!r}")
+            return False
+        self.frames.append(("value", len(body)))
+        if self.id is None:
+            # A version 1 hello gets a version reject in the plain form.
+            try:
+                value = msgpack.unpackb(body, raw=False)
+            except Exception:
+                value = None
+            if isinstance(value, dict) and value.get("type") == "hello":
+                self._reject("version", "Unsupported protocol version: this server speaks 2", plain=True)
+                return False
+            self._violation("application value before the welcome")
+            return False
+        with self._cond:
+            self._inbox.append(body)
+            self._cond.notify_all()
+        return True
+
+    # -- handshake --------------------------------------------------------------
+
+    _client_nonce: Optional[bytes] = None
+    _server_nonce: Optional[bytes] = None
+    _state = "hello"
+
+    def _send_handshake(self, message: Dict[str, Any], plain: bool = False) -> None:
+        body = msgpack.packb(message, use_bin_type=True) if plain else handshake_body(message)
+        self.send_body(body)
+
+    def _reject(self, reason: str, message: str, plain: bool = False) -> None:
+        self._send_handshake(
+            {"fedcomm": VERSION, "type": "reject", "reason": reason, "message": message}, plain
+        )
+        self.close_reason = "rejected"
+        with self._cond:
+            self._close_after_flush = True
+
+    def _handshake(self, message: Any) -> bool:
+        server = self.server
+        if not isinstance(message, dict) or not all(isinstance(k, str) for k in message):
+            self._violation("handshake message is not a map with str keys")
+            return False
+        self.handshake_messages.append(message)
+        if message.get("fedcomm") != VERSION:
+            self._violation(f"handshake message with fedcomm {message.get('fedcomm')!r}")
+            self._reject("version", "Unsupported protocol version")
+            return True
+        kind = message.get("type")
+        if self._state == "hello":
+            if kind != "hello":
+                self._violation(f"expected hello, got {kind!r}")
+                self._reject("malformed", 'Invalid handshake: expected a "hello" map')
+                return True
+            allowed = {"fedcomm", "type", "name", "nonce"}
+            if set(message) - allowed:
+                self._violation(f"unknown hello keys {sorted(set(message) - allowed)}")
+            name, nonce = message.get("name"), message.get("nonce")
+            if name is not None and not (
+                isinstance(name, str) and 1 <= len(name.encode()) <= 128
+            ):
+                self._violation(f"invalid name {name!r}")
+                self._reject("malformed", "Invalid name")
+                return True
+            if nonce is not None and not (isinstance(nonce, bytes) and len(nonce) == 32):
+                self._violation(f"invalid nonce {nonce!r}")
+                self._reject("malformed", "Invalid nonce")
+                return True
+            self.name = name
+            self._client_nonce = nonce
+            if server.reject is not None:
+                self._reject(server.reject, f"Rejected by the test server: {server.reject}", server.plain_reject)
+                return True
+            if server.closing:
+                self._reject("closed", "Server closing")
+                return True
+            if server.joined() >= server.clients:
+                self._reject("full", f"Server full: all {server.clients} clients have joined")
+                return True
+            if server.secret is None or server.skip_challenge:
+                return self._welcome()
+            if nonce is None:
+                self._reject("auth", "Authentication required: this server needs a secret")
+                return True
+            secret = server.server_secret if server.server_secret is not None else server.secret
+            name_bytes = b"" if name is None else name.encode()
+            if server.challenge is not None:
+                self._server_nonce, server_proof = server.challenge
+            else:
+                self._server_nonce = os.urandom(32)
+                server_proof = proof(SERVER_LABEL, secret, nonce, self._server_nonce, name_bytes)
+            server.challenges.append((nonce, self._server_nonce, server_proof))
+            self._send_handshake(
+                {"fedcomm": VERSION, "type": "challenge", "nonce": self._server_nonce, "proof": server_proof}
+            )
+            self._state = "auth"
+            return True
+        if self._state == "auth":
+            if kind != "auth" or set(message) != {"fedcomm", "type", "proof"}:
+                self._violation(f"expected auth, got {message!r}")
+                self._reject("malformed", 'Invalid handshake: expected an "auth" map')
+                return True
+            assert self._client_nonce is not None and self._server_nonce is not None
+            name_bytes = b"" if self.name is None else self.name.encode()
+            expected = proof(CLIENT_LABEL, server.secret, self._client_nonce, self._server_nonce, name_bytes)
+            given = message.get("proof")
+            if not isinstance(given, bytes) or not hmac.compare_digest(expected, given):
+                self._reject("auth", "Authentication failed")
+                return True
+            return self._welcome()
+        self._violation(f"handshake message in state {self._state}")
+        return False
+
+    def _welcome(self) -> bool:
+        server = self.server
+        with server.lock:
+            if server.next_id >= server.clients:
+                self._reject("full", f"Server full: all {server.clients} clients have joined")
+                return True
+            self.id = server.next_id
+            server.next_id += 1
+        message = {
+            "fedcomm": VERSION,
+            "type": "welcome",
+            "id": self.id,
+            "clients": server.clients,
+            "maxFrameBytes": server.max_frame_bytes,
+        }
+        message.update(server.welcome_extra)
+        if server.welcome_override is not None:
+            message = dict(server.welcome_override)
+        self._send_handshake(message)
+        self._state = "session"
+        self.welcomed.set()
+        with server.lock:
+            server.joined_cond.notify_all()
+        return True
+
+
+class ReferenceServer:
+    """A strict protocol version 2 server on 127.0.0.1 (a free port).
+
+    Args:
+        clients: How many clients it admits.
+        secret: Require authentication with this secret.
+        server_secret: Compute the server's proof with this secret instead (a
+            server that does not know the right one).
+        tls: ``(certfile, keyfile)`` to serve TLS.
+        max_frame_bytes: Announced in the welcome and enforced.
+        answer_pings: Answer pings with pongs (``False``: a hung server).
+        ping_interval: Send a ping after this many seconds without writing.
+        reject: Reject every hello with this reason.
+        plain_reject: Send that reject as plain MessagePack (the version 1 form).
+        skip_challenge: Welcome at once even if authentication is configured.
+        challenge: ``(nonce, proof)`` to send instead of a fresh challenge (replay).
+        welcome_extra: Extra keys for the welcome.
+        welcome_override: Send exactly this map as the welcome.
+        handshake_timeout: Seconds a client has to complete the handshake.
+    """
+
+    def __init__(
+        self,
+        clients: int = 1,
+        *,
+        secret: Union[None, str, bytes] = None,
+        server_secret: Union[None, str, bytes] = None,
+        tls: Optional[Tuple[str, str]] = None,
+        max_frame_bytes: int = 512 * 1024 * 1024,
+        answer_pings: bool = True,
+        ping_interval: Optional[float] = None,
+        reject: Optional[str] = None,
+        plain_reject: bool = False,
+        skip_challenge: bool = False,
+        challenge: Optional[Tuple[bytes, bytes]] = None,
+        welcome_extra: Optional[Dict[str, Any]] = None,
+        welcome_override: Optional[Dict[str, Any]] = None,
+        handshake_timeout: float = 10.0,
+        port: int = 0,
+    ) -> None:
+        self.clients = clients
+        self.secret = _secret(secret)
+        self.server_secret = _secret(server_secret)
+        self.max_frame_bytes = max_frame_bytes
+        self.answer_pings = answer_pings
+        self.ping_interval = ping_interval
+        self.reject = reject
+        self.plain_reject = plain_reject
+        self.skip_challenge = skip_challenge
+        self.challenge = challenge
+        self.welcome_extra = welcome_extra or {}
+        self.welcome_override = welcome_override
+        self.handshake_timeout = handshake_timeout
+        self.tls_context: Optional[ssl.SSLContext] = None
+        if tls is not None:
+            self.tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls_context.load_cert_chain(*tls)
+        #: Protocol violations seen from clients.
+        self.errors: List[str] = []
+        #: TLS handshakes that failed.
+        self.tls_failures: List[str] = []
+        #: ``(client nonce, server nonce, server proof)`` of every challenge sent.
+        self.challenges: List[Tuple[bytes, bytes, bytes]] = []
+        self.lock = threading.Lock()
+        self.joined_cond = threading.Condition(self.lock)
+        self.next_id = 0
+        self.stopping = False
+        self.closing = False
+        self.conns: List[Conn] = []
+        self._listener = socket.create_server(("127.0.0.1", port))
+        self._listener.settimeout(0.05)
+        #: The port it listens on.
+        self.port: int = self._listener.getsockname()[1]
+        self._accept_thread = threading.Thread(target=self._accept, name="refserver-accept", daemon=True)
+        self._accept_thread.start()
+
+    def joined(self) -> int:
+        """How many clients were welcomed."""
+        return self.next_id
+
+    def _accept(self) -> None:
+        while not self.stopping:
+            try:
+                sock, addr = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Conn(self, sock, addr)
+            with self.lock:
+                self.conns.append(conn)
+            conn.thread.start()
+
+    def wait_clients(self, count: Optional[int] = None, timeout: float = 10.0) -> List[Conn]:
+        """Waits until ``count`` (default: all) clients were welcomed; returns them by id."""
+        count = self.clients if count is None else count
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self.next_id < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"only {self.next_id} of {count} clients joined")
+                self.joined_cond.wait(remaining)
+            conns = [c for c in self.conns if c.id is not None]
+        return sorted(conns, key=lambda c: c.id)  # type: ignore[arg-type,return-value]
+
+    def conn(self, id_: int = 0, timeout: float = 10.0) -> Conn:
+        """The connection with this id, waiting for it."""
+        for conn in self.wait_clients(id_ + 1, timeout):
+            if conn.id == id_:
+                return conn
+        raise KeyError(id_)
+
+    def wait_connections(self, count: int, timeout: float = 10.0) -> List[Conn]:
+        """Waits until ``count`` connections were accepted (welcomed or not)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                if len(self.conns) >= count:
+                    return list(self.conns)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(self.conns)} connections")
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        """Stops accepting, closes every connection and joins every thread."""
+        self.stopping = True
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+        self._accept_thread.join(5)
+        for conn in list(self.conns):
+            conn._wake()
+            conn.thread.join(5)
+
+    def __enter__(self) -> "ReferenceServer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
