@@ -11,25 +11,18 @@
  * placed 8-byte aligned from the start of the value, so the receiver can view
  * them in place.
  *
- * Decoding uses `@msgpack/msgpack`'s `Decoder`; binaries stay views into the
- * received body, numpy maps become typed arrays (views where aligned), and
- * 64-bit integers arrive as `number` where they are safe, `bigint` beyond.
+ * Decoding ({@linkcode decode}) is bounded, because its input comes from a
+ * peer: nesting is limited, every length is checked against the bytes left
+ * before anything is allocated, and the work a body may cause is proportional
+ * to its length (PROTOCOL.md §4.5). Binaries stay views into the received
+ * body, numpy maps become typed arrays (views where aligned), and 64-bit
+ * integers arrive as `number` where they are safe, `bigint` beyond.
  *
  * @module
  */
 
-import { Decoder, encodeTimestampExtension, EXT_TIMESTAMP, ExtData } from "@msgpack/msgpack";
-import { ProtocolError } from "./errors.ts";
-import { dtypeOf, fromNumpyMap, NdArray, type TypedArray } from "./tensor.ts";
-
-/** Binaries of at least this many bytes are passed through as chunks, not copied. */
-export const EXTERNAL_MIN_BYTES = 64 * 1024;
-/** How deep values may nest before encoding refuses them (a cycle would recurse forever). */
-export const MAX_DEPTH = 100;
-/** numpy data is aligned to this many bytes from the start of the encoded value. */
-const TENSOR_ALIGN = 8;
-const SCRATCH_BYTES = 64 * 1024;
-const TWO_32 = 2 ** 32;
+import { decodeBounded } from "./_decoder.ts";
+import { ChunkEncoder } from "./_encoder.ts";
 
 /** A value encoded as a list of chunks whose concatenation is one MessagePack value. */
 export interface EncodedChunks {
@@ -59,360 +52,6 @@ export interface EncodeChunksOptions {
   transient?: boolean;
 }
 
-const textEncoder = new TextEncoder();
-const textDecoder = new TextDecoder();
-const NUMPY_KEYS = ["nd", "type", "kind", "shape", "data"].map((k) => textEncoder.encode(k));
-const DTYPE_BYTES: Record<string, Uint8Array> = {};
-
-/** The chunked MessagePack writer behind {@linkcode encodeChunks}; one per caller, reused. */
-export class ChunkEncoder {
-  #buf = new Uint8Array(SCRATCH_BYTES);
-  #view = new DataView(this.#buf.buffer);
-  #pos = 0;
-  /** Bytes already handed out in earlier chunks, minus the reserve: body offset = #emitted + #pos. */
-  #emitted = 0;
-  #chunks: Uint8Array[] = [];
-  #borrowed = false;
-  #busy = false;
-
-  /**
-   * Encodes `value`. See {@linkcode encodeChunks}.
-   *
-   * @param value The value to encode.
-   * @param options Where to reserve room for a header.
-   * @returns The chunks.
-   */
-  encode(value: unknown, options?: EncodeChunksOptions): EncodedChunks {
-    if (this.#busy) return new ChunkEncoder().encode(value, options);
-    const reserve = options?.reserve ?? 0;
-    this.#busy = true;
-    try {
-      this.#chunks = [];
-      this.#borrowed = false;
-      this.#pos = 0;
-      this.#emitted = -reserve;
-      this.#ensure(reserve);
-      this.#buf.fill(0, 0, reserve);
-      this.#pos = reserve;
-      this.#value(value, 0);
-      const transient = options?.transient === true && this.#pos > 0;
-      if (transient) {
-        this.#chunks.push(this.#buf.subarray(0, this.#pos));
-        this.#emitted += this.#pos;
-        this.#pos = 0;
-      } else {
-        this.#cut();
-      }
-      return {
-        chunks: this.#chunks,
-        byteLength: this.#emitted,
-        borrowed: this.#borrowed,
-        transient,
-      };
-    } finally {
-      this.#busy = false;
-      this.#chunks = [];
-      if (this.#buf.byteLength > 16 * SCRATCH_BYTES) this.#grow(SCRATCH_BYTES, true);
-    }
-  }
-
-  #cut(): void {
-    if (this.#pos === 0) return;
-    this.#chunks.push(this.#buf.slice(0, this.#pos));
-    this.#emitted += this.#pos;
-    this.#pos = 0;
-  }
-
-  #grow(size: number, shrink = false): void {
-    const buf = new Uint8Array(size);
-    if (!shrink) buf.set(this.#buf.subarray(0, this.#pos));
-    this.#buf = buf;
-    this.#view = new DataView(buf.buffer);
-  }
-
-  #ensure(extra: number): void {
-    const need = this.#pos + extra;
-    if (need > this.#buf.byteLength) this.#grow(Math.max(need, this.#buf.byteLength * 2));
-  }
-
-  #u8(b: number): void {
-    this.#ensure(1);
-    this.#buf[this.#pos++] = b;
-  }
-
-  #u8u8(b: number, v: number): void {
-    this.#ensure(2);
-    this.#buf[this.#pos++] = b;
-    this.#buf[this.#pos++] = v;
-  }
-
-  #u8u16(b: number, v: number): void {
-    this.#ensure(3);
-    this.#buf[this.#pos] = b;
-    this.#view.setUint16(this.#pos + 1, v);
-    this.#pos += 3;
-  }
-
-  #u8u32(b: number, v: number): void {
-    this.#ensure(5);
-    this.#buf[this.#pos] = b;
-    this.#view.setUint32(this.#pos + 1, v);
-    this.#pos += 5;
-  }
-
-  #value(v: unknown, depth: number): void {
-    switch (typeof v) {
-      case "number":
-        return this.#number(v);
-      case "string":
-        return this.#string(v);
-      case "boolean":
-        return this.#u8(v ? 0xc3 : 0xc2);
-      case "undefined":
-        return this.#u8(0xc0);
-      case "bigint":
-        return this.#bigint(v);
-      case "object":
-        if (v === null) return this.#u8(0xc0);
-        if (depth >= MAX_DEPTH) {
-          throw new TypeError(
-            `Cannot encode value: nested deeper than ${MAX_DEPTH} levels (a cycle?)`,
-          );
-        }
-        return this.#object(v, depth + 1);
-      default:
-        throw new TypeError(`Cannot encode value: type "${typeof v}" has no MessagePack form`);
-    }
-  }
-
-  #object(v: object, depth: number): void {
-    if (Array.isArray(v)) {
-      this.#header(v.length, 0x90, 16, 0xdc, 0xdd);
-      for (const item of v) this.#value(item, depth);
-    } else if (ArrayBuffer.isView(v)) {
-      const dtype = dtypeOf(v);
-      if (dtype === undefined || v instanceof Uint8Array || v instanceof Uint8ClampedArray) {
-        this.#binary(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
-      } else {
-        this.#numpy(v as TypedArray, dtype, [(v as TypedArray).length]);
-      }
-    } else if (v instanceof ArrayBuffer) {
-      this.#binary(new Uint8Array(v));
-    } else if (v instanceof NdArray) {
-      const dtype = dtypeOf(v.data);
-      if (dtype === undefined) {
-        throw new TypeError("Cannot encode NdArray: data is not a typed array");
-      }
-      this.#numpy(v.data, dtype, v.shape);
-    } else if (v instanceof Date) {
-      // encodeTimestampExtension writes an invalid date as 1970: refuse it here.
-      const data = Number.isNaN(v.getTime()) ? null : encodeTimestampExtension(v);
-      if (data === null) throw new TypeError("Cannot encode Date: not a valid date");
-      this.#ext(EXT_TIMESTAMP, data);
-    } else if (v instanceof ExtData) {
-      if (!(v.data instanceof Uint8Array)) {
-        throw new TypeError("Cannot encode ExtData: data must be a Uint8Array");
-      }
-      this.#ext(v.type, v.data);
-    } else if (v instanceof Map) {
-      this.#header(v.size, 0x80, 16, 0xde, 0xdf);
-      for (const [key, item] of v) {
-        this.#value(key, depth);
-        this.#value(item, depth);
-      }
-    } else {
-      const record = v as Record<string, unknown>;
-      const keys = Object.keys(record);
-      this.#header(keys.length, 0x80, 16, 0xde, 0xdf);
-      for (const key of keys) {
-        this.#string(key);
-        this.#value(record[key], depth);
-      }
-    }
-  }
-
-  /** Writes an array or map header: fix form below `fixLimit`, else 16- or 32-bit. */
-  #header(n: number, fix: number, fixLimit: number, h16: number, h32: number): void {
-    if (n < fixLimit) this.#u8(fix + n);
-    else if (n < 0x10000) this.#u8u16(h16, n);
-    else this.#u8u32(h32, n);
-  }
-
-  #number(v: number): void {
-    if (!Number.isSafeInteger(v)) {
-      this.#ensure(9);
-      this.#buf[this.#pos] = 0xcb;
-      this.#view.setFloat64(this.#pos + 1, v);
-      this.#pos += 9;
-    } else if (v >= 0) {
-      if (v < 0x80) this.#u8(v);
-      else if (v < 0x100) this.#u8u8(0xcc, v);
-      else if (v < 0x10000) this.#u8u16(0xcd, v);
-      else if (v < TWO_32) this.#u8u32(0xce, v);
-      else {
-        this.#ensure(9);
-        this.#buf[this.#pos] = 0xcf;
-        this.#view.setUint32(this.#pos + 1, Math.floor(v / TWO_32));
-        this.#view.setUint32(this.#pos + 5, v >>> 0);
-        this.#pos += 9;
-      }
-    } else if (v >= -0x20) this.#u8(0xe0 | (v + 0x20));
-    else if (v >= -0x80) this.#u8u8(0xd0, v & 0xff);
-    else if (v >= -0x8000) this.#u8u16(0xd1, v & 0xffff);
-    else if (v >= -0x80000000) this.#u8u32(0xd2, v >>> 0);
-    else this.#int64(0xd3, BigInt(v));
-  }
-
-  #bigint(v: bigint): void {
-    if (v >= 0n) {
-      if (v >= 1n << 64n) throw new RangeError(`Cannot encode bigint: "${v}" exceeds 64 bits`);
-      this.#int64(0xcf, v);
-    } else {
-      if (v < -(1n << 63n)) throw new RangeError(`Cannot encode bigint: "${v}" exceeds 64 bits`);
-      this.#int64(0xd3, v);
-    }
-  }
-
-  #int64(head: number, v: bigint): void {
-    this.#ensure(9);
-    this.#buf[this.#pos] = head;
-    if (head === 0xcf) this.#view.setBigUint64(this.#pos + 1, v);
-    else this.#view.setBigInt64(this.#pos + 1, v);
-    this.#pos += 9;
-  }
-
-  #string(s: string): void {
-    const length = s.length;
-    if (length < 32) {
-      // Short strings (map keys, tags) are mostly ASCII: a direct loop beats
-      // encodeInto's call overhead several times over.
-      this.#ensure(1 + length * 3);
-      const buf = this.#buf;
-      const start = this.#pos;
-      let p = start + 1;
-      for (let i = 0; i < length; i++) {
-        const c = s.charCodeAt(i);
-        if (c >= 0x80) return this.#longString(s);
-        buf[p++] = c;
-      }
-      buf[start] = 0xa0 | length;
-      this.#pos = p;
-      return;
-    }
-    this.#longString(s);
-  }
-
-  #longString(s: string): void {
-    // Reserve the widest header the UTF-8 length could need, encode, then
-    // move the bytes back if the real header is shorter.
-    const max = s.length * 3;
-    const reserved = max < 32 ? 1 : max < 0x100 ? 2 : max < 0x10000 ? 3 : 5;
-    this.#ensure(reserved + max);
-    const start = this.#pos;
-    const { written } = textEncoder.encodeInto(s, this.#buf.subarray(start + reserved));
-    const header = written < 32 ? 1 : written < 0x100 ? 2 : written < 0x10000 ? 3 : 5;
-    if (header !== reserved) {
-      this.#buf.copyWithin(start + header, start + reserved, start + reserved + written);
-    }
-    if (header === 1) this.#buf[start] = 0xa0 | written;
-    else if (header === 2) {
-      this.#buf[start] = 0xd9;
-      this.#buf[start + 1] = written;
-    } else if (header === 3) {
-      this.#buf[start] = 0xda;
-      this.#view.setUint16(start + 1, written);
-    } else {
-      this.#buf[start] = 0xdb;
-      this.#view.setUint32(start + 1, written);
-    }
-    this.#pos = start + header + written;
-  }
-
-  #binary(bytes: Uint8Array): void {
-    const n = bytes.byteLength;
-    if (n < 0x100) this.#u8u8(0xc4, n);
-    else if (n < 0x10000) this.#u8u16(0xc5, n);
-    else if (n < TWO_32) this.#u8u32(0xc6, n);
-    else {throw new RangeError(
-        `Cannot encode binary: ${n} bytes exceeds the 4 GiB MessagePack limit`,
-      );}
-    this.#bytes(bytes);
-  }
-
-  /** Appends raw bytes: copied when small, passed through as a chunk when large. */
-  #bytes(bytes: Uint8Array): void {
-    if (bytes.byteLength >= EXTERNAL_MIN_BYTES) {
-      this.#cut();
-      this.#chunks.push(bytes);
-      this.#emitted += bytes.byteLength;
-      this.#borrowed = true;
-    } else {
-      this.#ensure(bytes.byteLength);
-      this.#buf.set(bytes, this.#pos);
-      this.#pos += bytes.byteLength;
-    }
-  }
-
-  #ext(type: number, data: Uint8Array): void {
-    const n = data.byteLength;
-    const fixed = [1, 2, 4, 8, 16].indexOf(n);
-    if (fixed >= 0) this.#u8(0xd4 + fixed);
-    else if (n < 0x100) this.#u8u8(0xc7, n);
-    else if (n < 0x10000) this.#u8u16(0xc8, n);
-    else this.#u8u32(0xc9, n);
-    this.#u8(type & 0xff);
-    this.#bytes(data);
-  }
-
-  /** Writes a key of the numpy map as bin, 16-bit length when `wide` (one byte of padding). */
-  #numpyKey(index: number, wide: boolean): void {
-    const key = NUMPY_KEYS[index];
-    if (wide) this.#u8u16(0xc5, key.length);
-    else this.#u8u8(0xc4, key.length);
-    this.#bytes(key);
-  }
-
-  /**
-   * Writes `{nd, type, kind, shape, data}` as msgpack-numpy does (keys as
-   * bin), choosing header widths so that the data starts 8-byte aligned.
-   */
-  #numpy(data: TypedArray, dtype: string, shape: readonly number[]): void {
-    if (data.byteLength >= TWO_32) {
-      throw new RangeError(
-        `Cannot encode array: ${data.byteLength} bytes exceeds the 4 GiB MessagePack limit`,
-      );
-    }
-    let shapeBytes = shape.length < 16 ? 1 : shape.length < 0x10000 ? 3 : 5;
-    for (const d of shape) shapeBytes += intBytes(d);
-    // Minimal layout: map(1) nd(4+1) type(6+1+len) kind(6+2) shape(7+shape) data(6) bin32 header(5)
-    const minimal = 1 + 5 + 7 + dtype.length + 8 + 7 + shapeBytes + 6 + 5;
-    const pad = (TENSOR_ALIGN - (this.#emitted + this.#pos + minimal) % TENSOR_ALIGN) %
-      TENSOR_ALIGN;
-    const wideType = pad >= 4;
-    const widen = pad % 4; // keys nd, type, kind written with a 16-bit length, one byte each
-    this.#u8(0x85);
-    this.#numpyKey(0, widen >= 1);
-    this.#u8(0xc3);
-    this.#numpyKey(1, widen >= 2);
-    if (wideType) this.#u8u32(0xdb, dtype.length);
-    else this.#u8(0xa0 | dtype.length);
-    this.#bytes(DTYPE_BYTES[dtype] ??= textEncoder.encode(dtype));
-    this.#numpyKey(2, widen >= 3);
-    this.#u8u8(0xc4, 0);
-    this.#numpyKey(3, false);
-    this.#header(shape.length, 0x90, 16, 0xdc, 0xdd);
-    for (const d of shape) this.#number(d);
-    this.#numpyKey(4, false);
-    this.#u8u32(0xc6, data.byteLength);
-    this.#bytes(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  }
-}
-
-/** The bytes `#number` writes for a non-negative safe integer (a dimension). */
-function intBytes(n: number): number {
-  return n < 0x80 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < TWO_32 ? 5 : 9;
-}
-
 const sharedEncoder = new ChunkEncoder();
 
 /**
@@ -421,8 +60,9 @@ const sharedEncoder = new ChunkEncoder();
  * Supported: `null`/`undefined` (nil), booleans, numbers (integers in the
  * smallest integer form, others as float64), `bigint` (64-bit), strings,
  * `Uint8Array`/`ArrayBuffer`/`DataView` (bin), other typed arrays and
- * {@linkcode NdArray} (msgpack-numpy maps), arrays, `Map`s and plain objects
- * (maps), `Date` (timestamp extension) and `ExtData`.
+ * `NdArray`s (msgpack-numpy maps), arrays, `Map`s and plain objects (maps),
+ * `Date` (timestamp extension) and `ExtData`. Values may nest 100 levels deep
+ * (a typed array's map and its shape count as two).
  *
  * @param value The value to encode.
  * @param options Room to reserve in the first chunk.
@@ -432,12 +72,15 @@ const sharedEncoder = new ChunkEncoder();
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { encodeChunks } from "@fedcomm/fedcomm/codec";
  *
  * const weights = new Float32Array(1 << 20); // 4 MiB
- * const { chunks, byteLength, borrowed } = encodeChunks({ round: 1, weights });
- * console.log(chunks.length, byteLength > weights.byteLength, borrowed); // 2 true true
- * console.log(chunks[1].buffer === weights.buffer); // true: not copied
+ * const { chunks, byteLength, borrowed } = encodeChunks({ round: 1, weights }, { reserve: 4 });
+ * assert.equal(chunks.length, 2); // the reserve and the encoded headers, then the tensor data
+ * assert.equal(byteLength, chunks[0].byteLength - 4 + weights.byteLength); // the reserve is not counted
+ * assert.equal(borrowed, true);
+ * assert.equal(chunks[1].buffer, weights.buffer); // not copied
  * ```
  */
 export function encodeChunks(value: unknown, options?: EncodeChunksOptions): EncodedChunks {
@@ -454,9 +97,10 @@ export function encodeChunks(value: unknown, options?: EncodeChunksOptions): Enc
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { encode } from "@fedcomm/fedcomm/codec";
  *
- * console.log(encode({ a: 1 })); // Uint8Array(4) [ 129, 161, 97, 1 ]
+ * assert.deepStrictEqual(encode({ a: 1 }), new Uint8Array([0x81, 0xa1, 0x61, 0x01]));
  * ```
  */
 export function encode(value: unknown): Uint8Array {
@@ -471,102 +115,98 @@ export function encode(value: unknown): Uint8Array {
   return out;
 }
 
-/** Decodes a short ASCII byte string without a TextDecoder call (keys like `nd`, `shape`). */
-function asciiKey(bytes: Uint8Array): string | undefined {
-  // The five keys of every numpy map, without building a string.
-  const n = bytes.byteLength;
-  if (n === 2 && bytes[0] === 0x6e && bytes[1] === 0x64) return "nd";
-  if (n === 4) {
-    const word = (bytes[0] << 24 | bytes[1] << 16 | bytes[2] << 8 | bytes[3]) >>> 0;
-    if (word === 0x74797065) return "type";
-    if (word === 0x6b696e64) return "kind";
-    if (word === 0x64617461) return "data";
-  }
-  if (
-    n === 5 && bytes[0] === 0x73 && bytes[1] === 0x68 && bytes[2] === 0x61 && bytes[3] === 0x70 &&
-    bytes[4] === 0x65
-  ) return "shape";
-  if (n > 16) return undefined;
-  let key = "";
-  for (let i = 0; i < bytes.byteLength; i++) {
-    if (bytes[i] >= 0x80) return undefined;
-    key += String.fromCharCode(bytes[i]);
-  }
-  return key;
-}
-
-function mapKey(key: unknown): string | number {
-  if (typeof key === "string" || typeof key === "number") return key;
-  if (key instanceof Uint8Array) return asciiKey(key) ?? textDecoder.decode(key);
-  if (typeof key === "bigint") return String(key);
-  throw new TypeError(`Invalid map key: type "${typeof key}" cannot be an object key`);
-}
-
-/** Converts numpy maps and safe 64-bit integers in a decoded tree, in place. */
-function revive(v: unknown): unknown {
-  if (typeof v === "bigint") {
-    return v >= Number.MIN_SAFE_INTEGER && v <= Number.MAX_SAFE_INTEGER ? Number(v) : v;
-  }
-  if (typeof v !== "object" || v === null) return v;
-  if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) {
-      const item = v[i];
-      if (typeof item === "object" || typeof item === "bigint") v[i] = revive(item);
-    }
-    return v;
-  }
-  if (v instanceof Uint8Array || v instanceof ExtData || v instanceof Date) return v;
-  const record = v as Record<string, unknown>;
-  if (typeof record.nd === "boolean" && record.data instanceof Uint8Array) {
-    const shape = record.shape;
-    if (Array.isArray(shape)) revive(shape);
-    return fromNumpyMap(record);
-  }
-  for (const key of Object.keys(record)) {
-    const item = record[key];
-    if (typeof item === "object" || typeof item === "bigint") record[key] = revive(item);
-  }
-  return record;
-}
-
-/** Options for {@linkcode decode}. */
+/** Options for {@linkcode decode}: the client to blame, and the limits of PROTOCOL.md §4.5. */
 export interface DecodeOptions {
-  /** The client the bytes came from, for the error. */
+  /** The client the bytes came from, named in the `ProtocolError`. */
   clientId?: number;
+  /**
+   * How many arrays and maps may nest: an integer from 1 to 1000 (default
+   * 100, the encoder's limit). A typed array counts two levels, its map and
+   * its `shape` array.
+   */
+  maxDepth?: number;
+  /**
+   * Cost units a body may spend per byte of its length: a non-negative number
+   * (default 2). A unit is about 8 bytes of memory; see {@linkcode decode}.
+   * `Infinity` lifts the bound.
+   */
+  costPerByte?: number;
+  /**
+   * Cost units any body may spend whatever its length: a non-negative number
+   * (default 2²², 4,194,304, about 32 MiB), so that small bodies are never
+   * refused for their cost.
+   */
+  costFloor?: number;
+  /**
+   * Cost units no body may exceed, whatever its length: a non-negative
+   * number (default 2²⁴, 16,777,216, about 128 MiB of heap and a second of
+   * work at most), so that no body stalls the event loop for long. Values
+   * with millions of plain array elements or map entries are refused: send
+   * numbers in bulk as typed arrays (tensors), which cost 13 units each.
+   * `Infinity` lifts it.
+   */
+  costLimit?: number;
 }
-
-const newDecoder = () => new Decoder({ useBigInt64: true, mapKeyConverter: mapKey });
-const sharedDecoder = newDecoder();
 
 /**
  * Decodes one MessagePack value that fills `bytes` exactly. Binaries and
  * aligned tensors in the result are views into `bytes`: do not reuse it.
+ * Strings are UTF-8, each invalid sequence becoming U+FFFD.
+ *
+ * The bytes come from a peer, so decoding is bounded (PROTOCOL.md §4.5):
+ *
+ * - arrays and maps nest at most `maxDepth` levels;
+ * - every length is checked against the bytes left before anything is
+ *   allocated (an array of n elements needs n bytes, a map of n entries 2n);
+ * - every value built is charged in cost units, each about 8 bytes of memory
+ *   and 10 to 60 ns of work, and the total may not exceed
+ *   `min(costLimit, max(costFloor, costPerByte × bytes.byteLength))`. Containers are charged
+ *   from their header, before they are allocated: an array 4 + 1 per
+ *   element, a map 8 + 2 per entry, + 48 per entry beyond its 16th (a hash
+ *   table in V8). Each of a map's first 16 keys costs 64 more the first time
+ *   the body adds it after the same keys before it (V8 builds a hidden
+ *   class): records that repeat their keys pay it once. Then a string of n
+ *   ≥ 2 bytes costs 2 + n/4 (a map key of up to 32 bytes nothing more), a
+ *   float or a 32/64-bit integer 2, a bigint 3, a binary or a tensor 13, an
+ *   `NdArray` 8 more, a tensor copied for alignment 1 per 8 bytes, a `Date`
+ *   12, other extensions 17; small integers, nil and booleans nothing.
+ *
+ * With the defaults a body of N bytes makes the decoder allocate at most
+ * about 20 N bytes of heap (24 N of resident memory measured in the worst
+ * case), or 32 MiB for a small body, and never more than about 128 MiB (the
+ * `costLimit`); tensors, numbers, strings and records stay far below the
+ * bound.
  *
  * @param bytes The encoded value.
- * @param options The client id to name in an error.
+ * @param options The client id to name in an error, and the limits.
  * @returns The decoded value.
  * @throws {ProtocolError} If the bytes are not exactly one valid MessagePack
- * value, or hold an invalid numpy map.
+ * value, hold an invalid numpy map or a forbidden map key, or exceed a limit.
+ * @throws {TypeError} If `bytes` is not a `Uint8Array` or a limit is not a number.
+ * @throws {RangeError} If `maxDepth` is not an integer from 1 to 1000 or a cost
+ * option is negative.
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decode, encode } from "@fedcomm/fedcomm/codec";
  *
  * const value = decode(encode({ w: new Float32Array([0.5, 1.5]) }));
- * console.log(value); // { w: Float32Array(2) [ 0.5, 1.5 ] }
+ * assert.deepStrictEqual(value, { w: new Float32Array([0.5, 1.5]) });
+ *
+ * // 101 nested one-element arrays: one level more than the default limit.
+ * const deep = new Uint8Array(102).fill(0x91);
+ * deep[101] = 0xc0;
+ * assert.throws(() => decode(deep, { clientId: 7 }), {
+ *   name: "ProtocolError",
+ *   clientId: 7,
+ *   message: 'Malformed MessagePack: nested deeper than "100" levels',
+ * });
+ * let nested: unknown = null;
+ * for (let i = 0; i < 101; i++) nested = [nested];
+ * assert.deepStrictEqual(decode(deep, { maxDepth: 101 }), nested);
  * ```
  */
 export function decode(bytes: Uint8Array, options?: DecodeOptions): unknown {
-  try {
-    // The shared decoder keeps its last input until the next decode: large
-    // bodies get a decoder of their own so that nothing pins them.
-    const decoder = bytes.byteLength > EXTERNAL_MIN_BYTES ? newDecoder() : sharedDecoder;
-    return revive(decoder.decode(bytes));
-  } catch (error) {
-    const detail = error instanceof Error ? error.message : String(error);
-    throw new ProtocolError(`Malformed MessagePack: ${detail}`, {
-      clientId: options?.clientId,
-      cause: error,
-    });
-  }
+  return decodeBounded(bytes, options);
 }

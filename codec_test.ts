@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { concat } from "./test_util.ts";
 import { decode as msgpackDecode, encode as msgpackEncode, ExtData } from "@msgpack/msgpack";
 import suite from "msgpack-test-suite/dist/msgpack-test-suite.json" with { type: "json" };
-import { decode, encode, encodeChunks, EXTERNAL_MIN_BYTES, MAX_DEPTH } from "./codec.ts";
+import { decode, encode, encodeChunks } from "./codec.ts";
+import { EXTERNAL_MIN_BYTES, MAX_DEPTH } from "./_encoder.ts";
 import { ProtocolError } from "./errors.ts";
 import { NdArray, type TypedArray } from "./tensor.ts";
 

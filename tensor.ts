@@ -33,6 +33,8 @@ interface TypedArrayConstructor {
   readonly name: string;
 }
 
+const utf8 = new TextDecoder();
+
 /** numpy dtype string (little-endian) for each constructor name. */
 const DTYPE_BY_NAME: Record<string, string> = {
   Int8Array: "|i1",
@@ -129,17 +131,21 @@ export function dtypeOf(value: unknown): string | undefined {
  *
  * @param map A decoded map with `nd` and `data`.
  * @returns The typed array, NdArray or scalar.
- * @throws {TypeError} If the map is not a valid numpy array description.
+ * @throws {TypeError} If the map is not a valid numpy array description: an
+ * unknown or big-endian dtype, a `kind` other than absent or empty, a `shape`
+ * that is not an array of non-negative integer numbers (nothing is coerced),
+ * or data that does not fit the dtype and shape.
  */
 export function fromNumpyMap(
   map: Record<string, unknown>,
 ): TypedArray | NdArray | number | bigint {
   const { nd, type, shape, data, kind } = map;
-  const dtype = type instanceof Uint8Array ? new TextDecoder().decode(type) : type;
+  const dtype = type instanceof Uint8Array ? utf8.decode(type) : type;
   if (typeof dtype !== "string") {
     throw new TypeError(`Invalid numpy array: "type" is not a dtype string`);
   }
-  if (kind instanceof Uint8Array && kind.length > 0 || typeof kind === "string" && kind !== "") {
+  if (kind !== undefined && kind !== "" && !(kind instanceof Uint8Array && kind.length === 0)) {
+    // Only a plain dtype (kind absent or empty) is part of fedcomm v1.
     throw new TypeError(`Unsupported numpy array: structured or object dtype "${dtype}"`);
   }
   const order = dtype[0];
@@ -164,6 +170,15 @@ export function fromNumpyMap(
       : element;
   }
   if (!Array.isArray(shape)) throw new TypeError(`Invalid numpy array: "shape" is not an array`);
+  for (const d of shape) {
+    // No coercion: "2", true and [1] are not dimensions.
+    if (typeof d !== "number") {
+      throw new TypeError(`Invalid numpy array: shape entry of type "${typeof d}" is not a number`);
+    }
+    if (!Number.isSafeInteger(d) || d < 0) {
+      throw new TypeError(`Invalid numpy array: shape entry "${d}" is not a non-negative integer`);
+    }
+  }
   if (data.byteLength % size !== 0) {
     throw new TypeError(
       `Invalid numpy array: ${data.byteLength} data bytes is not a multiple of ${size} for "${dtype}"`,
@@ -178,5 +193,5 @@ export function fromNumpyMap(
     array = new ctor(data.buffer, data.byteOffset, length);
   }
   if (shape.length === 1 && shape[0] === length) return array;
-  return new NdArray(array, shape.map(Number));
+  return new NdArray(array, shape as number[]);
 }
