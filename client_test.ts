@@ -14,10 +14,6 @@ function freePort(): number {
 }
 
 /** One value in a frame. */
-function frame(value: unknown): Uint8Array {
-  return withLength(encode(value));
-}
-
 /** A handshake message's frame: a control frame `c1 03` + the map (PROTOCOL.md §3.2). */
 function handshakeFrame(value: unknown): Uint8Array {
   return withLength(new Uint8Array([0xc1, 0x03, ...encode(value)]));

@@ -100,7 +100,9 @@ class RawPeer implements AsyncDisposable {
       if (body === null) return null;
       if (body[0] !== 0xc1) return decode(body);
       if (body[1] === 0x03) return decode(body.subarray(2));
-      if (body[1] === 0x01) await this.writeFrame(new Uint8Array([0xc1, 0x02, ...body.subarray(2)]));
+      if (body[1] === 0x01) {
+        await this.writeFrame(new Uint8Array([0xc1, 0x02, ...body.subarray(2)]));
+      }
     }
   }
 
