@@ -5,7 +5,16 @@
  * process on loopback; then the small-message and memory benchmarks; and
  * prints a table.
  *
- * Options: `--quick` runs fewer rounds (for a smoke test); `--no-peers` skips the peers.
+ * Options:
+ * - `--quick` runs fewer rounds (for a smoke test);
+ * - `--no-peers` skips the peers;
+ * - `--only=NAMES` runs only the named implementations, from `raw`, `fedcomm`,
+ *   `streams` (the same rounds through the web-streams pipeline of
+ *   `framing.ts`, see `streams.ts`), `tls` (fedcomm over TLS, see
+ *   `round_tls.ts`), `node+msgpackr`, `python+pickle`, and the
+ *   extra benchmarks `messages` and `memory`, e.g. `--only=raw,fedcomm,streams`;
+ * - `--scenarios=KEYS` runs only these round scenarios, from `1k`, `1m`,
+ *   `100m` (N=4) and `n1000` (N=1000, 1 KiB), e.g. `--scenarios=1k,100m`.
  *
  * @module
  */
@@ -13,6 +22,14 @@
 import { median } from "./common.ts";
 
 const quick = Deno.args.includes("--quick");
+/** The comma-separated values of `--NAME=a,b`, or `undefined` without it. */
+function listOption(name: string): string[] | undefined {
+  const arg = Deno.args.findLast((a) => a.startsWith(`--${name}=`));
+  return arg?.slice(name.length + 3).split(",").map((v) => v.trim()).filter((v) => v !== "");
+}
+const only = listOption("only");
+const selected = (name: string) => only === undefined || only.includes(name);
+const scenarioKeys = listOption("scenarios");
 const dir = new URL(".", import.meta.url).pathname;
 let nextPort = 19_000 + Math.floor(Math.random() * 10_000);
 
@@ -78,19 +95,38 @@ function peers(): [string, Command][] {
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const scenarios = [
-  { clients: 4, size: KiB, rounds: quick ? 50 : 5000, label: "N=4, 1 KiB" },
-  { clients: 4, size: MiB, rounds: quick ? 10 : 100, label: "N=4, 1 MiB" },
-  { clients: 4, size: 100 * MiB, rounds: quick ? 3 : 10, label: "N=4, 100 MiB" },
-  { clients: 1000, size: KiB, rounds: quick ? 5 : 150, label: "N=1000, 1 KiB" },
+const allScenarios = [
+  { key: "1k", clients: 4, size: KiB, rounds: quick ? 50 : 5000, label: "N=4, 1 KiB" },
+  { key: "1m", clients: 4, size: MiB, rounds: quick ? 10 : 100, label: "N=4, 1 MiB" },
+  { key: "100m", clients: 4, size: 100 * MiB, rounds: quick ? 3 : 10, label: "N=4, 100 MiB" },
+  { key: "n1000", clients: 1000, size: KiB, rounds: quick ? 5 : 150, label: "N=1000, 1 KiB" },
 ];
+const scenarios = allScenarios.filter(({ key }) => scenarioKeys?.includes(key) ?? true);
 const repeats = quick ? 1 : 3;
 
-const impls: [string, Command][] = [
+const candidates: [string, Command][] = [
   ["raw", deno("raw.ts")],
   ["fedcomm", deno("round.ts")],
-  ...(Deno.args.includes("--no-peers") ? [] : peers()),
+  ["streams", deno("streams.ts")],
+  ["tls", deno("round_tls.ts")],
 ];
+const wantsPeers = !Deno.args.includes("--no-peers") &&
+  (only === undefined || only.some((name) => name.includes("+")));
+const impls = [...candidates, ...(wantsPeers ? peers() : [])]
+  .filter(([name]) => selected(name));
+const unknown = [
+  ...(only ?? []).filter((name) =>
+    !["messages", "memory", "node+msgpackr", "python+pickle"].includes(name) &&
+    !candidates.some(([known]) => known === name)
+  ),
+  ...(scenarioKeys ?? []).filter((key) => !allScenarios.some((s) => s.key === key)),
+];
+if (unknown.length > 0) {
+  console.error(`unknown --only names or --scenarios keys: ${unknown.join(", ")}`);
+  Deno.exit(2);
+}
+const names = impls.map(([name]) => name);
+const has = (name: string) => names.includes(name);
 const rows: string[][] = [];
 for (const { clients, size, rounds, label } of scenarios) {
   const times = new Map<string, number[]>(impls.map(([name]) => [name, []]));
@@ -103,38 +139,56 @@ for (const { clients, size, rounds, label } of scenarios) {
       console.error(JSON.stringify(line));
     }
   }
-  const medians = impls.map(([name]) => median(times.get(name)!));
-  const [raw, ours] = medians;
+  const medians = new Map(impls.map(([name]) => [name, median(times.get(name)!)]));
   const gbps = (t: number) => ((2 * clients * size) / t / 1e9).toFixed(3);
   const ms = (t: number) => `${(t * 1000).toFixed(3)} ms`;
-  rows.push([label, ...medians.map(ms), gbps(ours), (raw / ours).toFixed(2)]);
+  const row = [label, ...names.map((name) => ms(medians.get(name)!))];
+  const ours = medians.get("fedcomm");
+  if (ours !== undefined) {
+    const raw = medians.get("raw");
+    row.push(gbps(ours), raw === undefined ? "n/a" : (raw / ours).toFixed(2));
+  }
+  if (has("streams")) {
+    row.push(ours === undefined ? "n/a" : (medians.get("streams")! / ours).toFixed(2));
+  }
+  if (has("tls")) {
+    row.push(ours === undefined ? "n/a" : (medians.get("tls")! / ours).toFixed(2));
+  }
+  rows.push(row);
 }
-
-const messages = await pair(deno("messages.ts"), [String(quick ? 100_000 : 1_000_000)], [
-  String(quick ? 100_000 : 1_000_000),
-]);
-console.error(JSON.stringify(messages));
-const memory = await pair(deno("memory.ts"), ["16", String(64 * MiB)], [
-  "16",
-  String(64 * MiB),
-]);
-console.error(JSON.stringify(memory));
 
 const header = [
   "scenario",
-  ...impls.map(([name]) => `${name} round`),
-  "fedcomm GB/s",
-  "fedcomm/raw",
+  ...names.map((name) => `${name} round`),
+  ...(has("fedcomm") ? ["fedcomm GB/s", "fedcomm/raw"] : []),
+  ...(has("streams") ? ["streams/fedcomm"] : []),
+  ...(has("tls") ? ["tls/fedcomm"] : []),
 ];
-const table = [header, header.map(() => "---"), ...rows];
-console.log(table.map((row) => `| ${row.join(" | ")} |`).join("\n"));
-console.log(
-  `\nSmall messages (one client, uploads()): ${messages.messages_per_s} messages/s`,
-);
-console.log(
-  `Memory (16 uploads of 64 MiB folded through uploads()): peak ${memory.peak_above_idle_mib} MiB ` +
-    `above idle = ${memory.peak_in_uploads} × 64 MiB`,
-);
+if (rows.length > 0) {
+  const table = [header, header.map(() => "---"), ...rows];
+  console.log(table.map((row) => `| ${row.join(" | ")} |`).join("\n"));
+}
+
+if (selected("messages")) {
+  const messages = await pair(deno("messages.ts"), [String(quick ? 100_000 : 1_000_000)], [
+    String(quick ? 100_000 : 1_000_000),
+  ]);
+  console.error(JSON.stringify(messages));
+  console.log(
+    `\nSmall messages (one client, uploads()): ${messages.messages_per_s} messages/s`,
+  );
+}
+if (selected("memory")) {
+  const memory = await pair(deno("memory.ts"), ["16", String(64 * MiB)], [
+    "16",
+    String(64 * MiB),
+  ]);
+  console.error(JSON.stringify(memory));
+  console.log(
+    `Memory (16 uploads of 64 MiB folded through uploads()): peak ${memory.peak_above_idle_mib} MiB ` +
+      `above idle = ${memory.peak_in_uploads} × 64 MiB`,
+  );
+}
 console.log(
   `\nMachine: ${Deno.build.target}, ${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}`,
 );
