@@ -15,8 +15,20 @@
  * thin drivers over one frame codec (`_frame.ts`).
  *
  * The library's own connections read with {@linkcode FrameReader} over
- * `conn.read` and write with `conn.write`, not through the stream pipeline:
- * see "The socket path" in the README for the measured reason.
+ * `conn.read` and write with `conn.write`, not through this stream pipeline,
+ * because the pipeline measured far slower (`bench/streams.ts`, the
+ * `streams` column of `deno task bench`): its round took 1.9–2.1× the direct
+ * driver's at N=4 × 1 KiB, 1.3–1.7× at 1 MiB, 2.6–3.2× at 100 MiB and
+ * 2.7–6.5× at N=1000 × 1 KiB (three runs, 2 cores, Deno 2.9.6), where it had
+ * to come within 10% to replace it. The streams cannot avoid copies:
+ * `pipeThrough` reads the socket with a default reader (a fresh 64 KiB
+ * chunk per read) and {@linkcode FrameDecoderStream} copies every body out
+ * of those chunks, where the direct driver reads a large body straight into
+ * its final buffer; {@linkcode MessagePackEncoderStream} emits one
+ * contiguous body, copying the whole model, where the direct driver writes
+ * tensors from the caller's memory; and four chained streams add promise
+ * and queue hops per small message (14× more time in GC at N=1000). The
+ * streams remain for framing any byte stream: tests, examples, adapters.
  *
  * @example A value through the four streams
  * ```ts
