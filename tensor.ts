@@ -73,10 +73,13 @@ const CONSTRUCTOR_BY_CODE: Record<string, TypedArrayConstructor> = {
  *
  * @example Sending a 2×3 weight matrix
  * ```ts
+ * import assert from "node:assert/strict";
  * import { NdArray } from "@fedcomm/fedcomm";
  *
  * const w = new NdArray(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]);
- * console.log(w.shape, w.data.length); // [ 2, 3 ] 6
+ * assert.deepStrictEqual(w.shape, [2, 3]);
+ * assert.equal(w.data.length, 6);
+ * assert.throws(() => new NdArray(new Float32Array(5), [2, 3]), TypeError);
  * ```
  */
 export class NdArray<T extends TypedArray = TypedArray> {
