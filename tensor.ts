@@ -148,7 +148,7 @@ export function fromNumpyMap(
     throw new TypeError(`Invalid numpy array: "type" is not a dtype string`);
   }
   if (kind !== undefined && kind !== "" && !(kind instanceof Uint8Array && kind.length === 0)) {
-    // Only a plain dtype (kind absent or empty) is part of fedcomm v1.
+    // Only a plain dtype (kind absent or empty) is part of the protocol (§5.2).
     throw new TypeError(`Unsupported numpy array: structured or object dtype "${dtype}"`);
   }
   const order = dtype[0];
@@ -156,6 +156,10 @@ export function fromNumpyMap(
   if (ctor === undefined) throw new TypeError(`Unsupported numpy dtype: "${dtype}"`);
   if (order === ">" && ctor.BYTES_PER_ELEMENT > 1) {
     throw new TypeError(`Unsupported numpy dtype: "${dtype}" is big-endian`);
+  }
+  if (order !== "<" && order !== "|" && order !== ">") {
+    // "=" (native) or "!" (network): writers must say little-endian explicitly (§5.2).
+    throw new TypeError(`Unsupported numpy dtype: "${dtype}" has no explicit byte order`);
   }
   if (!(data instanceof Uint8Array)) {
     throw new TypeError(`Invalid numpy array: "data" is not binary`);
