@@ -394,3 +394,18 @@ Deno.test("decode() refuses a body over the absolute costLimit from its array he
   assert.deepStrictEqual(decode(small, { costLimit: 8 }), [null, null, null]);
   assert.throws(() => decode(small, { costLimit: 6 }), ProtocolError);
 });
+
+Deno.test("decode() refuses a numpy type without an explicit byte order", () => {
+  for (const type of ["=f4", "!f4", "f4"]) {
+    const body = msgpackEncode({ nd: true, type, kind: "", shape: [1], data: new Uint8Array(4) });
+    assert.throws(() => decode(body), ProtocolError, type);
+  }
+  const ok = msgpackEncode({
+    nd: true,
+    type: "<f4",
+    kind: "",
+    shape: [1],
+    data: new Uint8Array(4),
+  });
+  assert.deepStrictEqual(decode(ok), new Float32Array(1));
+});
