@@ -1,0 +1,48 @@
+"""Progress reports: the :class:`Progress` event, the ``on_progress`` callback
+type, and :func:`_call_progress`, which calls a callback without letting it
+break the connection."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+__all__ = ["Progress", "ProgressCallback"]
+
+_log = logging.getLogger("fedcomm")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a frame has been sent or received.
+
+    Reported as bytes go: for a large body at least every 4 MiB (so a 300 MB
+    upload reports about 75 times), and always once with ``done == total`` at
+    the end. Counts are body bytes (the 4-byte frame header is not counted).
+
+    Attributes:
+        direction: ``"send"`` or ``"receive"``.
+        done: Body bytes moved so far (strictly increasing, ends at ``total``).
+        total: The size of the frame body.
+    """
+
+    direction: Literal["send", "receive"]
+    done: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        """``done / total`` (1.0 for an empty body)."""
+        return self.done / self.total if self.total else 1.0
+
+
+#: The type of an ``on_progress`` callback.
+ProgressCallback = Callable[[Progress], None]
+
+
+def _call_progress(callback: ProgressCallback, event: Progress) -> None:
+    try:
+        callback(event)
+    except Exception:  # a broken callback must not break the connection
+        _log.exception("fedcomm: the on_progress callback raised; ignored")
