@@ -2,42 +2,44 @@
  * A byte budget shared by a server's joined clients: how much received data
  * may sit in memory before it is consumed.
  *
- * A large frame's body is reserved step by step as it arrives (4 MiB at a
- * time), not all at once when its header announces it: a client that
- * announces 200 MiB and then stalls holds one step, not the budget, so the
- * other clients' uploads go on. The steps add up to one
- * {@linkcode Reservation} that travels with the message and is released
- * when the message is taken. When the budget is spent, reads wait and TCP
- * pushes back on the senders, so folding 16 uploads of 64 MiB into a running
- * sum never holds all 16 at once. While only frames in progress hold the
- * budget (no received message waits to be taken), the oldest of them may go
- * on over the limit, so a frame larger than the whole budget still
- * completes and frames in progress never deadlock each other. Memory held
- * is at most the budget, plus one step per client reading a frame, plus the
- * oldest frame.
+ * Before a connection allocates a large frame body it reserves the body's
+ * length; the {@linkcode Reservation} travels with the message and is
+ * released when the message is taken from its inbox. When the budget is
+ * spent, further large frames wait in the kernel and TCP pushes back on
+ * their senders, so folding 16 uploads of 64 MiB into a running sum never
+ * holds all 16 at once. A frame larger than the whole budget is admitted
+ * when nothing else is reserved.
+ *
+ * Fairness: a client that holds nothing of the budget may always reserve a
+ * frame of up to its fair share (the budget divided by the number of
+ * clients), even over the limit. So one client that announces a huge frame
+ * and stalls, or whose messages nobody takes, cannot starve the others'
+ * uploads. Memory held is at most twice the budget (the budget, plus one
+ * fair share per client), or one frame larger than it.
  *
  * @module
  */
 
 /** The default budget: room for a few model-sized uploads. */
 export const DEFAULT_RECEIVE_BUFFER_BYTES: number = 128 * 1024 * 1024;
-/** How much of a large body is reserved at a time. */
-export const STEP_BYTES = 4 * 1024 * 1024;
 
 /** Bytes held of a {@linkcode ByteBudget}; release it once (dispose does the same). */
 export class Reservation implements Disposable {
   readonly #budget: ByteBudget;
+  readonly #holder: object | undefined;
   #bytes: number;
 
   /**
-   * Prefer {@linkcode ByteBudget.force} and {@linkcode ByteBudget.begin}.
+   * Prefer {@linkcode ByteBudget.reserve} and {@linkcode ByteBudget.force}.
    *
    * @param budget The budget.
    * @param bytes The bytes held.
+   * @param holder Who holds them (a connection's meter), for fairness.
    */
-  constructor(budget: ByteBudget, bytes: number) {
+  constructor(budget: ByteBudget, bytes: number, holder?: object) {
     this.#budget = budget;
     this.#bytes = bytes;
+    this.#holder = holder;
   }
 
   /** The bytes held (0 once released). */
@@ -45,20 +47,11 @@ export class Reservation implements Disposable {
     return this.#bytes;
   }
 
-  /**
-   * Adds bytes already counted by the budget (a granted step).
-   *
-   * @param bytes How many.
-   */
-  grow(bytes: number): void {
-    this.#bytes += bytes;
-  }
-
   /** Returns the bytes to the budget; later calls do nothing. */
   release(): void {
     const bytes = this.#bytes;
     this.#bytes = 0;
-    if (bytes > 0) this.#budget.returned(bytes);
+    if (bytes > 0) this.#budget.returned(bytes, this.#holder);
   }
 
   /** Releases the reservation. */
@@ -68,77 +61,34 @@ export class Reservation implements Disposable {
 }
 
 interface Waiter {
-  frame: FrameBudget;
   bytes: number;
-  resolve: (granted: boolean) => void;
+  holder: object | undefined;
+  resolve: (reservation: Reservation | undefined) => void;
 }
 
-/** A frame being read within a budget: its reservation grows step by step. */
-export class FrameBudget {
-  readonly #budget: ByteBudget;
-  /** What the frame holds so far. */
-  readonly reservation: Reservation;
-
-  /**
-   * Prefer {@linkcode ByteBudget.begin}.
-   *
-   * @param budget The budget.
-   */
-  constructor(budget: ByteBudget) {
-    this.#budget = budget;
-    this.reservation = new Reservation(budget, 0);
-  }
-
-  /**
-   * Reserves `bytes` more for this frame, once they fit or once it is the
-   * oldest frame in progress.
-   *
-   * @param bytes How many.
-   * @param cancel Gives up waiting (the promise then resolves `false`).
-   * @returns Whether it was granted.
-   */
-  reserve(bytes: number, cancel?: AbortSignal): Promise<boolean> {
-    return this.#budget.step(this, bytes, cancel);
-  }
-
-  /**
-   * The frame is complete: its reservation now travels with the message.
-   *
-   * @returns The reservation.
-   */
-  end(): Reservation {
-    this.#budget.ended(this);
-    return this.reservation;
-  }
-
-  /** The frame failed or was read without the budget: release what it holds. */
-  abort(): void {
-    this.#budget.ended(this);
-    this.reservation.release();
-  }
-}
-
-/** A counting semaphore over bytes, fair to frames in order of their start. */
+/** A counting semaphore over bytes, first come first served, with a fair share per client. */
 export class ByteBudget {
   readonly #limit: number;
+  readonly #share: number;
   #used = 0;
   #waiters: Waiter[] = [];
-  /** Frames in progress, oldest first. */
-  readonly #frames: FrameBudget[] = [];
-  /** Bytes held by frames in progress (the rest is held by received messages not yet taken). */
-  #inFlight = 0;
+  /** Bytes held by each holder. */
+  readonly #held = new Map<object, number>();
 
   /**
    * Creates a budget.
    *
    * @param limit The bytes that may be reserved at once.
+   * @param clients How many clients share it: a holder that holds nothing may
+   * always reserve up to `limit / clients` (default: no fair share).
    * @throws {RangeError} If the limit is not a positive integer.
    */
-  constructor(limit: number) {
+  constructor(limit: number, clients?: number) {
     if (!Number.isSafeInteger(limit) || limit <= 0) {
       throw new RangeError(`Invalid receiveBufferBytes: "${limit}" is not a positive integer`);
     }
     this.#limit = limit;
+    this.#share = clients === undefined ? 0 : Math.floor(limit / Math.max(1, clients));
   }
 
   /** Bytes reserved now. */
@@ -147,108 +97,99 @@ export class ByteBudget {
   }
 
   /**
-   * Starts reading a frame within the budget.
+   * Bytes held by one holder now.
    *
-   * @returns The frame's budget; end or abort it.
+   * @param holder The holder.
+   * @returns Its bytes.
    */
-  begin(): FrameBudget {
-    const frame = new FrameBudget(this);
-    this.#frames.push(frame);
-    return frame;
+  heldBy(holder: object): number {
+    return this.#held.get(holder) ?? 0;
+  }
+
+  #grants(bytes: number, holder: object | undefined): boolean {
+    return this.#used === 0 || this.#used + bytes <= this.#limit ||
+      holder !== undefined && bytes <= this.#share && !this.#held.has(holder);
+  }
+
+  #take(bytes: number, holder: object | undefined): Reservation {
+    this.#used += bytes;
+    if (holder !== undefined) this.#held.set(holder, (this.#held.get(holder) ?? 0) + bytes);
+    return new Reservation(this, bytes, holder);
+  }
+
+  /**
+   * Reserves `bytes` once they fit (see the module doc for when).
+   *
+   * @param bytes How many.
+   * @param holder Who reserves (a connection's meter), for the fair share.
+   * @param cancel Gives up waiting: the promise then resolves with `undefined`
+   * and nothing is reserved.
+   * @returns The reservation, or `undefined` if cancelled first.
+   */
+  reserve(bytes: number, holder?: object, cancel?: AbortSignal): Promise<Reservation | undefined> {
+    if (this.#waiters.length === 0 && this.#grants(bytes, holder)) {
+      return Promise.resolve(this.#take(bytes, holder));
+    }
+    if (cancel?.aborted) return Promise.resolve(undefined);
+    const { promise, resolve } = Promise.withResolvers<Reservation | undefined>();
+    const waiter: Waiter = { bytes, holder, resolve };
+    const onCancel = () => {
+      this.#waiters = this.#waiters.filter((w) => w !== waiter);
+      resolve(undefined);
+      this.#grant();
+    };
+    cancel?.addEventListener("abort", onCancel, { once: true });
+    waiter.resolve = (reservation) => {
+      cancel?.removeEventListener("abort", onCancel);
+      resolve(reservation);
+    };
+    this.#waiters.push(waiter);
+    // A waiter that fits by its fair share is granted at once, whatever waits before it.
+    this.#grant();
+    return promise;
   }
 
   /**
    * Reserves `bytes` at once, over the limit if need be (for data already in memory).
    *
    * @param bytes How many.
+   * @param holder Who holds them.
    * @returns The reservation.
    */
-  force(bytes: number): Reservation {
-    this.#used += bytes;
-    return new Reservation(this, bytes);
+  force(bytes: number, holder?: object): Reservation {
+    return this.#take(bytes, holder);
   }
 
   /**
-   * Whether a step fits, or is the oldest frame's while only frames in
-   * progress hold the budget: waiting then could only deadlock, since no
-   * message is there to be taken and free room.
-   */
-  #grants(frame: FrameBudget, bytes: number): boolean {
-    return this.#used + bytes <= this.#limit ||
-      this.#frames[0] === frame && this.#used === this.#inFlight;
-  }
-
-  /**
-   * Reserves a step of a frame (see {@linkcode FrameBudget.reserve}).
-   *
-   * @param frame The frame.
-   * @param bytes How many.
-   * @param cancel Gives up waiting.
-   * @returns Whether it was granted.
-   */
-  step(frame: FrameBudget, bytes: number, cancel?: AbortSignal): Promise<boolean> {
-    if (this.#waiters.length === 0 && this.#grants(frame, bytes)) {
-      this.#used += bytes;
-      this.#inFlight += bytes;
-      frame.reservation.grow(bytes);
-      return Promise.resolve(true);
-    }
-    if (cancel?.aborted) return Promise.resolve(false);
-    const { promise, resolve } = Promise.withResolvers<boolean>();
-    const waiter: Waiter = { frame, bytes, resolve };
-    const onCancel = () => {
-      this.#waiters = this.#waiters.filter((w) => w !== waiter);
-      resolve(false);
-      this.#grant();
-    };
-    cancel?.addEventListener("abort", onCancel, { once: true });
-    waiter.resolve = (granted) => {
-      cancel?.removeEventListener("abort", onCancel);
-      resolve(granted);
-    };
-    this.#waiters.push(waiter);
-    this.#grant();
-    return promise;
-  }
-
-  /**
-   * Forgets a frame that ended; the next oldest may now go over the limit.
-   *
-   * @param frame The frame.
-   */
-  ended(frame: FrameBudget): void {
-    const i = this.#frames.indexOf(frame);
-    if (i >= 0) {
-      this.#frames.splice(i, 1);
-      this.#inFlight -= frame.reservation.bytes;
-    }
-    this.#grant();
-  }
-
-  /**
-   * Takes back released bytes and grants waiting steps that now fit.
+   * Takes back released bytes and grants waiting reservations that now fit.
    * Called by {@linkcode Reservation.release}.
    *
    * @param bytes How many.
+   * @param holder Who held them.
    */
-  returned(bytes: number): void {
+  returned(bytes: number, holder?: object): void {
     this.#used -= bytes;
+    if (holder !== undefined) {
+      const left = (this.#held.get(holder) ?? 0) - bytes;
+      if (left > 0) this.#held.set(holder, left);
+      else this.#held.delete(holder);
+    }
     this.#grant();
   }
 
-  /** Grants the waiting steps that fit, first come first served, and the oldest frame's. */
+  /** Grants waiting reservations: in order while they fit, and any within its fair share. */
   #grant(): void {
     for (let i = 0; i < this.#waiters.length;) {
       const waiter = this.#waiters[i];
-      if (!this.#grants(waiter.frame, waiter.bytes)) {
+      const inOrder = i === 0 && (this.#used === 0 || this.#used + waiter.bytes <= this.#limit);
+      const fair = waiter.holder !== undefined && waiter.bytes <= this.#share &&
+        !this.#held.has(waiter.holder);
+      if (!inOrder && !fair) {
         i++;
         continue;
       }
       this.#waiters.splice(i, 1);
-      this.#used += waiter.bytes;
-      this.#inFlight += waiter.bytes;
-      waiter.frame.reservation.grow(waiter.bytes);
-      waiter.resolve(true);
+      waiter.resolve(this.#take(waiter.bytes, waiter.holder));
     }
   }
 }
@@ -262,10 +203,10 @@ export class Meter {
   /** The budget; `undefined` until the client is admitted (and on a client). */
   budget: ByteBudget | undefined;
   #metered = true;
-  #frame: FrameBudget | undefined;
+  #reservation: Reservation | undefined;
   #wait: AbortController | undefined;
 
-  /** Whether a step is being waited for (reading is paused meanwhile). */
+  /** Whether a reservation is being waited for (reading is paused meanwhile). */
   get waiting(): boolean {
     return this.#wait !== undefined;
   }
@@ -281,33 +222,25 @@ export class Meter {
   }
 
   /**
-   * Before each read into a large body: how far reading may go.
+   * Before a large body is read: reserves its length (the first call of a
+   * body) and says how far reading may go: the whole body.
    *
    * @param filled Body bytes already in memory.
    * @param total The body's size.
    * @param start Whether this is the body's first call.
-   * @returns The offset up to which bytes may be read (more than `filled`).
+   * @returns The offset up to which bytes may be read: `total`.
    */
   async allowance(filled: number, total: number, start: boolean): Promise<number> {
-    if (start) {
-      this.#frame?.abort();
-      this.#frame = this.budget === undefined || !this.#metered ? undefined : this.budget.begin();
-    }
-    const frame = this.#frame;
-    if (frame === undefined) return total;
-    const reserved = frame.reservation.bytes;
-    if (filled < reserved) return reserved;
-    const step = Math.min(STEP_BYTES, total - reserved);
+    if (!start || this.budget === undefined || !this.#metered) return total;
+    this.#reservation?.release();
     const wait = new AbortController();
     this.#wait = wait;
     try {
-      if (await frame.reserve(step, wait.signal)) return reserved + step;
+      // Unmetered (or closing) while waiting: read it without the budget.
+      this.#reservation = await this.budget.reserve(total, this, wait.signal);
     } finally {
       this.#wait = undefined;
     }
-    // Unmetered (or closing) while waiting: read the rest without the budget.
-    frame.abort();
-    this.#frame = undefined;
     return total;
   }
 
@@ -317,15 +250,15 @@ export class Meter {
    * @returns What it holds of the budget, to travel with its message.
    */
   complete(): Reservation | undefined {
-    const frame = this.#frame;
-    this.#frame = undefined;
-    return frame?.end();
+    const reservation = this.#reservation;
+    this.#reservation = undefined;
+    return reservation;
   }
 
   /** The connection ended: release the frame in progress and stop waiting. */
   abort(): void {
     this.#wait?.abort();
-    this.#frame?.abort();
-    this.#frame = undefined;
+    this.#reservation?.release();
+    this.#reservation = undefined;
   }
 }

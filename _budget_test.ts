@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ByteBudget, Meter, STEP_BYTES } from "./_budget.ts";
+import { ByteBudget, Meter, Reservation } from "./_budget.ts";
 
 /** Whether a promise has settled after a turn of the event loop. */
 async function settled(promise: Promise<unknown>): Promise<boolean> {
@@ -9,73 +9,76 @@ async function settled(promise: Promise<unknown>): Promise<boolean> {
   return done;
 }
 
-Deno.test("FrameBudget.reserve() grants at once while steps fit", async () => {
+Deno.test("ByteBudget.reserve() grants at once while reservations fit", async () => {
   const budget = new ByteBudget(100);
-  const a = budget.begin();
-  const b = budget.begin();
-  assert.equal(await a.reserve(60), true);
-  assert.equal(await b.reserve(40), true);
+  assert.ok((await budget.reserve(60)) instanceof Reservation);
+  assert.ok((await budget.reserve(40)) instanceof Reservation);
   assert.equal(budget.used, 100);
-  assert.equal(a.end().bytes, 60, "the steps add up to the frame's reservation");
 });
 
-Deno.test("FrameBudget.reserve() lets the oldest frame go over while only frames in progress hold the budget", async () => {
+Deno.test("ByteBudget.reserve() waits for a release, first come first served", async () => {
   const budget = new ByteBudget(100);
-  const old = budget.begin();
-  const young = budget.begin();
-  assert.equal(await old.reserve(80), true);
-  assert.equal(await young.reserve(20), true);
-  // Over the limit: the oldest frame goes on (waiting could only deadlock)...
-  assert.equal(await old.reserve(50), true);
-  assert.equal(budget.used, 150);
-  // ...and a younger one waits.
-  const waiting = young.reserve(10);
-  assert.equal(await settled(waiting), false, "a younger frame waits while over the limit");
-  old.end().release();
-  assert.equal(await waiting, true);
-  assert.equal(budget.used, 30);
-});
-
-Deno.test("FrameBudget.reserve() makes even the oldest frame wait while a received message holds the budget", async () => {
-  const budget = new ByteBudget(10);
-  const received = budget.begin();
-  await received.reserve(10);
-  const message = received.end(); // a whole message, waiting to be taken
-  const next = budget.begin();
-  const waiting = next.reserve(5);
-  assert.equal(await settled(waiting), false, "taking the message frees room: wait for it");
-  message.release();
-  assert.equal(await waiting, true);
-  assert.equal(budget.used, 5);
-});
-
-Deno.test("FrameBudget.reserve() resolves false when cancelled, without reserving", async () => {
-  const budget = new ByteBudget(10);
-  budget.begin(); // an older frame, so the next one cannot go over the limit
-  const held = budget.force(10);
-  const frame = budget.begin();
-  const controller = new AbortController();
-  const waiting = frame.reserve(5, controller.signal);
-  controller.abort();
-  assert.equal(await waiting, false);
+  const held = (await budget.reserve(80))!;
+  const order: string[] = [];
+  const first = budget.reserve(50).then(() => order.push("first"));
+  const second = budget.reserve(10).then(() => order.push("second"));
+  assert.equal(await settled(first), false);
+  assert.equal(budget.used, 80, "waiting reservations are not counted");
   held.release();
-  assert.equal(budget.used, 0, "the cancelled step was dropped from the queue");
+  await Promise.all([first, second]);
+  assert.deepEqual(order, ["first", "second"]);
+  assert.equal(budget.used, 60);
 });
 
-Deno.test("ByteBudget.force() reserves over the limit", () => {
+Deno.test("ByteBudget.reserve() admits one reservation larger than the limit when idle", async () => {
+  const budget = new ByteBudget(100);
+  const big = (await budget.reserve(500))!;
+  const next = budget.reserve(1);
+  assert.equal(await settled(next), false, "nothing else fits beside it");
+  big.release();
+  await next;
+  assert.equal(budget.used, 1);
+});
+
+Deno.test("ByteBudget.reserve() gives up when cancelled, without reserving", async () => {
   const budget = new ByteBudget(10);
-  const a = budget.force(10);
+  const held = (await budget.reserve(10))!;
+  const controller = new AbortController();
+  const waiting = budget.reserve(5, undefined, controller.signal);
+  controller.abort(new Error("closed"));
+  assert.equal(await waiting, undefined);
+  held.release();
+  assert.equal(budget.used, 0, "the cancelled reservation was dropped from the queue");
+});
+
+Deno.test("ByteBudget.reserve() grants a client holding nothing its fair share, past a hostage", async () => {
+  // 3 clients share 128 units: a fair share is 42.
+  const budget = new ByteBudget(128, 3);
+  const [hostage, a, b] = [{}, {}, {}];
+  const stalled = (await budget.reserve(200, hostage))!; // admitted alone, then stalls
+  const first = budget.reserve(10, a);
+  assert.equal(await settled(first), true, "a holds nothing: its fair share goes past the hostage");
+  const second = budget.reserve(10, a);
+  assert.equal(await settled(second), false, "a now holds something: it waits its turn");
+  assert.equal(await settled(budget.reserve(50, b)), false, "more than a fair share waits");
+  assert.equal(budget.heldBy(a), 10);
+  stalled.release();
+  assert.equal(await settled(second), true);
+});
+
+Deno.test("ByteBudget.force() reserves over the limit", async () => {
+  const budget = new ByteBudget(10);
+  await budget.reserve(10);
   const forced = budget.force(5);
   assert.equal(budget.used, 15);
   forced.release();
   assert.equal(budget.used, 10);
-  a.release();
 });
 
-Deno.test("Reservation.release() returns its bytes once, also through dispose", () => {
+Deno.test("Reservation.release() returns its bytes once, also through dispose", async () => {
   const budget = new ByteBudget(10);
   {
-    using reservation = budget.force(4);
+    using reservation = (await budget.reserve(4))!;
     reservation.release();
     assert.equal(budget.used, 0);
     assert.equal(reservation.bytes, 0);
@@ -83,56 +86,34 @@ Deno.test("Reservation.release() returns its bytes once, also through dispose", 
   assert.equal(budget.used, 0, "dispose after release returns nothing more");
 });
 
-Deno.test("Meter.allowance() reserves a stalled frame's first step only, so others go on", async () => {
-  const budget = new ByteBudget(2 * STEP_BYTES);
-  const staller = new Meter();
-  staller.budget = budget;
-  // Announces 200 MiB and stalls: it holds one step, not the budget.
-  assert.equal(await staller.allowance(0, 200 * 1024 * 1024, true), STEP_BYTES);
-  assert.equal(budget.used, STEP_BYTES);
-  const other = new Meter();
-  other.budget = budget;
-  assert.equal(
-    await other.allowance(0, 1024 * 1024, true),
-    1024 * 1024,
-    "a 1 MiB upload fits beside it",
-  );
-  const reservation = other.complete()!;
-  assert.equal(reservation.bytes, 1024 * 1024);
-  reservation.release();
-  staller.abort();
-  assert.equal(budget.used, 0);
-});
-
-Deno.test("Meter.allowance() grows the reservation step by step to the whole body", async () => {
-  const budget = new ByteBudget(100 * STEP_BYTES);
+Deno.test("Meter.allowance() reserves a body's length once, and none when unmetered", async () => {
+  const budget = new ByteBudget(100, 2);
   const meter = new Meter();
   meter.budget = budget;
-  const total = 2 * STEP_BYTES + 5;
-  let allowed = await meter.allowance(0, total, true);
-  assert.equal(allowed, STEP_BYTES);
-  allowed = await meter.allowance(allowed, total, false);
-  assert.equal(allowed, 2 * STEP_BYTES);
-  allowed = await meter.allowance(allowed, total, false);
-  assert.equal(allowed, total);
-  assert.equal(meter.complete()!.bytes, total);
-  assert.equal(budget.used, total);
-});
-
-Deno.test("Meter.allowance() reads without the budget when unmetered, also mid-wait", async () => {
-  const budget = new ByteBudget(STEP_BYTES);
-  budget.begin(); // an older frame in progress
-  const held = budget.force(STEP_BYTES);
-  const meter = new Meter();
-  meter.budget = budget;
-  const waiting = meter.allowance(0, 3 * STEP_BYTES, true);
-  assert.equal(await settled(waiting), false);
+  assert.equal(await meter.allowance(0, 40, true), 40);
+  assert.equal(await meter.allowance(20, 40, false), 40, "later calls reserve nothing more");
+  assert.equal(budget.used, 40);
+  const reservation = meter.complete()!;
+  assert.equal(reservation.bytes, 40);
   meter.metered = false;
-  assert.equal(await waiting, 3 * STEP_BYTES, "unmetering ends the wait");
+  assert.equal(await meter.allowance(0, 1000, true), 1000);
   assert.equal(meter.complete(), undefined);
-  assert.equal(await meter.allowance(0, 10 * STEP_BYTES, true), 10 * STEP_BYTES);
-  held.release();
+  reservation.release();
   assert.equal(budget.used, 0);
+});
+
+Deno.test("Meter.metered = false ends a wait for the budget", async () => {
+  const budget = new ByteBudget(10);
+  const held = budget.force(10);
+  const meter = new Meter();
+  meter.budget = budget;
+  const waiting = meter.allowance(0, 5, true);
+  assert.equal(await settled(waiting), false);
+  assert.equal(meter.waiting, true);
+  meter.metered = false;
+  assert.equal(await waiting, 5);
+  assert.equal(meter.complete(), undefined, "read without the budget");
+  held.release();
 });
 
 Deno.test("ByteBudget() rejects a limit that is not a positive integer", () => {

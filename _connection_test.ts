@@ -590,7 +590,7 @@ Deno.test({
 
 /**
  * Two connections sharing a 1 MiB budget: `a` has begun a 10 MiB frame and
- * stalls after 100 KiB of it (holding one 4 MiB step), `b` has a 700 KiB frame
+ * stalls after 100 KiB of it (holding its whole length), `b` has a 700 KiB frame
  * that must wait for the budget.
  */
 async function stalledAndWaiting() {
@@ -601,7 +601,7 @@ async function stalledAndWaiting() {
   const small = binFrame(700 * KiB, 4);
   a.fake.feed(big.frame.subarray(0, 4 + 100 * KiB));
   await until(() => a.fake.unread === 0, "the start of the large frame");
-  await until(() => budget.used > 0, "the first step");
+  await until(() => budget.used > 0, "the reservation of the large frame");
   b.fake.feed(small.frame);
   for (let i = 0; i < 10; i++) await tick();
   return { budget, a, b, big, small };
@@ -609,7 +609,7 @@ async function stalledAndWaiting() {
 
 Deno.test("Connection() waits for the budget while another connection's frame is in progress", async () => {
   const { budget, a, b, big, small } = await stalledAndWaiting();
-  assert.equal(budget.used, 4 * MiB, "the stalled frame holds one step, not its whole length");
+  assert.equal(budget.used, 10 * MiB, "the stalled frame holds its whole length");
   assert.equal(b.connection.inbox.size, 0, "b waits for the budget");
   assert.ok(b.fake.unread > 600 * KiB, "its body stays in the socket");
   a.fake.feed(big.frame.subarray(4 + 100 * KiB));
@@ -632,7 +632,7 @@ Deno.test("Connection.meter.metered = false lets a large frame through without w
   assert.equal(b.connection.meter.metered, true);
   b.connection.meter.metered = false;
   await until(() => b.connection.inbox.size === 1, "b's message");
-  assert.equal(budget.used, 4 * MiB, "b's message holds nothing of the budget");
+  assert.equal(budget.used, 10 * MiB, "b's message holds nothing of the budget");
   const taken = b.connection.inbox.take()!;
   assert.deepStrictEqual(taken.value, small.value);
   assert.equal(taken.reserved, 0);
@@ -646,7 +646,7 @@ Deno.test("Connection.close() ends a wait for the budget", async () => {
   await b.connection.close();
   assert.ok(b.connection.ended instanceof PeerDisconnectedError);
   assert.equal(b.connection.ended.message, "Connection closed: close() was called");
-  assert.equal(budget.used, 4 * MiB, "b holds nothing");
+  assert.equal(budget.used, 10 * MiB, "b holds nothing");
   await a.connection.close();
   assert.equal(budget.used, 0);
 });

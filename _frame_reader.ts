@@ -25,7 +25,7 @@ export interface FrameReaderOptions extends FrameOptions {
    * For a body larger than the read buffer, called before each read into it
    * with the bytes already there, the body's size and whether this is the
    * body's first call: resolves with the offset up to which reading may go
-   * (a memory budget reserved step by step).
+   * (a memory budget, reserved before the body is allocated).
    */
   bodyAllowance?: (filled: number, total: number, start: boolean) => Promise<number>;
 }
@@ -184,13 +184,14 @@ export class FrameReader {
   /** Reads a body larger than the largest read buffer straight into its own buffer. */
   async #readLarge(length: number): Promise<Uint8Array> {
     const w = this.#w;
-    let body = new Uint8Array(length);
-    body.set(w.buf.subarray(w.start, w.end));
     let filled = w.end - w.start;
-    w.start = w.end = 0;
+    // The allowance (a memory budget) is granted before the body is allocated.
     let allowed = this.#bodyAllowance === undefined
       ? length
       : await this.#bodyAllowance(filled, length, true);
+    let body = new Uint8Array(length);
+    body.set(w.buf.subarray(w.start, w.start + filled));
+    w.start = w.end = 0;
     while (filled < length) {
       while (filled >= allowed) allowed = await this.#bodyAllowance!(filled, length, false);
       const n = await this.#readInto(body, filled, allowed);

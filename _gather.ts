@@ -59,7 +59,9 @@ export async function gatherFrom(
       for (const [id, arrival] of taken) {
         connections[id].inbox.putBack(
           arrival,
-          arrival.reserved > 0 ? connections[id].meter.budget?.force(arrival.reserved) : undefined,
+          arrival.reserved > 0
+            ? connections[id].meter.budget?.force(arrival.reserved, connections[id].meter)
+            : undefined,
         );
       }
       throw error;

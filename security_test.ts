@@ -112,7 +112,8 @@ Deno.test("hostile: silent connections beyond maxPendingHandshakes get busy; the
   const d = result.details;
   assert.equal(d.connectErrors, 0);
   assert.equal(d.open, 32, "32 held in their handshake");
-  assert.equal(d.busy, 180 - 32, "every other one got a busy reject");
+  // The turned-away ones: the first 8 at a time get a busy reject, the rest are closed at once.
+  assert.ok(d.busy >= 8 && d.busy <= 180 - 32, `${d.busy} busy rejects`);
   assert.equal(d.alive, true, "the server answered during the flood");
   assert.deepStrictEqual(d.connectedDuring, [0, 1]);
   assert.ok(d.maxFds < 256, `peak ${d.maxFds} descriptors`);
@@ -153,8 +154,8 @@ Deno.test("hostile: a stalled 200 MiB frame and 200 stalled handshakes do not ho
   }
   assert.ok(d.uploadsMs < UPLOAD_MS_BOUND, `uploads beside the hostage: ${d.uploadsMs} ms`);
   assert.ok(d.uploads2Ms < UPLOAD_MS_BOUND, `uploads beside the handshakes: ${d.uploads2Ms} ms`);
-  // maxPendingHandshakes is 64: the rest got a busy reject (a c1 03 control frame).
-  assert.equal(d.busy, 200 - 64);
+  // maxPendingHandshakes is 64: of the rest, the first ones got a busy reject (a c1 03 frame).
+  assert.ok(d.busy >= 8 && d.busy <= 200 - 64, `${d.busy} busy rejects`);
   assert.equal(d.open, 64);
   assert.equal(d.otherReject, 0);
   // Neither the announced 200 MiB nor the 64 KiB hellos are held in memory.

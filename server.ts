@@ -105,7 +105,10 @@ export class Server extends EventTarget implements AsyncDisposable {
     }
     this.#clients = clients;
     this.#maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
-    this.#budget = new ByteBudget(options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES);
+    this.#budget = new ByteBudget(
+      options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES,
+      clients,
+    );
     this.#logger = options.logger;
     this.#members = new Members(clients, this, this.#logger);
     this.#connections = this.#members.connections;
