@@ -225,12 +225,12 @@ export class Meter {
    * Before a large body is read: reserves its length (the first call of a
    * body) and says how far reading may go: the whole body.
    *
-   * @param filled Body bytes already in memory.
+   * @param _filled Body bytes already in memory (the whole body is reserved at once).
    * @param total The body's size.
    * @param start Whether this is the body's first call.
    * @returns The offset up to which bytes may be read: `total`.
    */
-  async allowance(filled: number, total: number, start: boolean): Promise<number> {
+  async allowance(_filled: number, total: number, start: boolean): Promise<number> {
     if (!start || this.budget === undefined || !this.#metered) return total;
     this.#reservation?.release();
     const wait = new AbortController();
