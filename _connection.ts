@@ -82,19 +82,12 @@ export class Connection {
   readonly #maxFrameBytes: number;
   /** The largest body sent: `maxFrameBytes`, or less if the peer accepts less. */
   #sendMaxFrameBytes: number;
-  /**
-   * The connection's use of the receive budget: a server gives it the budget
-   * once the client is admitted; a gather turns metering off while it reads.
-   */
+  /** Its use of the receive budget (given once admitted; a gather turns metering off). */
   readonly meter: Meter = new Meter();
   readonly #peerIsServer: boolean;
   /** Whether frames are still checked against the handshake limit (until `open`). */
   #handshaking: boolean;
-  /**
-   * A handshake message was read: reading waits until the handshake asks for
-   * the next one or calls `open`, so the frame behind it is checked against
-   * the right limit.
-   */
+  /** A handshake message was read: reading waits for the next ask or `open` (the right limit). */
   #handshakePause = false;
   readonly #readLoop: Promise<void>;
   #closing = false;
@@ -168,10 +161,7 @@ export class Connection {
     return this.#conn.remoteAddr;
   }
 
-  /**
-   * Sends a ping (only once the handshake is done); the pong of the latest
-   * ping sets {@linkcode Connection.rtt}.
-   */
+  /** Sends a ping (after the handshake); the latest ping's pong sets {@linkcode Connection.rtt}. */
   ping(): void {
     if (this.#handshaking || this.queue.error !== undefined) return;
     this.queue.push([controlFrame(PING, this.#keepalive.nextPing())]);
@@ -215,17 +205,8 @@ export class Connection {
       this.onReceiveProgress?.(filled, total);
     }
     const allowed = this.meter.allowance(filled, total, start);
-    return this.meter.waiting ? this.#paused(allowed) : allowed;
-  }
-
-  /** Waits for `promise` with the silence clock stopped (reading is paused meanwhile). */
-  async #paused<T>(promise: Promise<T>): Promise<T> {
-    this.#keepalive.pause();
-    try {
-      return await promise;
-    } finally {
-      this.#keepalive.resume();
-    }
+    // Reading waits for the budget: the peer's silence proves nothing meanwhile.
+    return this.meter.waiting ? this.#keepalive.during(allowed) : allowed;
   }
 
   /**
@@ -297,12 +278,7 @@ export class Connection {
         if (buffered !== undefined) this.#deliver(buffered);
         else if (!this.#deliver(await this.#reader.readView())) return;
         if (this.#mustWait(this.inbox.full)) {
-          this.#keepalive.pause();
-          try {
-            await this.inbox.space(this.#mustWait);
-          } finally {
-            this.#keepalive.resume();
-          }
+          await this.#keepalive.during(this.inbox.space(this.#mustWait));
         }
       }
       this.#end(this.#disconnected());

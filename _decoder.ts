@@ -23,11 +23,7 @@ export const MAX_DEPTH_LIMIT: number = 1000;
 export const DEFAULT_COST_PER_BYTE: number = 2;
 /** Cost units any body may spend whatever its length, by default (2²²). */
 export const DEFAULT_COST_FLOOR: number = 2 ** 22;
-/**
- * Cost units no body may exceed whatever its length, by default (2²⁴, about
- * 128 MiB of heap and at most about a second of work): a body of plain
- * arrays or maps with millions of elements is refused (send tensors).
- */
+/** Cost units no body may exceed, by default (2²⁴: ~128 MiB of heap, ~1 s of work). */
 export const DEFAULT_COST_LIMIT: number = 2 ** 24;
 
 // Cost units: each about one 8-byte word of heap and 10 to 60 ns of work, as

@@ -57,6 +57,21 @@ export class Keepalive {
     this.#paused++;
   }
 
+  /**
+   * Waits for `promise` with the silence clock stopped.
+   *
+   * @param promise What reading waits for.
+   * @returns What it resolves to.
+   */
+  async during<T>(promise: Promise<T>): Promise<T> {
+    this.pause();
+    try {
+      return await promise;
+    } finally {
+      this.resume();
+    }
+  }
+
   /** Judges silence again, counting it from now. */
   resume(): void {
     this.#paused--;
