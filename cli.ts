@@ -143,14 +143,7 @@ async function runSendFile(args: string[], output: Output): Promise<number> {
   const { values, positionals } = parseFlags({
     args,
     allowPositionals: true,
-    options: {
-      timeout: { type: "string" },
-      "tls-ca": { type: "string" },
-      "tls-name": { type: "string" },
-      name: { type: "string" },
-      "secret-file": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+    options: { timeout: { type: "string" }, help: { type: "boolean", short: "h" } },
   });
   if (positionals.length !== 2) {
     throw new UsageError(

@@ -151,6 +151,11 @@ Deno.test("main() send-file and receive-file move a file; --help; bad flags", as
     "error: Unknown flag: --chunk",
     "send-file ",
   );
+  await expectUsageError(
+    ["send-file", "127.0.0.1:9", "a.bin", "--tls-ca", "ca.pem"],
+    "error: Unknown flag: --tls-ca",
+    "send-file ",
+  );
   await expectUsageError(["send-file", "127.0.0.1:9"], "error: Missing FILE", "send-file ");
   await expectUsageError(
     ["send-file", "localhost", "a.bin"],
