@@ -28,6 +28,7 @@ import {
   type Refusal,
   reject,
   welcome,
+  welcomeFrame,
 } from "./_handshake.ts";
 import { startDeadline } from "./_wait.ts";
 import { PeerDisconnectedError } from "./errors.ts";
@@ -71,6 +72,7 @@ export class Admission {
   readonly #handshakeTimeout: number;
   readonly #maxPending: number;
   readonly #clients: number;
+  readonly #retainBytes: number | undefined;
   readonly #handshaking = new Set<Promise<void>>();
   /** Connections turned away whose `busy` reject is still being written. */
   #turningAway = 0;
@@ -91,6 +93,7 @@ export class Admission {
     this.#keys = keyLookup(options.auth);
     this.#logger = options.logger;
     this.#clients = options.clients;
+    this.#retainBytes = options.retainBytes;
     this.#heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.#idleTimeout = options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS;
     this.#handshakeTimeout = options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -197,6 +200,7 @@ export class Admission {
       handshakeFrameBytes: HANDSHAKE_FRAME_BYTES,
       heartbeatMs: this.#heartbeatMs,
       idleTimeout: this.#idleTimeout,
+      retainBytes: this.#retainBytes,
     });
     let address: Deno.Addr | undefined;
     try {
@@ -225,12 +229,44 @@ export class Admission {
       const hello = await greetClient(connection, deadline, this.#keys);
       if ("reason" in hello) return await refuse(hello);
       name = hello.name;
-      const id = deps.members.join(connection, hello);
-      if (typeof id !== "number") return await refuse(id);
+      const { members } = deps;
+      const fields = {
+        clients: this.#clients,
+        maxFrameBytes: connection.maxFrameBytes,
+        grace: members.grace,
+      };
+      if (hello.resume !== undefined) {
+        const found = members.resume(connection, hello);
+        if ("reason" in found) return await refuse(found);
+        // The session takes over this connection: the welcome, then what the
+        // client has not received, then reading goes on for the session.
+        joined = true;
+        const { session, id } = found;
+        session.adopt(
+          connection,
+          hello.resume.received,
+          welcomeFrame(id, {
+            ...fields,
+            token: hello.resume.token,
+            received: session.messagesReceived,
+            resumed: true,
+          }),
+        );
+        members.resumed(id);
+        return;
+      }
+      const joining = members.join(connection, hello);
+      if ("reason" in joining) return await refuse(joining);
       joined = true;
       connection.meter.budget = deps.budget;
-      await welcome(connection, id, this.#clients);
-      deps.members.welcomed(connection, hello);
+      await welcome(connection, joining.id, {
+        ...fields,
+        token: joining.token,
+        received: 0,
+        resumed: false,
+      });
+      connection.allowResume(members.grace);
+      members.welcomed(connection);
     } catch (error) {
       // The peer timed out, left, or sent garbage before it had an id: drop it.
       if (!joined) {

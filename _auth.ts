@@ -161,3 +161,18 @@ export function keyLookup(auth: AuthOptions | undefined): KeyLookup | undefined 
   return (name) =>
     name === undefined ? Promise.resolve(undefined) : keys.get(name) ?? Promise.resolve(undefined);
 }
+
+/**
+ * Compares two byte strings in time that depends only on their lengths (for
+ * resume tokens: a prober learns nothing from how long a refusal takes).
+ *
+ * @param a One.
+ * @param b The other.
+ * @returns Whether they are equal.
+ */
+export function timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  let diff = 0;
+  for (let i = 0; i < a.byteLength; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}

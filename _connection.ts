@@ -1,22 +1,32 @@
 /**
- * One framed MessagePack connection: what the server keeps per client and
- * the client keeps for its server. It puts together the three parts, each in
- * its own file: the socket reader (`FrameReader`, `_frame_reader.ts`), the
- * {@linkcode Inbox} (`_inbox.ts`) and the {@linkcode WriteQueue}
- * (`_write_queue.ts`).
+ * One session with a peer: what the server keeps per client and the client
+ * keeps for its server. A session outlives its TCP connections: when one
+ * drops, the session waits for the peer to resume on a new one (PROTOCOL.md
+ * §7.2), and nothing sent is lost, since every application message is kept
+ * in the {@linkcode Outbox} until the peer acknowledges it.
  *
- * Reading runs on its own as soon as the connection exists, so a peer's
- * messages are decoded while the caller is busy and a disconnect is seen at
- * once. A received message follows this path: `conn.read` into the read
- * buffer → `FrameReader` cuts the frame → {@linkcode Connection} decodes it
- * → the inbox, until taken. A sent one: `encodeFrame` → the write queue →
- * `conn.write`.
+ * A session is made of the {@linkcode Inbox} (`_inbox.ts`: what was received,
+ * until taken), the {@linkcode Outbox} (`_outbox.ts`: what was sent, until
+ * acknowledged) and its current **link**: the socket, its `FrameReader`
+ * (`_frame_reader.ts`), its {@linkcode WriteQueue} (`_write_queue.ts`) and
+ * its {@linkcode Keepalive}. A link's read loop runs on its own, so a peer's
+ * messages are decoded while the caller is busy and a drop is seen at once.
+ *
+ * A received message: `conn.read` into the read buffer → `FrameReader` cuts
+ * the frame → {@linkcode Connection} decodes it → the inbox, until taken. A
+ * sent one: `encodeFrame` → the outbox (numbered, retained) → the link's
+ * write queue → `conn.write`.
  *
  * @module
  */
 
 import { type ByteBudget, Meter } from "./_budget.ts";
 import {
+  ACK,
+  ACK_BODY_BYTES,
+  ackCount,
+  ackFrame,
+  CLOSE,
   CONTROL,
   controlFrame,
   HANDSHAKE,
@@ -24,11 +34,16 @@ import {
   PING_BODY_BYTES,
   PlainFrame,
   PONG,
+  REPLY,
+  REPLY_PREFIX_BYTES,
+  replyPrefix,
+  replyTo,
 } from "./_control.ts";
 import { encodeFrame } from "./_encode_frame.ts";
 import { FrameReader } from "./_frame_reader.ts";
 import { Inbox } from "./_inbox.ts";
-import type { Deadline } from "./_wait.ts";
+import { DEFAULT_RETAIN_BYTES, Outbox } from "./_outbox.ts";
+import { type Deadline, NO_DEADLINE } from "./_wait.ts";
 import { WriteQueue } from "./_write_queue.ts";
 import { Keepalive } from "./_keepalive.ts";
 import { own } from "./_slab.ts";
@@ -49,49 +64,98 @@ export interface ConnectionOptions {
   budget?: ByteBudget;
   /** Whether the other end is the server (this is a client's connection), for messages. */
   peerIsServer?: boolean;
+  /** Bytes of unacknowledged messages at which sending waits (default 64 MiB). */
+  retainBytes?: number;
 }
 
-/** How long `close()` waits for queued writes to go out before closing anyway. */
+/** What a session is doing: connected, waiting for the peer to resume, or over. */
+export type SessionState = "connected" | "resuming" | "gone";
+
+/** How long `close()` waits for acknowledgements, then for queued writes, before closing anyway. */
 const CLOSE_FLUSH_MS = 5_000;
 /** The default heartbeat interval: below the idle cut-offs of load balancers and NATs. */
 export const DEFAULT_HEARTBEAT_MS = 15_000;
 /** The default time without a byte from the peer after which it is declared dead. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+/** An ack goes out at once after a message body at least this large. */
+const ACK_NOW_BYTES = 64 * 1024;
+/** … or when this many bytes … */
+const ACK_BYTES = 1024 * 1024;
+/** … or this many messages are unacknowledged; otherwise within ACK_DELAY_MS. */
+const ACK_MESSAGES = 1024;
+const ACK_DELAY_MS = 10;
+/** The body of a close frame. */
+const CLOSE_FRAME = controlFrame(CLOSE, new Uint8Array(0));
 
-/** A framed MessagePack connection over a `Deno.Conn`. */
+/** One socket of a session; see the module doc. */
+interface Link {
+  readonly conn: Deno.Conn;
+  readonly reader: FrameReader;
+  readonly queue: WriteQueue;
+  readonly keepalive: Keepalive;
+  /** The session it serves: changes once, when a resume hands the link over. */
+  owner: Connection;
+  loop: Promise<void>;
+  /** Dropped or handed away: its loop stops without touching a session. */
+  done: boolean;
+}
+
+/** A framed MessagePack session over one `Deno.Conn` at a time. */
 export class Connection {
   /** The client id, once known: errors name it. */
   clientId: number | undefined;
   /** Bytes received so far, frame headers included. */
   bytesReceived = 0;
-  /** Application messages received so far. */
+  /** Application messages received so far (also the count acknowledged to the peer). */
   messagesReceived = 0;
-  /** Application messages queued for sending so far. */
-  messagesSent = 0;
+  /** How many times the session resumed on a new connection. */
+  resumes = 0;
   /** Called as the body of a received frame arrives: bytes done and its total. */
   onReceiveProgress: ((done: number, total: number) => void) | undefined;
-  /** Called once when the connection ends (not after `close()`), with why. */
+  /** Called once when the session ends (not after `close()`), with why. */
   onEnd: ((error: Error) => void) | undefined;
+  /** Called when the connection drops and the session waits for a resume. */
+  onDrop: ((error: Error) => void) | undefined;
   /** The messages received, waiting to be taken. */
   readonly inbox: Inbox = new Inbox();
-  /** The frames to send. */
-  readonly queue: WriteQueue;
-
-  readonly #conn: Deno.Conn;
-  readonly #reader: FrameReader;
-  readonly #maxFrameBytes: number;
-  /** The largest body sent: `maxFrameBytes`, or less if the peer accepts less. */
-  #sendMaxFrameBytes: number;
+  /** The messages sent, until acknowledged. */
+  readonly outbox: Outbox;
   /** Its use of the receive budget (given once admitted; a gather turns metering off). */
   readonly meter: Meter = new Meter();
+
+  #link: Link | undefined;
+  readonly #maxFrameBytes: number;
+  readonly #heartbeatMs: number;
+  readonly #idleTimeout: number;
+  /** The largest body sent: `maxFrameBytes`, or less if the peer accepts less. */
+  #sendMaxFrameBytes: number;
   readonly #peerIsServer: boolean;
   /** Whether frames are still checked against the handshake limit (until `open`). */
   #handshaking: boolean;
   /** A handshake message was read: reading waits for the next ask or `open` (the right limit). */
   #handshakePause = false;
-  readonly #readLoop: Promise<void>;
+  /** The link went to another session (a resume): this handshake object is spent. */
+  #handedOver = false;
   #closing = false;
-  readonly #keepalive: Keepalive;
+  #over = false;
+  /** The session ended by a close frame from the peer or by close(). */
+  #clean = false;
+  /** Milliseconds a dropped session waits for a resume (0: it ends at the drop). */
+  #grace = 0;
+  #graceTimer: ReturnType<typeof setTimeout> | undefined;
+  #droppedAt = 0;
+  #lastAddr: Deno.Addr;
+  #lastRtt: number | undefined;
+  /** Bytes written by the links that are gone. */
+  #bytesSentBefore = 0;
+  /** Resolved when the current link drops (close() stops waiting for acknowledgements then). */
+  #linkDropped = Promise.withResolvers<void>();
+  /** Read loops of dropped links, until they stop. */
+  readonly #stopping = new Set<Promise<void>>();
+  /** The count of the peer's messages last acknowledged, and what came since. */
+  #ackSent = 0;
+  #unackedBytes = 0;
+  #ackTimer: ReturnType<typeof setTimeout> | undefined;
   /** The body being received (large frames): its size and the bytes read of it. */
   #bodyTotal = 0;
   #bodyDone = 0;
@@ -103,12 +167,22 @@ export class Connection {
    * @param options Limits, heartbeat and the shared receive budget.
    */
   constructor(conn: Deno.Conn, options?: ConnectionOptions) {
-    this.#conn = conn;
     this.#maxFrameBytes = options?.maxFrameBytes ?? 512 * 1024 * 1024;
     this.#sendMaxFrameBytes = this.#maxFrameBytes;
     this.#handshaking = options?.handshakeFrameBytes !== undefined;
+    this.#heartbeatMs = options?.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    this.#idleTimeout = options?.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS;
     this.meter.budget = options?.budget;
     this.#peerIsServer = options?.peerIsServer ?? false;
+    this.outbox = new Outbox(options?.retainBytes ?? DEFAULT_RETAIN_BYTES);
+    this.#lastAddr = conn.remoteAddr;
+    this.#link = this.#startLink(
+      conn,
+      options?.handshakeFrameBytes ?? this.#maxFrameBytes,
+    );
+  }
+
+  #startLink(conn: Deno.Conn, maxFrameBytes: number): Link {
     try {
       (conn as Deno.TcpConn).setNoDelay(true);
     } catch {
@@ -116,72 +190,155 @@ export class Connection {
       // it on the TCP connection before starting TLS); frames still leave in
       // one write each, header and body together.
     }
-    this.#reader = new FrameReader(conn, {
-      maxFrameBytes: Math.min(options?.handshakeFrameBytes ?? Infinity, this.#maxFrameBytes),
-      onBytes: (n) => this.#heard(n),
-      bodyAllowance: (filled, total, start) => this.#bodyAllowance(filled, total, start),
-    });
-    this.queue = new WriteQueue(conn, {
-      describeError: (cause) => this.#disconnected(cause),
-      idleMs: options?.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
-      onIdle: () => this.ping(),
-    });
-    const idleTimeout = options?.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS;
-    this.#keepalive = new Keepalive(idleTimeout, () =>
-      this.#end(
-        new PeerDisconnectedError(`${this.#Peer()} silent for ${idleTimeout} ms: declared dead`, {
-          clientId: this.clientId,
-        }),
-      ));
-    this.#readLoop = this.#read();
+    // The parts call back into the link's owner, which a resume changes.
+    const idleTimeout = this.#idleTimeout;
+    const link: Link = {
+      conn,
+      owner: this,
+      done: false,
+      loop: Promise.resolve(),
+      reader: new FrameReader(conn, {
+        maxFrameBytes,
+        onBytes: (n) => link.owner.#heard(link, n),
+        bodyAllowance: (filled, total, start) =>
+          link.owner.#bodyAllowance(link, filled, total, start),
+      }),
+      queue: new WriteQueue(conn, {
+        describeError: (cause) => link.owner.#disconnected(cause),
+        idleMs: this.#heartbeatMs,
+        onIdle: () => link.owner.#ping(link),
+      }),
+      keepalive: new Keepalive(idleTimeout, () => {
+        const owner = link.owner;
+        owner.#linkFailed(
+          link,
+          new PeerDisconnectedError(
+            `${owner.#Peer()} silent for ${idleTimeout} ms: declared dead`,
+            {
+              clientId: owner.clientId,
+            },
+          ),
+        );
+      }),
+    };
+    link.loop = this.#read(link);
+    return link;
   }
 
   /** Counts received bytes: liveness, totals and progress. */
-  #heard(n: number): void {
+  #heard(link: Link, n: number): void {
     this.bytesReceived += n;
-    this.#keepalive.heard();
+    link.keepalive.heard();
     if (this.#bodyTotal > 0) {
       this.#bodyDone = Math.min(this.#bodyTotal, this.#bodyDone + n);
       this.onReceiveProgress?.(this.#bodyDone, this.#bodyTotal);
     }
   }
 
+  /** Whether the session is connected, waiting for a resume, or over. */
+  get state(): SessionState {
+    return this.#over ? "gone" : this.#link === undefined ? "resuming" : "connected";
+  }
+
   /** Milliseconds since the last byte from the peer. */
   get silentFor(): number {
-    return this.#keepalive.silentFor;
+    const link = this.#link;
+    return link !== undefined ? link.keepalive.silentFor : performance.now() - this.#droppedAt;
   }
 
   /** The last ping's round trip in ms, or `undefined` before the first pong. */
   get rtt(): number | undefined {
-    return this.#keepalive.rtt;
+    return this.#link?.keepalive.rtt ?? this.#lastRtt;
   }
 
-  /** The peer's address. */
+  /** The peer's address (the last one, while resuming). */
   get remoteAddr(): Deno.Addr {
-    return this.#conn.remoteAddr;
+    return this.#lastAddr;
+  }
+
+  /** Bytes the sockets have taken so far, frame headers included. */
+  get bytesSent(): number {
+    return this.#bytesSentBefore + (this.#link?.queue.bytesSent ?? 0);
+  }
+
+  /** Application messages sent so far: the number of the latest. */
+  get messagesSent(): number {
+    return this.outbox.sent;
   }
 
   /** Sends a ping (after the handshake); the latest ping's pong sets {@linkcode Connection.rtt}. */
-  ping(): void {
-    if (this.#handshaking || this.queue.error !== undefined) return;
-    this.queue.push([controlFrame(PING, this.#keepalive.nextPing())]);
+  #ping(link: Link): void {
+    if (this.#handshaking || link.done || link.queue.error !== undefined) return;
+    link.queue.push([controlFrame(PING, link.keepalive.nextPing())]);
   }
 
   /**
-   * Queues one frame of an application message.
+   * Writes a control frame on the current connection (a handshake message)
+   * and waits until the socket took it.
+   *
+   * @param frame The whole frame.
+   * @returns Resolves when written.
+   * @throws {PeerDisconnectedError} If the connection is gone.
+   */
+  async sendControl(frame: Uint8Array): Promise<void> {
+    const link = this.#link;
+    if (link === undefined) throw this.inbox.ended ?? this.#disconnected();
+    await link.queue.written(link.queue.push([frame]));
+  }
+
+  /**
+   * Numbers, retains and queues one application message.
    *
    * @param chunks The frame, header included.
-   * @param progress Called as its bytes are written.
-   * @returns Its mark, for `queue.written`.
-   * @throws {Error} The connection's error if it is gone.
+   * @param progress Called as its bytes are written (on its first connection).
+   * @param transient Whether small chunks are scratch memory (copied for retention).
+   * @returns Its number, for {@linkcode Connection.delivered}.
+   * @throws {Error} The session's error if it is over.
    */
-  push(chunks: readonly Uint8Array[], progress?: (done: number, total: number) => void): number {
-    // Progress counts body bytes, as on the receiving side (the header is 4 bytes).
-    const report = progress &&
-      ((done: number, total: number) => progress(Math.max(0, done - 4), total - 4));
-    const mark = this.queue.push(chunks, report);
-    this.messagesSent++;
-    return mark;
+  push(
+    chunks: readonly Uint8Array[],
+    progress?: (done: number, total: number) => void,
+    transient = false,
+  ): number {
+    const seq = this.outbox.add(chunks, transient);
+    const link = this.#link;
+    if (link !== undefined && link.queue.error === undefined) {
+      if (this.messagesReceived > this.#ackSent) this.#ack(link);
+      // Progress counts body bytes, as on the receiving side (the header is 4 bytes).
+      const report = progress &&
+        ((done: number, total: number) => progress(Math.max(0, done - 4), total - 4));
+      link.queue.push(chunks, report);
+    }
+    return seq;
+  }
+
+  /**
+   * Waits until the current socket took everything queued on it (not that
+   * the peer acknowledged it: see {@linkcode Connection.delivered}).
+   *
+   * @returns Resolves when written, or at once while there is no connection.
+   * @throws {PeerDisconnectedError} If writing failed.
+   */
+  async drained(): Promise<void> {
+    await this.#link?.queue.flush();
+  }
+
+  /** Whether a sender should wait for its message's acknowledgement before going on. */
+  get congested(): boolean {
+    const link = this.#link;
+    return this.outbox.full || link === undefined || link.queue.congested;
+  }
+
+  /**
+   * Waits until message `seq` was acknowledged by the peer.
+   *
+   * @param seq From {@linkcode Connection.push}.
+   * @param deadline The caller's deadline.
+   * @returns Resolves once acknowledged.
+   * @throws {Error} The session's end reason, or the deadline's error.
+   */
+  delivered(seq: number, deadline: Deadline = NO_DEADLINE): Promise<void> {
+    return this.outbox.delivered(seq, deadline);
   }
 
   /**
@@ -198,7 +355,7 @@ export class Connection {
   }
 
   /** Before each read into a large body: its progress total, and its share of the budget. */
-  #bodyAllowance(filled: number, total: number, start: boolean): Promise<number> {
+  #bodyAllowance(link: Link, filled: number, total: number, start: boolean): Promise<number> {
     if (start) {
       this.#bodyTotal = total;
       this.#bodyDone = filled;
@@ -206,7 +363,7 @@ export class Connection {
     }
     const allowed = this.meter.allowance(filled, total, start);
     // Reading waits for the budget: the peer's silence proves nothing meanwhile.
-    return this.meter.waiting ? this.#keepalive.during(allowed) : allowed;
+    return this.meter.waiting ? link.keepalive.during(allowed) : allowed;
   }
 
   /**
@@ -221,14 +378,74 @@ export class Connection {
    */
   open(clientId: number, peerMaxFrameBytes?: number): void {
     this.clientId = clientId;
-    this.#reader.clientId = clientId;
-    this.#reader.maxFrameBytes = this.#maxFrameBytes;
+    const link = this.#link!;
+    link.reader.clientId = clientId;
+    link.reader.maxFrameBytes = this.#maxFrameBytes;
     if (peerMaxFrameBytes !== undefined) {
       this.#sendMaxFrameBytes = Math.min(this.#maxFrameBytes, peerMaxFrameBytes);
     }
     this.#handshaking = false;
     this.#handshakePause = false;
     this.inbox.wakeReader();
+  }
+
+  /**
+   * Lets the session wait for a resume when its connection drops.
+   *
+   * @param grace Milliseconds to wait for the peer (0: a drop ends the session).
+   */
+  allowResume(grace: number): void {
+    this.#grace = grace;
+  }
+
+  /**
+   * Whether `fresh`, a connection that completed a resume handshake, can take
+   * over: the reason it cannot, or `undefined`.
+   *
+   * @param peerReceived How many of our messages the peer says it received.
+   * @returns Why not, or `undefined`.
+   */
+  cannotResume(peerReceived: number): string | undefined {
+    if (this.#over || this.#closing) return "the session is over";
+    if (this.#link !== undefined) return "the session is still connected";
+    if (!Number.isSafeInteger(peerReceived) || peerReceived < this.outbox.acked) {
+      return `it says it received "${peerReceived}" messages, but acknowledged ${this.outbox.acked}`;
+    }
+    if (peerReceived > this.outbox.sent) {
+      return `it says it received "${peerReceived}" messages, but ${this.outbox.sent} were sent`;
+    }
+    return undefined;
+  }
+
+  /**
+   * Resumes the session on `fresh`'s connection (which completed a resume
+   * handshake; check {@linkcode Connection.cannotResume} first): writes
+   * `first` (the server's welcome), then every message the peer has not
+   * received, in order, and an ack of what we received.
+   *
+   * @param fresh The handshake's connection; it is spent afterwards.
+   * @param peerReceived How many of our messages the peer received.
+   * @param first A frame to write before them.
+   */
+  adopt(fresh: Connection, peerReceived: number, first?: Uint8Array): void {
+    const link = fresh.#link!;
+    fresh.#link = undefined;
+    fresh.#handedOver = true;
+    clearTimeout(this.#graceTimer);
+    this.#graceTimer = undefined;
+    link.owner = this;
+    this.#link = link;
+    this.#lastAddr = link.conn.remoteAddr;
+    this.resumes++;
+    link.reader.clientId = this.clientId;
+    link.reader.maxFrameBytes = this.#maxFrameBytes;
+    if (first !== undefined) link.queue.push([first]);
+    for (const frame of this.outbox.resend(peerReceived, this.clientId)) link.queue.push(frame);
+    // The peer learnt from the handshake what we received: that is acknowledged.
+    this.#ackSent = this.messagesReceived;
+    this.#unackedBytes = 0;
+    // The spent handshake object's wait for `open` ends; reading goes on for this session.
+    fresh.inbox.wakeReader();
   }
 
   /** The largest frame body this connection accepts. */
@@ -241,49 +458,73 @@ export class Connection {
     return this.#sendMaxFrameBytes;
   }
 
-  /** Why reading ended (the peer left, broke the protocol, or we closed), or `undefined`. */
+  /** Whether the session ended by a close: the peer's (`c1 06`) or ours. */
+  get closedCleanly(): boolean {
+    return this.#clean;
+  }
+
+  /** Why the session ended (the peer left, broke the protocol, or we closed), or `undefined`. */
   get ended(): Error | undefined {
     return this.inbox.ended;
   }
 
   /**
-   * Encodes and queues one value; waits for the socket only if the value
-   * lends memory (large binaries) or the queue is congested.
+   * Encodes and queues one value; waits for the peer's acknowledgement only
+   * if the value lends memory (large binaries) or the connection is congested.
    *
    * @param value The value.
    * @param progress Called as its bytes are written: done and total.
-   * @returns Resolves when queued or written, as above.
+   * @param to The number of the peer's message it answers (a reply), or 0.
+   * @param deadline The caller's deadline.
+   * @returns Resolves when queued or acknowledged, as above.
    * @throws {TypeError} If the value has no MessagePack form.
    * @throws {FrameTooLargeError} If it encodes to more than the send limit.
-   * @throws {PeerDisconnectedError} If the connection is gone.
+   * @throws {PeerDisconnectedError} If the session is over.
    */
-  async send(value: unknown, progress?: (done: number, total: number) => void): Promise<void> {
-    const { chunks, borrowed } = encodeFrame(value, this.#sendMaxFrameBytes, true);
-    const mark = this.push(chunks, progress);
-    if (borrowed || this.queue.congested) await this.queue.written(mark);
+  async send(
+    value: unknown,
+    progress?: (done: number, total: number) => void,
+    to = 0,
+    deadline: Deadline = NO_DEADLINE,
+  ): Promise<void> {
+    if (this.outbox.full) await this.outbox.room(deadline);
+    const { chunks, borrowed } = encodeFrame(
+      value,
+      this.#sendMaxFrameBytes,
+      true,
+      to > 0 ? replyPrefix(to) : undefined,
+    );
+    const seq = this.push(chunks, progress, true);
+    if (borrowed || this.congested) await this.outbox.delivered(seq, deadline);
   }
 
   /** Whether reading must pause: the inbox is full, or a handshake message awaits `open`. */
   readonly #mustWait = (full: boolean): boolean =>
-    !this.#closing && (full || this.#handshaking && this.#handshakePause);
+    !this.#closing && !this.#handedOver &&
+    (full || this.#handshaking && this.#handshakePause);
 
-  async #read(): Promise<void> {
+  /** A link's read loop: it delivers to the link's owner, which a resume may change. */
+  async #read(link: Link): Promise<void> {
     try {
-      while (!this.#closing) {
+      while (!link.done) {
         // Frames already buffered are decoded without waiting; small bodies
         // are views into the read buffer, so decoding copies their binaries.
         // Bodies are handled in #deliver so that no suspended frame of this
         // loop keeps a 500 MB body alive after its message was taken.
-        const buffered = this.#reader.readBuffered();
-        if (buffered !== undefined) this.#deliver(buffered);
-        else if (!this.#deliver(await this.#reader.readView())) return;
-        if (this.#mustWait(this.inbox.full)) {
-          await this.#keepalive.during(this.inbox.space(this.#mustWait));
+        const buffered = link.reader.readBuffered();
+        if (buffered !== undefined) link.owner.#deliver(link, buffered);
+        else {
+          const body = await link.reader.readView();
+          if (link.done) return;
+          if (!link.owner.#deliver(link, body)) return;
+        }
+        const owner = link.owner;
+        if (owner.#mustWait(owner.inbox.full)) {
+          await link.keepalive.during(owner.inbox.space(owner.#mustWait));
         }
       }
-      this.#end(this.#disconnected());
     } catch (error) {
-      this.#end(this.#closing ? this.#disconnected() : this.#describe(error));
+      if (!link.done) link.owner.#linkFailed(link, link.owner.#describe(error));
     }
   }
 
@@ -292,29 +533,35 @@ export class Connection {
    *
    * @returns `false` at the end of the stream.
    */
-  #deliver(body: Uint8Array | null): boolean {
+  #deliver(link: Link, body: Uint8Array | null): boolean {
     if (body === null) {
-      this.#end(this.#disconnected());
+      this.#linkFailed(link, this.#disconnected());
       return false;
     }
     const reservation = this.meter.complete();
     const total = this.#bodyTotal;
     this.#bodyTotal = 0;
     if (body.byteLength === 0) return true; // heartbeat
+    let replying = 0;
     if (body[0] === CONTROL) {
-      reservation?.release();
-      this.#control(body);
-      return true;
+      if (body.byteLength < REPLY_PREFIX_BYTES || body[1] !== REPLY || this.#handshaking) {
+        reservation?.release();
+        this.#control(link, body);
+        return true;
+      }
+      replying = this.#checkReply(body);
     }
     if (!this.#handshaking && total === 0) {
       this.onReceiveProgress?.(body.byteLength, body.byteLength);
     }
     // A small body is a view into the read buffer, which the next read
     // overwrites: move it to memory of its own before decoding views into it.
-    if (this.#reader.isBuffered(body)) body = own(body);
+    if (link.reader.isBuffered(body)) body = own(body);
     let value: unknown;
     try {
-      value = decode(body, { clientId: this.clientId });
+      value = decode(replying > 0 ? body.subarray(REPLY_PREFIX_BYTES) : body, {
+        clientId: this.clientId,
+      });
     } catch (error) {
       reservation?.release();
       throw error;
@@ -327,18 +574,66 @@ export class Connection {
       return true;
     }
     this.messagesReceived++;
-    this.inbox.push(value, body.byteLength, reservation);
+    this.inbox.push(value, body.byteLength, reservation, replying);
+    this.#received(link, body.byteLength);
     return true;
   }
 
-  /** Handles a control frame: answers pings, times pongs, queues handshake messages. */
-  #control(body: Uint8Array): void {
+  /** Validates a reply's message number: only a server reads replies, to messages it sent. */
+  #checkReply(body: Uint8Array): number {
+    const to = replyTo(body);
+    if (this.#peerIsServer) {
+      throw new ProtocolError("Unexpected reply: a server sends no replies", {
+        clientId: this.clientId,
+      });
+    }
+    if (to < 1 || to > this.outbox.sent) {
+      throw new ProtocolError(
+        `Invalid reply: to message "${to}", but ${this.outbox.sent} were sent`,
+        { clientId: this.clientId },
+      );
+    }
+    return to;
+  }
+
+  /** Counts a received application message and acknowledges it in time. */
+  #received(link: Link, bytes: number): void {
+    this.#unackedBytes += bytes;
+    if (
+      bytes >= ACK_NOW_BYTES || this.#unackedBytes >= ACK_BYTES ||
+      this.messagesReceived - this.#ackSent >= ACK_MESSAGES
+    ) {
+      this.#ack(link);
+    } else if (this.#ackTimer === undefined) {
+      this.#ackTimer = setTimeout(() => {
+        this.#ackTimer = undefined;
+        if (this.#link !== undefined) this.#ack(this.#link);
+      }, ACK_DELAY_MS);
+      Deno.unrefTimer(this.#ackTimer);
+    }
+  }
+
+  /** Acknowledges every message received so far. */
+  #ack(link: Link): void {
+    if (this.#ackTimer !== undefined) {
+      clearTimeout(this.#ackTimer);
+      this.#ackTimer = undefined;
+    }
+    if (this.messagesReceived === this.#ackSent || link.queue.error !== undefined) return;
+    link.queue.push([ackFrame(this.messagesReceived)]);
+    this.#ackSent = this.messagesReceived;
+    this.#unackedBytes = 0;
+  }
+
+  /** Handles a control frame: pings, pongs, acks, close, handshake messages. */
+  #control(link: Link, body: Uint8Array): void {
     const kind = body[1];
-    if ((kind === PING || kind === PONG) && body.byteLength === PING_BODY_BYTES) {
+    const size = body.byteLength;
+    if ((kind === PING || kind === PONG) && size === PING_BODY_BYTES) {
       if (kind === PING) {
-        if (this.queue.error === undefined) this.queue.push([controlFrame(PONG, body.subarray(2))]);
+        if (link.queue.error === undefined) link.queue.push([controlFrame(PONG, body.subarray(2))]);
       } else {
-        this.#keepalive.pong(body.subarray(2));
+        link.keepalive.pong(body.subarray(2));
       }
       return;
     }
@@ -348,15 +643,28 @@ export class Connection {
           clientId: this.clientId,
         });
       }
-      const payload = this.#reader.isBuffered(body) ? own(body.subarray(2)) : body.subarray(2);
+      const payload = link.reader.isBuffered(body) ? own(body.subarray(2)) : body.subarray(2);
       this.#handshakePause = true;
       this.inbox.push(decode(payload, { clientId: this.clientId }), body.byteLength);
       return;
     }
+    if (!this.#handshaking && kind === ACK && size === ACK_BODY_BYTES) {
+      this.outbox.ack(ackCount(body), this.clientId);
+      return;
+    }
+    if (!this.#handshaking && kind === CLOSE && size === 2) {
+      this.#clean = true;
+      this.#end(
+        new PeerDisconnectedError(`${this.#Peer()} closed the session`, {
+          clientId: this.clientId,
+        }),
+      );
+      return;
+    }
     throw new ProtocolError(
-      body.byteLength < 2
+      size < 2
         ? "Invalid control frame: no kind byte"
-        : `Invalid control frame: kind "${kind}" with ${body.byteLength} body bytes`,
+        : `Invalid control frame: kind "${kind}" with ${size} body bytes`,
       { clientId: this.clientId },
     );
   }
@@ -393,51 +701,115 @@ export class Connection {
     return this.#disconnected(error);
   }
 
-  #end(reason: Error): void {
-    this.meter.abort();
-    const first = this.inbox.ended === undefined;
-    this.inbox.end(reason);
-    this.queue.fail(reason);
-    this.#keepalive.stop();
-    if (first) this.onEnd?.(reason);
-    if (this.#closing) return;
-    // A failed or ended connection is closed at once (PROTOCOL.md §9.1): the
-    // peer sees it end and the socket is not held; what was received stays in
-    // the inbox.
+  /** Closes a link's socket and stops its parts; the session decides what comes next. */
+  #dropLink(link: Link, reason: Error): void {
+    link.done = true;
+    this.#bytesSentBefore += link.queue.bytesSent;
+    this.#lastRtt = link.keepalive.rtt ?? this.#lastRtt;
+    link.queue.fail(reason);
+    link.keepalive.stop();
     try {
-      this.#conn.close();
+      link.conn.close();
     } catch {
       // Already closed.
     }
+    this.#stopping.add(link.loop);
+    link.loop.finally(() => this.#stopping.delete(link.loop));
+  }
+
+  /** The current link failed: the session waits for a resume, or ends. */
+  #linkFailed(link: Link, reason: Error): void {
+    if (link !== this.#link || link.done) return;
+    this.#link = undefined;
+    this.meter.abort();
+    this.#bodyTotal = 0;
+    this.#dropLink(link, reason);
+    this.#linkDropped.resolve();
+    this.#linkDropped = Promise.withResolvers<void>();
+    const resumable = this.#grace > 0 && !this.#closing && !this.#handshaking &&
+      (reason instanceof PeerDisconnectedError || reason.message.startsWith("Truncated frame"));
+    if (!resumable) {
+      this.#end(reason);
+      return;
+    }
+    this.#droppedAt = performance.now();
+    this.#graceTimer = setTimeout(() => {
+      this.#graceTimer = undefined;
+      this.#end(
+        new PeerDisconnectedError(
+          `${this.#Peer()} did not resume within ${this.#grace} ms`,
+          { clientId: this.clientId, cause: reason },
+        ),
+      );
+    }, this.#grace);
+    this.onDrop?.(reason);
   }
 
   /**
-   * Writes what is queued (waiting at most 5 s for a peer that stopped
-   * reading), then closes the socket and waits for reading to stop.
+   * Ends the session now (the client gave up resuming, say): waiting calls get `reason`.
    *
-   * @returns Resolves when the connection is fully closed.
+   * @param reason Why.
+   */
+  end(reason: Error): void {
+    this.#end(reason);
+  }
+
+  #end(reason: Error): void {
+    if (this.#over) return;
+    this.#over = true;
+    clearTimeout(this.#graceTimer);
+    clearTimeout(this.#ackTimer);
+    this.#graceTimer = this.#ackTimer = undefined;
+    this.meter.abort();
+    this.inbox.end(reason);
+    this.outbox.fail(reason);
+    const link = this.#link;
+    this.#link = undefined;
+    if (link !== undefined) this.#dropLink(link, reason);
+    if (!this.#closing) this.onEnd?.(reason);
+  }
+
+  /**
+   * Ends the session: waits (at most 5 s) until the peer acknowledged every
+   * message sent, tells it the session is over (`c1 06`), writes what is
+   * queued, closes the socket and waits for reading to stop.
+   *
+   * @returns Resolves when the session is fully closed.
    */
   async close(): Promise<void> {
-    if (!this.#closing) {
-      // Give what is queued a bounded time to go out: a peer that stopped
-      // reading must not make close() hang.
+    if (!this.#closing && !this.#over) {
       let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        this.queue.flush().catch(() => {}),
-        new Promise<void>((resolve) => timer = setTimeout(resolve, CLOSE_FLUSH_MS)),
-      ]);
+      const pause = new Promise<void>((resolve) => timer = setTimeout(resolve, CLOSE_FLUSH_MS));
+      const opened = this.clientId !== undefined && !this.#handshaking;
+      if (opened && this.#link !== undefined) {
+        await Promise.race([
+          this.outbox.delivered(this.outbox.sent, NO_DEADLINE).catch(() => {}),
+          pause,
+          this.#linkDropped.promise,
+        ]);
+      }
+      const link = this.#link;
+      if (link !== undefined && link.queue.error === undefined) {
+        if (opened) {
+          this.#ack(link); // what arrived meanwhile, so the peer need not keep it
+          link.queue.push([CLOSE_FRAME]);
+        }
+        await Promise.race([link.queue.flush().catch(() => {}), pause]);
+      }
       clearTimeout(timer);
       this.#closing = true;
-      this.meter.abort();
-      this.queue.stopTimer();
-      this.#keepalive.stop();
+      this.#clean = true;
       this.inbox.wakeReader();
-      try {
-        this.#conn.close();
-      } catch {
-        // Already closed: a failed connection closes its socket itself.
+      // Reading stops first (also a read waiting for the budget); then
+      // waiting calls are told, as close() returns.
+      this.meter.abort();
+      if (link !== undefined) {
+        this.#link = undefined;
+        this.#dropLink(link, this.#disconnected());
       }
+      await Promise.all([...this.#stopping]);
+      this.#end(this.#disconnected());
     }
-    await this.#readLoop;
+    await Promise.all([...this.#stopping]);
   }
 }

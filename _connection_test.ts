@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ByteBudget } from "./_budget.ts";
 import { Connection, type ConnectionOptions } from "./_connection.ts";
+import { ackFrame } from "./_control.ts";
 import { NO_DEADLINE } from "./_wait.ts";
 import { decode, encode } from "./codec.ts";
 import { FrameTooLargeError, PeerDisconnectedError, ProtocolError } from "./errors.ts";
@@ -459,22 +460,25 @@ Deno.test("Connection.send() writes one whole frame", async () => {
   const { fake, connection } = connect();
   const value = { round: 3, weights: [0.5, -1.25], name: "client" };
   await connection.send(value);
-  await connection.queue.flush();
+  await connection.drained();
   assert.equal(fake.writes.length, 1, "header and body in one write");
   const [bytes] = fake.writes;
   const length = new DataView(bytes.buffer).getUint32(0);
   assert.equal(length, bytes.byteLength - 4);
   assert.deepStrictEqual(decode(bytes.subarray(4)), value);
   assert.equal(connection.messagesSent, 1);
-  assert.equal(connection.queue.bytesSent, bytes.byteLength);
+  assert.equal(connection.bytesSent, bytes.byteLength);
   await connection.close();
 });
 
 Deno.test("Connection.send() writes a large binary as one frame", async () => {
   const { fake, connection } = connect();
   const value = pattern(200 * KiB, 5);
-  await connection.send(value); // lends its memory: waits until written
+  const sending = connection.send(value); // lends its memory: waits for the peer's ack
+  await connection.drained();
   const bytes = fake.written;
+  fake.feed(ackFrame(1));
+  await sending;
   assert.equal(new DataView(bytes.buffer).getUint32(0), bytes.byteLength - 4);
   assert.deepStrictEqual(decode(bytes.subarray(4)), value);
   await connection.close();
@@ -488,7 +492,7 @@ Deno.test("Connection.send() refuses a value over the send limit and writes noth
   assert.equal(connection.maxFrameBytes, 100);
   await assert.rejects(connection.send(pattern(60)), FrameTooLargeError);
   await connection.send(pattern(10));
-  await connection.queue.flush();
+  await connection.drained();
   assert.equal(fake.writes.length, 1);
   await connection.close();
 });

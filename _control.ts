@@ -1,5 +1,5 @@
 /**
- * Control frames (protocol version 2): frames whose body starts with the
+ * Control frames (protocol version 3): frames whose body starts with the
  * byte `0xc1`, which never starts a MessagePack value, so they can never be
  * mistaken for an application message. The second byte is the kind:
  *
@@ -8,6 +8,9 @@
  * | `c1 01` + 8 bytes | ping: the receiver answers with a pong carrying the same 8 bytes |
  * | `c1 02` + 8 bytes | pong |
  * | `c1 03` + one MessagePack map | a handshake message (hello, challenge, auth, welcome, reject) |
+ * | `c1 04` + 8 bytes | ack: the sender received the peer's application messages 1 … n (u64) |
+ * | `c1 05` + 6 bytes + one MessagePack value | reply: an application message answering message n (u48) |
+ * | `c1 06` | close: the session ends for good, no resume |
  *
  * See PROTOCOL.md §3.2.
  *
@@ -25,8 +28,72 @@ export const PING = 0x01;
 export const PONG = 0x02;
 /** Kind: handshake message. */
 export const HANDSHAKE = 0x03;
+/** Kind: acknowledgement. */
+export const ACK = 0x04;
+/** Kind: reply. */
+export const REPLY = 0x05;
+/** Kind: close of the session. */
+export const CLOSE = 0x06;
 /** Bytes of a ping or pong body: `c1`, the kind and 8 opaque bytes. */
 export const PING_BODY_BYTES = 10;
+/** Bytes of an ack body: `c1 04` and a u64. */
+export const ACK_BODY_BYTES = 10;
+/** Bytes before a reply's value: `c1 05` and a u48 (8, so tensor data stays aligned). */
+export const REPLY_PREFIX_BYTES = 8;
+/** The largest message number a reply can name (u48). */
+export const MAX_REQUEST = 2 ** 48 - 1;
+
+/**
+ * Builds an ack frame.
+ *
+ * @param count The peer's messages received so far.
+ * @returns The whole frame.
+ */
+export function ackFrame(count: number): Uint8Array {
+  const payload = new Uint8Array(8);
+  const view = new DataView(payload.buffer);
+  view.setUint32(0, Math.floor(count / 2 ** 32));
+  view.setUint32(4, count >>> 0);
+  return controlFrame(ACK, payload);
+}
+
+/**
+ * Reads the count of an ack body (`c1 04` + u64).
+ *
+ * @param body The 10-byte body.
+ * @returns The count (beyond 2⁵³ it is not exact, and is refused by the caller as too large).
+ */
+export function ackCount(body: Uint8Array): number {
+  const view = new DataView(body.buffer, body.byteOffset + 2, 8);
+  return view.getUint32(0) * 2 ** 32 + view.getUint32(4);
+}
+
+/**
+ * Builds the 8 bytes in front of a reply's value: `c1 05` and the u48 number.
+ *
+ * @param request The number of the message answered.
+ * @returns The prefix.
+ */
+export function replyPrefix(request: number): Uint8Array {
+  const prefix = new Uint8Array(REPLY_PREFIX_BYTES);
+  prefix[0] = CONTROL;
+  prefix[1] = REPLY;
+  const view = new DataView(prefix.buffer);
+  view.setUint16(2, Math.floor(request / 2 ** 32));
+  view.setUint32(4, request >>> 0);
+  return prefix;
+}
+
+/**
+ * Reads the message number of a reply body.
+ *
+ * @param body The body, at least 8 bytes.
+ * @returns The number.
+ */
+export function replyTo(body: Uint8Array): number {
+  const view = new DataView(body.buffer, body.byteOffset + 2, 6);
+  return view.getUint16(0) * 2 ** 32 + view.getUint32(2);
+}
 
 /**
  * Builds a whole control frame, header included.

@@ -19,6 +19,8 @@ const COPY_BYTES = 64 * 1024;
  * @param transient Whether the last chunk may be the encoder's scratch memory
  * (small chunks only): for a caller that queues the frame before the next
  * encode, since the queue copies small chunks at once.
+ * @param prefix Bytes between the header and the value (a reply's 8-byte
+ * prefix, PROTOCOL.md §3.2), counted in the body.
  * @returns The frame's chunks, and whether any lends the caller's memory.
  * @throws {TypeError} If the value has no MessagePack form.
  * @throws {FrameTooLargeError} If the body exceeds `maxFrameBytes`.
@@ -27,10 +29,13 @@ export function encodeFrame(
   value: unknown,
   maxFrameBytes: number,
   transient = false,
+  prefix?: Uint8Array,
 ): EncodedChunks {
-  const encoded = encodeChunks(value, { reserve: HEADER_BYTES, transient });
-  checkFrameLength(encoded.byteLength, maxFrameBytes);
-  encodeHead(encoded.chunks[0], encoded.byteLength);
+  const extra = prefix?.byteLength ?? 0;
+  const encoded = encodeChunks(value, { reserve: HEADER_BYTES + extra, transient });
+  checkFrameLength(encoded.byteLength + extra, maxFrameBytes);
+  encodeHead(encoded.chunks[0], encoded.byteLength + extra);
+  if (prefix !== undefined) encoded.chunks[0].set(prefix, HEADER_BYTES);
   // The encoder's scratch is reused by the next encode: small chunks are
   // copied by the queue at once, larger ones must be copied here.
   const { chunks } = encoded;

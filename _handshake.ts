@@ -27,13 +27,69 @@ import { type Deadline, startDeadline } from "./_wait.ts";
 import { AuthenticationError, ProtocolError, RejectedError, type RejectReason } from "./errors.ts";
 
 /** The protocol version this library speaks. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** The largest handshake frame accepted: a peer cannot make us allocate more before it is known. */
 export const HANDSHAKE_FRAME_BYTES = 64 * 1024;
 /** The default time a connecting peer has for the whole handshake. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** The longest client name, in UTF-8 bytes. */
 export const MAX_NAME_BYTES = 128;
+/** The most entries of a hello's `props`. */
+export const MAX_PROPS = 16;
+/** The longest key of a hello's `props`, in UTF-8 bytes. */
+export const MAX_PROP_KEY_BYTES = 64;
+/** The longest string value of a hello's `props`, in UTF-8 bytes. */
+export const MAX_PROP_VALUE_BYTES = 256;
+/** Bytes of a resume token. */
+export const TOKEN_BYTES = 16;
+
+/** Client metadata sent in the hello: a few small values by name. */
+export type Props = Readonly<Record<string, string | number | boolean | null>>;
+
+/** What a client resuming a session says in its hello. */
+export interface ResumeRequest {
+  /** Its id. */
+  readonly id: number;
+  /** The token from its welcome. */
+  readonly token: Uint8Array;
+  /** How many of the server's messages it received on the session. */
+  readonly received: number;
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * Checks a hello's `props` (PROTOCOL.md §6.1).
+ *
+ * @param props The value.
+ * @returns What is wrong with it, or `undefined`.
+ */
+export function propsProblem(props: unknown): string | undefined {
+  if (
+    typeof props !== "object" || props === null || Array.isArray(props) || ArrayBuffer.isView(props)
+  ) {
+    return "it is not a map";
+  }
+  const entries = Object.entries(props);
+  if (entries.length > MAX_PROPS) return `${entries.length} entries, more than ${MAX_PROPS}`;
+  for (const [key, value] of entries) {
+    const keyBytes = utf8.encode(key).byteLength;
+    if (keyBytes < 1 || keyBytes > MAX_PROP_KEY_BYTES) {
+      return `key "${key}" is not 1 to ${MAX_PROP_KEY_BYTES} bytes`;
+    }
+    if (typeof value === "string") {
+      if (utf8.encode(value).byteLength > MAX_PROP_VALUE_BYTES) {
+        return `value of "${key}" is over ${MAX_PROP_VALUE_BYTES} bytes`;
+      }
+    } else if (
+      !(value === null || typeof value === "boolean" ||
+        typeof value === "number" && Number.isFinite(value))
+    ) {
+      return `value of "${key}" is not a string, number, boolean or null`;
+    }
+  }
+  return undefined;
+}
 
 /** What the client learns from the server's welcome. */
 export interface Welcome {
@@ -45,6 +101,14 @@ export interface Welcome {
   readonly maxFrameBytes: number;
   /** Whether both sides proved they know the shared secret. */
   readonly authenticated: boolean;
+  /** The session's resume token (absent when the server offers no resume). */
+  readonly token: Uint8Array | undefined;
+  /** How long the server waits for a resume after a drop, in ms (0: no resume). */
+  readonly grace: number;
+  /** How many of the client's messages the server received (a resume). */
+  readonly received: number;
+  /** Whether this welcome resumed the session asked for. */
+  readonly resumed: boolean;
 }
 
 /** Why a hello was refused, as sent in the reject. */
@@ -63,6 +127,10 @@ export interface Hello {
   readonly name: string | undefined;
   /** Whether it proved it knows its secret. */
   readonly authenticated: boolean;
+  /** Its metadata (empty if it sent none). */
+  readonly props: Props;
+  /** The session it resumes, if it does. */
+  readonly resume?: ResumeRequest;
 }
 
 /** The server's keys: one for the cohort, or one per client name. */
@@ -73,7 +141,7 @@ async function sendHandshake(
   connection: Connection,
   message: Record<string, unknown>,
 ): Promise<void> {
-  await connection.queue.written(connection.queue.push([handshakeFrame(message)]));
+  await connection.sendControl(handshakeFrame(message));
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -122,6 +190,10 @@ export interface Credentials {
   readonly name?: string;
   /** The shared secret, if the server requires authentication. */
   readonly secret?: Secret;
+  /** Its metadata. */
+  readonly props?: Props;
+  /** The session it resumes. */
+  readonly resume?: ResumeRequest;
 }
 
 /**
@@ -140,7 +212,7 @@ export async function greetServer(
   signal: AbortSignal | undefined,
   credentials: Credentials = {},
 ): Promise<Welcome> {
-  const { name, secret } = credentials;
+  const { name, secret, props, resume } = credentials;
   using deadline = startDeadline(
     { signal },
     () => ({ what: "Handshake", detail: "", clientIds: [] }),
@@ -152,6 +224,8 @@ export async function greetServer(
     type: "hello",
     ...(name === undefined ? {} : { name }),
     ...(clientNonce === undefined ? {} : { nonce: clientNonce }),
+    ...(props === undefined ? {} : { props }),
+    ...(resume === undefined ? {} : { resume }),
   });
   let answer = key === undefined
     ? await receive(connection, deadline, "welcome")
@@ -176,14 +250,24 @@ export async function greetServer(
     await sendHandshake(connection, { fedcomm: PROTOCOL_VERSION, type: "auth", proof });
     answer = await receive(connection, deadline, "welcome");
   }
-  const { id, clients, maxFrameBytes } = answer;
+  const { id, clients, maxFrameBytes, token, grace = 0, received = 0, resumed = false } = answer;
+  const count = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
   if (
-    !Number.isSafeInteger(id) || !Number.isSafeInteger(clients) ||
-    (id as number) < 0 || (id as number) >= (clients as number) ||
-    !Number.isSafeInteger(maxFrameBytes) || (maxFrameBytes as number) < 0
+    !count(id) || !count(clients) || !count(maxFrameBytes) || !count(grace) ||
+    !count(received) || typeof resumed !== "boolean" ||
+    token !== undefined && !(token instanceof Uint8Array && token.byteLength === TOKEN_BYTES) ||
+    (grace as number) > 0 && token === undefined
   ) {
     throw new ProtocolError(
-      `Invalid welcome: id "${id}", clients "${clients}", maxFrameBytes "${maxFrameBytes}"`,
+      `Invalid welcome: id "${id}", clients "${clients}", maxFrameBytes "${maxFrameBytes}", ` +
+        `grace "${grace}", received "${received}"`,
+    );
+  }
+  if (resume !== undefined && (!resumed || id !== resume.id)) {
+    throw new ProtocolError(
+      `Invalid welcome: asked to resume client "${resume.id}", got ${
+        resumed ? "" : "a new session as "
+      }client "${id}"`,
     );
   }
   connection.open(id as number, maxFrameBytes as number);
@@ -192,6 +276,10 @@ export async function greetServer(
     clients: clients as number,
     maxFrameBytes: maxFrameBytes as number,
     authenticated: key !== undefined,
+    token: token as Uint8Array | undefined,
+    grace: grace as number,
+    received: received as number,
+    resumed: resumed as boolean,
   };
 }
 
@@ -243,7 +331,28 @@ export async function greetClient(
   ) {
     return { reason: "malformed", message: `Invalid hello: "name" is not 1–128 bytes of text` };
   }
-  if (keys === undefined) return { name, authenticated: false };
+  const props = hello.props ?? {};
+  const problem = propsProblem(props);
+  if (problem !== undefined) {
+    return { reason: "malformed", message: `Invalid hello: "props": ${problem}` };
+  }
+  let resume: ResumeRequest | undefined;
+  if (hello.resume !== undefined) {
+    const r = hello.resume as Record<string, unknown>;
+    if (
+      !isRecord(r) || !Number.isSafeInteger(r.id) || (r.id as number) < 0 ||
+      !(r.token instanceof Uint8Array) || !Number.isSafeInteger(r.received) ||
+      (r.received as number) < 0
+    ) {
+      return {
+        reason: "malformed",
+        message: `Invalid hello: "resume" is not a map of id, token and received`,
+      };
+    }
+    resume = { id: r.id as number, token: r.token, received: r.received as number };
+  }
+  const known = { name, props: props as Props, ...(resume === undefined ? {} : { resume }) };
+  if (keys === undefined) return { ...known, authenticated: false };
   const clientNonce = hello.nonce;
   if (!(clientNonce instanceof Uint8Array) || clientNonce.byteLength !== NONCE_BYTES) {
     return { reason: "auth", message: "Authentication required: the hello has no nonce" };
@@ -268,7 +377,7 @@ export async function greetClient(
       message: `Authentication failed${name === undefined ? "" : ` for "${name}"`}`,
     };
   }
-  return { name, authenticated: true };
+  return { ...known, authenticated: true };
 }
 
 /**
@@ -288,7 +397,13 @@ export async function reject(connection: Connection, refusal: Refusal): Promise<
     if (refusal.plain) {
       // The reject a version 1 peer can read: a plain MessagePack frame.
       const { chunks } = encodeFrame(message, connection.sendMaxFrameBytes);
-      await connection.queue.written(connection.queue.push(chunks));
+      const frame = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+      let at = 0;
+      for (const chunk of chunks) {
+        frame.set(chunk, at);
+        at += chunk.byteLength;
+      }
+      await connection.sendControl(frame);
     } else {
       await sendHandshake(connection, message);
     }
@@ -298,22 +413,56 @@ export async function reject(connection: Connection, refusal: Refusal): Promise<
   await connection.close();
 }
 
+/** What a welcome says besides the id. */
+export interface WelcomeFields {
+  /** How many clients the server serves. */
+  readonly clients: number;
+  /** The largest body the server accepts. */
+  readonly maxFrameBytes: number;
+  /** The session's resume token, if resume is on. */
+  readonly token: Uint8Array | undefined;
+  /** How long the server waits for a resume, in ms. */
+  readonly grace: number;
+  /** Messages received from the client on this session. */
+  readonly received: number;
+  /** Whether it resumes a session. */
+  readonly resumed: boolean;
+}
+
 /**
- * Sends the welcome that assigns `id` and opens the connection.
+ * Builds a welcome frame (PROTOCOL.md §6.2).
  *
- * @param connection The connection that said hello.
- * @param id The id assigned.
- * @param clients The number of clients.
- * @returns Resolves when sent.
+ * @param id The client's id.
+ * @param fields The rest.
+ * @returns The whole frame.
  */
-export async function welcome(connection: Connection, id: number, clients: number): Promise<void> {
-  const message = {
+export function welcomeFrame(id: number, fields: WelcomeFields): Uint8Array {
+  return handshakeFrame({
     fedcomm: PROTOCOL_VERSION,
     type: "welcome",
     id,
-    clients,
-    maxFrameBytes: connection.maxFrameBytes,
-  };
+    clients: fields.clients,
+    maxFrameBytes: fields.maxFrameBytes,
+    ...(fields.token === undefined ? {} : { token: fields.token }),
+    grace: fields.grace,
+    received: fields.received,
+    resumed: fields.resumed,
+  });
+}
+
+/**
+ * Sends the welcome of a new session and opens the connection.
+ *
+ * @param connection The connection that said hello.
+ * @param id The id assigned.
+ * @param fields The rest of the welcome.
+ * @returns Resolves when sent.
+ */
+export async function welcome(
+  connection: Connection,
+  id: number,
+  fields: WelcomeFields,
+): Promise<void> {
   connection.open(id);
-  await sendHandshake(connection, message);
+  await connection.sendControl(welcomeFrame(id, fields));
 }

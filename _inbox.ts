@@ -21,6 +21,12 @@ export interface Arrival {
   readonly seq: number;
   /** The size of the frame body it came in. */
   readonly bytes: number;
+  /**
+   * Which of our messages it answers: 0 for an unsolicited message (a plain
+   * frame); k ≥ 1 for a reply to the k-th application message we sent the
+   * peer on this session.
+   */
+  readonly replyTo: number;
   /** The bytes of the receive budget it held when it arrived (0 for none). */
   readonly reserved: number;
   /** What it holds of the receive budget, released when it is taken. */
@@ -83,12 +89,14 @@ export class Inbox {
    * @param value The decoded value.
    * @param bytes Its body size.
    * @param reservation What it holds of the receive budget.
+   * @param replyTo The number of our message it replies to (0: unsolicited).
    */
-  push(value: unknown, bytes: number, reservation?: Reservation): void {
+  push(value: unknown, bytes: number, reservation?: Reservation, replyTo = 0): void {
     this.#items.push({
       value,
       seq: nextSeq++,
       bytes,
+      replyTo,
       reserved: reservation?.bytes ?? 0,
       reservation,
     });

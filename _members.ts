@@ -1,29 +1,74 @@
 /**
- * The server's members: the clients that joined, by id, with their
- * connections and names; who may join; the join and leave events; the
- * per-client statistics.
+ * The server's members: the clients' sessions by id, with their names and
+ * metadata; who may join or resume; the join, disconnect, resume, leave and
+ * late events; the per-client statistics.
+ *
+ * Ids are given in order of arrival and never reused. A fixed cohort
+ * (`listen({ clients: N })`) waits for N members; a member gone for good
+ * frees its place, which the next new client takes (with a new id). An open
+ * one (`open: true`) lets clients join at any time, up to N at once. With
+ * per-client secrets, an authenticated name keeps its id across sessions.
  *
  * @module
  */
 
+import { timingSafeEqual } from "./_auth.ts";
 import type { Connection } from "./_connection.ts";
-import { checkIds } from "./_gather.ts";
-import type { Hello, Refusal } from "./_handshake.ts";
+import type { Hello, Props, Refusal } from "./_handshake.ts";
+import type { Arrival } from "./_inbox.ts";
 import type { ClientStats } from "./_server_types.ts";
 import { Notifier } from "./_wait.ts";
-import { FedcommError } from "./errors.ts";
-import { ClientEvent, formatAddress, type Logger, TransferEvent } from "./events.ts";
+import { FedcommError, PeerDisconnectedError } from "./errors.ts";
+import {
+  ClientEvent,
+  type ClientEventType,
+  formatAddress,
+  LateReplyEvent,
+  type Logger,
+  TransferEvent,
+} from "./events.ts";
+
+/** What the server knows of one member besides its session. */
+interface Member {
+  readonly connection: Connection;
+  readonly name: string | undefined;
+  readonly props: Props;
+  readonly authenticated: boolean;
+  readonly token: Uint8Array | undefined;
+  lateReplies: number;
+}
+
+/** How the members are admitted. */
+export interface MembersOptions {
+  /** How many members: exactly (fixed), or at most at once (open). */
+  capacity: number;
+  /** Whether clients may join at any time (default false). */
+  open: boolean;
+  /** Milliseconds a dropped session waits for its resume (0: none). */
+  grace: number;
+}
+
+/** A resume the members accepted: the session to continue. */
+export interface Resumable {
+  /** The session. */
+  readonly session: Connection;
+  /** Its id. */
+  readonly id: number;
+}
 
 /** The clients of one server; see the module doc. */
 export class Members {
-  /** The connections by client id. */
-  readonly connections: Connection[] = [];
-  /** Notified whenever a client joined. */
-  readonly joined: Notifier = new Notifier();
-  readonly #names: (string | undefined)[] = [];
+  /** The sessions by client id (gone ones stay until their place is taken). */
+  readonly connections: Map<number, Connection> = new Map();
+  /** Notified whenever a client joined or left. */
+  readonly changed: Notifier = new Notifier();
+  readonly #members = new Map<number, Member>();
+  /** Authenticated names and their ids. */
+  readonly #ids = new Map<string, number>();
   readonly #capacity: number;
-  /** `[0, 1, …, capacity − 1]`, shared by the calls that default to all clients (never mutated). */
-  readonly #all: readonly number[];
+  readonly #open: boolean;
+  readonly #grace: number;
+  #nextId = 0;
   readonly #events: EventTarget;
   readonly #logger: Logger | undefined;
   #closed = false;
@@ -33,20 +78,33 @@ export class Members {
   /**
    * Creates the member list of a server.
    *
-   * @param capacity How many clients may join.
-   * @param events Where join and leave events are dispatched (the server).
+   * @param options Capacity, membership and resume.
+   * @param events Where the events are dispatched (the server).
    * @param logger Diagnostics.
    */
-  constructor(capacity: number, events: EventTarget, logger: Logger | undefined) {
-    this.#capacity = capacity;
-    this.#all = Object.freeze(Array.from({ length: capacity }, (_, id) => id));
+  constructor(options: MembersOptions, events: EventTarget, logger: Logger | undefined) {
+    this.#capacity = options.capacity;
+    this.#open = options.open;
+    this.#grace = options.grace;
     this.#events = events;
     this.#logger = logger;
   }
 
-  /** How many clients joined so far. */
-  get size(): number {
-    return this.connections.length;
+  /** How long a dropped session waits for a resume, in ms. */
+  get grace(): number {
+    return this.#grace;
+  }
+
+  /** How many members are connected or resuming. */
+  get present(): number {
+    let n = 0;
+    for (const c of this.connections.values()) if (c.state !== "gone") n++;
+    return n;
+  }
+
+  /** How many ids were given so far. */
+  get started(): number {
+    return this.#nextId;
   }
 
   /** No client may join from now on (the server is closing). */
@@ -59,43 +117,195 @@ export class Members {
    *
    * @param connection Its connection.
    * @param hello What it said of itself.
-   * @returns Its id, or the refusal to send.
+   * @returns Its id and token, or the refusal to send.
    */
-  join(connection: Connection, hello: Hello): number | Refusal {
+  join(connection: Connection, hello: Hello): { id: number; token?: Uint8Array } | Refusal {
     if (this.#closed) return { reason: "closed", message: "Server closing: no clients accepted" };
-    if (this.connections.length >= this.#capacity) {
-      return { reason: "full", message: `Server full: all ${this.#capacity} clients have joined` };
+    let id: number | undefined;
+    if (hello.authenticated && hello.name !== undefined) {
+      id = this.#ids.get(hello.name);
+      const before = id === undefined ? undefined : this.#members.get(id);
+      if (before?.connection.state === "connected") {
+        return {
+          reason: "duplicate",
+          message: `Duplicate client: "${hello.name}" is already connected`,
+        };
+      }
+      // Its earlier session, waiting for a resume, gives way to the new one.
+      before?.connection.end(
+        new PeerDisconnectedError(`Client "${id}" replaced: it started a new session`, {
+          clientId: id,
+        }),
+      );
     }
-    this.connections.push(connection);
-    this.#names.push(hello.name);
-    return this.connections.length - 1;
+    if (id === undefined && this.present >= this.#capacity) {
+      return {
+        reason: "full",
+        message: this.#open
+          ? `Server full: ${this.#capacity} clients are connected`
+          : `Server full: all ${this.#capacity} clients have joined`,
+      };
+    }
+    if (id === undefined) {
+      id = this.#nextId++;
+      if (hello.authenticated && hello.name !== undefined) this.#ids.set(hello.name, id);
+      this.#makeRoom();
+    }
+    const token = this.#grace > 0 ? crypto.getRandomValues(new Uint8Array(16)) : undefined;
+    this.connections.set(id, connection);
+    this.#members.set(id, {
+      connection,
+      name: hello.name,
+      props: hello.props,
+      authenticated: hello.authenticated,
+      token,
+      lateReplies: 0,
+    });
+    return { id, token };
+  }
+
+  /** Takes the place of the oldest member gone for good, if the cohort is full of places. */
+  #makeRoom(): void {
+    if (this.connections.size < this.#capacity) return;
+    for (const [id, c] of this.connections) {
+      if (c.state === "gone") {
+        this.#forget(id);
+        return;
+      }
+    }
+  }
+
+  #forget(id: number): void {
+    this.connections.delete(id);
+    this.#members.delete(id);
   }
 
   /**
-   * A client got its welcome: report its leaving from now on, tell listeners it joined.
+   * Checks a resume request: the session to continue, or the refusal.
    *
-   * @param connection Its connection.
-   * @param hello What it said of itself.
+   * @param connection The new connection.
+   * @param hello Its hello, with `resume`.
+   * @returns The session, or why not.
    */
-  welcomed(connection: Connection, hello: Hello): void {
+  resume(connection: Connection, hello: Hello): Resumable | Refusal {
+    const { id, token, received } = hello.resume!;
+    if (this.#closed) return { reason: "closed", message: "Server closing: no clients accepted" };
+    const member = this.#members.get(id);
+    if (member === undefined || member.token === undefined || member.connection.state === "gone") {
+      return { reason: "resume", message: `Resume refused: no session "${id}"` };
+    }
+    if (!timingSafeEqual(member.token, token)) {
+      return { reason: "resume", message: `Resume refused: wrong token for client "${id}"` };
+    }
+    if (member.authenticated && (!hello.authenticated || hello.name !== member.name)) {
+      return {
+        reason: "resume",
+        message: `Resume refused: client "${id}" authenticated as another name`,
+      };
+    }
+    const problem = member.connection.cannotResume(received);
+    if (problem !== undefined) {
+      // Still connected: the old connection may be dead and not yet known
+      // to be (idleTimeout); the client tries again.
+      return member.connection.state === "connected"
+        ? { reason: "live", message: `Resume refused: client "${id}" is still connected` }
+        : { reason: "resume", message: `Resume refused: client "${id}": ${problem}` };
+    }
+    void connection;
+    return { session: member.connection, id };
+  }
+
+  /**
+   * A client got its welcome: report its drops, resumes and leaving from now
+   * on, tell listeners it joined.
+   *
+   * @param connection Its session.
+   */
+  welcomed(connection: Connection): void {
     const clientId = connection.clientId!;
-    const { name } = hello;
-    const address = connection.remoteAddr;
+    const member = this.#members.get(clientId)!;
     if (this.#progress) this.#watchProgress(connection);
-    connection.onEnd = (error) => {
-      this.#logger?.info?.("Client left", { id: clientId, name, error: error.message });
-      this.#events.dispatchEvent(new ClientEvent("leave", { clientId, name, address, error }));
+    connection.onDrop = (error) => {
+      this.#logger?.warn?.("Client disconnected: waiting for its resume", {
+        id: clientId,
+        name: member.name,
+        error: error.message,
+        graceMs: this.#grace,
+      });
+      this.#dispatch("disconnect", member, error);
     };
-    this.#logger?.info?.("Client joined", { id: clientId, name, address: formatAddress(address) });
-    this.#events.dispatchEvent(new ClientEvent("join", { clientId, name, address }));
-    this.joined.notify();
+    connection.onEnd = (error) => {
+      this.#logger?.info?.("Client left", {
+        id: clientId,
+        name: member.name,
+        error: error.message,
+      });
+      if (this.#open && connection.inbox.size === 0) this.#forget(clientId);
+      this.#dispatch("leave", member, error);
+      this.changed.notify();
+    };
+    this.#logger?.info?.("Client joined", {
+      id: clientId,
+      name: member.name,
+      address: formatAddress(connection.remoteAddr),
+    });
+    this.#dispatch("join", member);
+    this.changed.notify();
+  }
+
+  /**
+   * A client resumed its session.
+   *
+   * @param id Its id.
+   */
+  resumed(id: number): void {
+    const member = this.#members.get(id)!;
+    this.#logger?.info?.("Client resumed", {
+      id,
+      name: member.name,
+      address: formatAddress(member.connection.remoteAddr),
+    });
+    this.#dispatch("resume", member);
+  }
+
+  #dispatch(type: ClientEventType, member: Member, error?: Error): void {
+    const { connection, name, props } = member;
+    this.#events.dispatchEvent(
+      new ClientEvent(type, {
+        clientId: connection.clientId!,
+        name,
+        props,
+        address: connection.remoteAddr,
+        error,
+      }),
+    );
+  }
+
+  /**
+   * A late reply was dropped: count it, hand it to `late` listeners.
+   *
+   * @param clientId The client.
+   * @param arrival The reply.
+   * @param latest The latest message number sent to that client.
+   */
+  late(clientId: number, arrival: Arrival, latest: number): void {
+    const member = this.#members.get(clientId);
+    if (member !== undefined) member.lateReplies++;
+    this.#logger?.debug?.("Late reply dropped", {
+      id: clientId,
+      replyTo: arrival.replyTo,
+      latest,
+    });
+    this.#events.dispatchEvent(
+      new LateReplyEvent({ clientId, replyTo: arrival.replyTo, latest, value: arrival.value }),
+    );
   }
 
   /** Makes progress events from now on (someone listens to them). */
   reportProgress(): void {
     if (this.#progress) return;
     this.#progress = true;
-    for (const connection of this.connections) this.#watchProgress(connection);
+    for (const connection of this.connections.values()) this.#watchProgress(connection);
   }
 
   #watchProgress(connection: Connection): void {
@@ -119,23 +329,31 @@ export class Members {
   }
 
   /**
-   * Validates the ids a call addresses; defaults to all.
+   * Validates the ids a call addresses. By default: in a fixed cohort every
+   * member (also those resuming or gone and not yet replaced); in an open
+   * one, the members connected or resuming now.
    *
-   * @param ids The ids given, or `undefined` for all.
+   * @param ids The ids given, or `undefined` for the default.
    * @param what The call, for messages.
    * @returns The ids.
-   * @throws {FedcommError} If not every client has joined yet.
+   * @throws {FedcommError} If a fixed cohort has not filled yet.
    * @throws {TypeError} If an id is not an integer or is listed twice.
-   * @throws {RangeError} If an id is out of range.
+   * @throws {RangeError} If an id is not a member's.
    */
   targets(ids: Iterable<number> | undefined, what: string): readonly number[] {
-    const joined = this.connections.length;
-    if (joined < this.#capacity) {
+    if (!this.#open && this.#nextId < this.#capacity) {
       throw new FedcommError(
-        `Server not ready: ${joined} of ${this.#capacity} clients joined; await server.ready() first`,
+        `Server not ready: ${this.#nextId} of ${this.#capacity} clients joined; await server.ready() first`,
       );
     }
-    return ids === undefined ? this.#all : checkIds(ids, this.#capacity, what);
+    if (ids !== undefined) return checkIds(ids, what, (id) => this.connections.has(id));
+    const all: number[] = [];
+    for (const [id, c] of this.connections) {
+      if (!this.#open) all.push(id);
+      else if (c.state !== "gone") all.push(id);
+      else if (c.inbox.size === 0) this.#forget(id);
+    }
+    return all;
   }
 
   /**
@@ -144,7 +362,7 @@ export class Members {
    * @param messages Values by client id, as a `Map` or an object.
    * @returns The ids and the values, in the same order.
    * @throws {TypeError} If it is not a Map or an object, or an id is invalid.
-   * @throws {RangeError} If an id is out of range.
+   * @throws {RangeError} If an id is not a member's.
    */
   scatter(
     messages: ReadonlyMap<number, unknown> | Readonly<Record<number, unknown>>,
@@ -162,33 +380,76 @@ export class Members {
   }
 
   /**
-   * The ids not taken yet.
+   * The ids a fixed cohort still waits for.
    *
    * @returns From the number joined up to the capacity.
    */
   missing(): number[] {
-    return this.#all.slice(this.connections.length);
+    const ids: number[] = [];
+    for (let id = this.#nextId; id < this.#capacity; id++) ids.push(id);
+    return ids;
   }
 
   /**
-   * Each joined client's statistics, by id.
+   * Each member's statistics, by id.
    *
-   * @returns One entry per client.
+   * @returns One entry per member.
    */
   stats(): ClientStats[] {
-    return this.connections.map((c, id) => ({
-      id,
-      name: this.#names[id],
-      address: formatAddress(c.remoteAddr),
-      state: c.ended === undefined ? "connected" : "disconnected",
-      error: c.ended,
-      bytesSent: c.queue.bytesSent,
-      bytesReceived: c.bytesReceived,
-      messagesSent: c.messagesSent,
-      messagesReceived: c.messagesReceived,
-      silentMs: c.silentFor,
-      rttMs: c.rtt,
-      queued: c.inbox.size,
-    }));
+    return [...this.#members].map(([id, m]) => {
+      const c = m.connection;
+      return {
+        id,
+        name: m.name,
+        props: m.props,
+        authenticated: m.authenticated,
+        address: formatAddress(c.remoteAddr),
+        state: c.state,
+        error: c.ended,
+        bytesSent: c.bytesSent,
+        bytesReceived: c.bytesReceived,
+        messagesSent: c.messagesSent,
+        messagesReceived: c.messagesReceived,
+        silentMs: c.silentFor,
+        rttMs: c.rtt,
+        queued: c.inbox.size,
+        unacknowledged: c.outbox.unacked,
+        resumes: c.resumes,
+        lateReplies: m.lateReplies,
+      };
+    });
   }
+}
+
+/**
+ * Validates a list of client ids.
+ *
+ * @param ids The ids given.
+ * @param what The call, for messages.
+ * @param known Whether an id is a member's.
+ * @returns The ids as an array.
+ * @throws {TypeError} If it is not an iterable of integers, or lists one twice.
+ * @throws {RangeError} If an id is not a member's.
+ */
+export function checkIds(
+  ids: Iterable<number>,
+  what: string,
+  known: (id: number) => boolean,
+): number[] {
+  if (typeof ids !== "object" || ids === null || typeof ids[Symbol.iterator] !== "function") {
+    throw new TypeError(`Invalid ids for ${what}: expected an iterable of client ids`);
+  }
+  const list = [...ids];
+  const seen = new Set<number>();
+  for (const id of list) {
+    if (typeof id !== "number" || !Number.isInteger(id)) {
+      throw new TypeError(`Invalid client id for ${what}: "${String(id)}" is not an integer`);
+    }
+    if (!known(id)) {
+      throw new RangeError(`Invalid client id for ${what}: "${id}" is not a member`);
+    }
+    if (seen.has(id)) throw new TypeError(`Invalid ids for ${what}: "${id}" is listed twice`);
+    seen.add(id);
+  }
+  return list;
 }

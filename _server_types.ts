@@ -11,8 +11,30 @@ import type { Logger } from "./events.ts";
 
 /** Options for {@linkcode listen}. */
 export interface ListenOptions extends FrameOptions {
-  /** How many clients to wait for; they get ids `0 … clients − 1` in order of arrival. */
+  /**
+   * How many clients to wait for; they get ids `0 … clients − 1` in order of
+   * arrival. With `open`, the most clients connected at once.
+   */
   clients: number;
+  /**
+   * Let clients join at any time, up to `clients` at once (default false:
+   * wait for exactly `clients`). Ids are never reused. Calls then address by
+   * default the clients connected (or resuming) at the call.
+   */
+  open?: boolean;
+  /**
+   * Milliseconds a client whose connection dropped has to resume its session
+   * on a new one, keeping its id, with nothing lost (default 300,000; 0: a
+   * drop ends the session). Calls waiting on it keep waiting meanwhile,
+   * within their own deadlines.
+   */
+  resumeTimeout?: number;
+  /**
+   * Bytes of messages sent to one client and not yet acknowledged, kept for
+   * a resume (default 64 MiB): past it, sending to that client waits for its
+   * acknowledgements. A single larger message is still sent on its own.
+   */
+  retainBytes?: number;
   /** The address to listen on (default `"127.0.0.1"`; `"0.0.0.0"` for every interface). */
   hostname?: string;
   /** The TCP port (default 0: the system picks a free one; read it from `server.port`). */
@@ -71,17 +93,27 @@ export interface TlsOptions {
   key: string;
 }
 
+/** Options for {@linkcode Server.ready}. */
+export interface ReadyOptions extends WaitOptions {
+  /** How many members to wait for (default: the `clients` of `listen`). */
+  clients?: number;
+}
+
 /** One client as {@linkcode Server.stats} sees it. */
 export interface ClientStats {
   /** Its id. */
   readonly id: number;
   /** The name from its hello, if any. */
   readonly name: string | undefined;
-  /** Its address, `host:port`. */
+  /** The metadata from its hello (`connect({ props })`). */
+  readonly props: Readonly<Record<string, string | number | boolean | null>>;
+  /** Whether it proved it knows its secret. */
+  readonly authenticated: boolean;
+  /** Its address, `host:port` (the last one while it is resuming). */
   readonly address: string;
-  /** Whether its connection is up, and if not, why it ended. */
-  readonly state: "connected" | "disconnected";
-  /** Why its connection ended, if it did. */
+  /** Connected, waiting for its resume after a drop, or gone for good. */
+  readonly state: "connected" | "resuming" | "gone";
+  /** Why its session ended, if it did. */
   readonly error: Error | undefined;
   /** Bytes sent to it and received from it, frame headers included. */
   readonly bytesSent: number;
@@ -97,6 +129,12 @@ export interface ClientStats {
   readonly rttMs: number | undefined;
   /** Messages received from it and not yet taken. */
   readonly queued: number;
+  /** Messages sent to it that it has not acknowledged yet (kept for a resume). */
+  readonly unacknowledged: number;
+  /** How many times its session resumed on a new connection. */
+  readonly resumes: number;
+  /** Replies to earlier messages it sent after a newer one: dropped (`"late"` events). */
+  readonly lateReplies: number;
 }
 
 /** One client's message, as {@linkcode Server.uploads} yields it. */
@@ -113,22 +151,51 @@ export interface GatherResult {
   readonly received: Map<number, unknown>;
   /**
    * The clients that gave no answer, with why: `PeerDisconnectedError`,
-   * `ProtocolError`, a `FrameTooLargeError` or `TimeoutError`.
+   * `ProtocolError`, a `FrameTooLargeError` or `TimeoutError` (at the
+   * deadline, or not answered within `grace` after the quorum; the two
+   * messages differ).
    */
   readonly failed: Map<number, Error>;
+  /**
+   * How many late replies (answers to an earlier message than the last one
+   * sent to that client) were dropped during this call, by client id; only
+   * clients that sent some are listed. Each was also a `late` event.
+   */
+  readonly late: Map<number, number>;
+  /** Whether `received.size` reached `min` (without `min`: every client asked answered). */
+  readonly quorum: boolean;
 }
 
 /** Which clients a call addresses, and how long it may wait. */
 export interface TargetOptions extends WaitOptions {
-  /** The clients (default: all), each at most once. */
+  /** The clients (default: all current members), each at most once. */
   ids?: Iterable<number>;
 }
 
 /** Options for {@linkcode Server.broadcast}. */
 export type BroadcastOptions = TargetOptions;
 
-/** Options for {@linkcode Server.gather} and {@linkcode Server.gatherSettled}. */
-export type GatherOptions = TargetOptions;
+/**
+ * Options for {@linkcode Server.gather} and {@linkcode Server.gatherSettled}.
+ *
+ * With `min`, the call is done once `min` clients answered and `grace` ms
+ * passed since the `min`-th answer (or every other client answered or
+ * failed); the clients still silent then are not waited for. At the deadline
+ * it is done too: with the quorum, `gather` returns what it has.
+ */
+export interface GatherOptions extends TargetOptions {
+  /**
+   * The quorum: how many answers are enough (a positive integer, at most the
+   * number of clients asked; default: all of them). `gather` then fails only
+   * once the quorum cannot be reached any more, or at the deadline without it.
+   */
+  min?: number;
+  /**
+   * Milliseconds to keep waiting for the other clients after the `min`-th
+   * answer (default 0: stop at once). Only used with `min`.
+   */
+  grace?: number;
+}
 
 /** Options for {@linkcode Server.uploads}. */
 export interface UploadsOptions extends TargetOptions {
@@ -138,4 +205,17 @@ export interface UploadsOptions extends TargetOptions {
    * iteration instead of failing it.
    */
   count?: number;
+  /**
+   * The quorum: how many clients delivering all their `count` messages are
+   * enough (a positive integer, at most the number of clients asked; needs a
+   * finite `count`). A client that fails is then skipped while the quorum can
+   * still be reached; at the deadline the iteration ends normally if the
+   * quorum was reached. Default: every client asked must deliver.
+   */
+  min?: number;
+  /**
+   * Milliseconds to keep yielding after the `min`-th client delivered its
+   * `count` (default 0: end at once); the iteration then ends. Only used with `min`.
+   */
+  grace?: number;
 }

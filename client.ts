@@ -7,14 +7,31 @@
 import { type Secret, secretBytes } from "./_auth.ts";
 import { Connection, DEFAULT_HEARTBEAT_MS, DEFAULT_IDLE_TIMEOUT_MS } from "./_connection.ts";
 import { checkMaxFrameBytes, type FrameOptions } from "./_frame.ts";
-import { greetServer, HANDSHAKE_FRAME_BYTES, MAX_NAME_BYTES } from "./_handshake.ts";
+import {
+  greetServer,
+  HANDSHAKE_FRAME_BYTES,
+  MAX_NAME_BYTES,
+  type Props,
+  propsProblem,
+  type Welcome,
+} from "./_handshake.ts";
 import { checkTimeout, type Deadline, startDeadline, type WaitOptions, within } from "./_wait.ts";
-import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
-import { type ClientEventMap, TransferEvent } from "./events.ts";
+import {
+  AuthenticationError,
+  PeerDisconnectedError,
+  RejectedError,
+  TimeoutError,
+} from "./errors.ts";
+import { ClientEvent, type ClientEventMap, TransferEvent } from "./events.ts";
+
+export type { Props, Welcome } from "./_handshake.ts";
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** How often `waitForServer` tries again. */
 const RETRY_MS = 100;
+/** Reconnecting after a drop: the first pause, doubled each try up to the last. */
+const RESUME_FIRST_PAUSE_MS = 100;
+const RESUME_MAX_PAUSE_MS = 5_000;
 
 /** Options for {@linkcode connect}. */
 export interface ConnectOptions extends FrameOptions {
@@ -36,6 +53,18 @@ export interface ConnectOptions extends FrameOptions {
   idleTimeout?: number;
   /** This client's name (at most 128 UTF-8 bytes): with per-client secrets, the name to prove. */
   name?: string;
+  /**
+   * Metadata the server reads per client (`server.stats()`, events): at most
+   * 16 entries; keys of 1–64 bytes; values strings of at most 256 bytes,
+   * numbers, booleans or `null`.
+   */
+  props?: Props;
+  /**
+   * Reconnect on its own when the connection drops, and resume the session
+   * with the same id and nothing lost, within the time the server allows
+   * (default true).
+   */
+  resume?: boolean;
   /**
    * The secret shared with the server (at least 16 bytes), for a server that
    * requires authentication. The client then also requires the server to
@@ -70,8 +99,9 @@ export interface ConnectTlsOptions {
  * @throws {TimeoutError} If the server does not answer in time.
  * @throws {Deno.errors.ConnectionRefused} If nothing listens there (unless `waitForServer`).
  * @throws {Deno.errors.InvalidData} If the server's TLS certificate is not trusted.
- * @throws {RangeError} If `secret` is shorter than 16 bytes, `name` is not 1–128 bytes, or a
- * limit is invalid.
+ * @throws {RangeError} If `secret` is shorter than 16 bytes, `name` is not 1–128 bytes, `props`
+ * break their limits, or a limit is invalid.
+ * @throws {TypeError} If `props` is not a map of strings, numbers, booleans or `null`.
  *
  * @example
  * ```ts
@@ -99,17 +129,39 @@ export async function connect(options: ConnectOptions): Promise<Client> {
   const maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
   if (options.secret !== undefined) secretBytes(options.secret, "secret");
   checkName(options.name);
+  checkProps(options.props);
   const timeout = options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS;
   checkTimeout(timeout);
+  const { connection, welcome } = await handshake(
+    { ...options, maxFrameBytes },
+    timeout,
+    options.signal,
+    options.waitForServer ?? false,
+  );
+  connection.allowResume(options.resume === false ? 0 : welcome.grace);
+  return new Client(connection, welcome, { ...options, maxFrameBytes });
+}
+
+/**
+ * Opens a connection and runs the handshake, as a new session or as the
+ * resume of `resume`.
+ */
+async function handshake(
+  options: ConnectOptions & { maxFrameBytes: number },
+  timeout: number,
+  cancel: AbortSignal | undefined,
+  waitForServer: boolean,
+  resume?: { id: number; token: Uint8Array; received: number },
+): Promise<{ connection: Connection; welcome: Welcome }> {
   const hostname = options.hostname ?? "127.0.0.1";
   const timer = new AbortController();
   const timeoutId = setTimeout(() =>
     timer.abort(
       new TimeoutError(`Connect timed out after ${timeout} ms: ${hostname}:${options.port}`),
     ), timeout);
-  const signal = options.signal ? AbortSignal.any([timer.signal, options.signal]) : timer.signal;
+  const signal = cancel ? AbortSignal.any([timer.signal, cancel]) : timer.signal;
   try {
-    const tcp = await dial(hostname, options.port, signal, options.waitForServer ?? false);
+    const tcp = await dial(hostname, options.port, signal, waitForServer);
     let conn: Deno.Conn = tcp;
     if (options.tls !== undefined) {
       tcp.setNoDelay(true);
@@ -129,17 +181,19 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     }
     const connection = new Connection(conn, {
       peerIsServer: true,
-      maxFrameBytes,
+      maxFrameBytes: options.maxFrameBytes,
       handshakeFrameBytes: HANDSHAKE_FRAME_BYTES,
       heartbeatMs: options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
       idleTimeout: options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS,
     });
     try {
-      const { id, clients, authenticated } = await greetServer(connection, signal, {
+      const welcome = await greetServer(connection, signal, {
         name: options.name,
         secret: options.secret,
+        props: options.props,
+        resume,
       });
-      return new Client(connection, id, clients, { name: options.name, authenticated });
+      return { connection, welcome };
     } catch (error) {
       await connection.close();
       throw error;
@@ -177,24 +231,27 @@ async function dial(
   }
 }
 
-/** What the handshake said about a client, besides its id. */
-export interface ClientInfo {
-  /** The name it gave in its hello. */
-  readonly name?: string;
-  /** Whether both sides proved they know the shared secret. */
-  readonly authenticated: boolean;
-}
-
 /**
  * A connected client. Create it with {@linkcode connect}.
  *
  * Iterate it to receive every message until the server closes:
  * `for await (const message of client) { … }`, or use its web streams
  * {@linkcode Client.readable} and {@linkcode Client.writable}. It is an
- * `EventTarget` of the events in {@linkcode ClientEventMap} (`progress`).
+ * `EventTarget` of the events in {@linkcode ClientEventMap}: `progress`,
+ * and `disconnect`/`resume` as it reconnects on its own after a drop.
+ *
+ * Answer the server's messages with {@linkcode Client.reply}: a reply is
+ * tied to the message it answers, so one that comes too late for its round
+ * is never taken for an answer to the next.
  */
 export class Client extends EventTarget implements AsyncDisposable, AsyncIterable<unknown> {
   readonly #connection: Connection;
+  readonly #options: ConnectOptions & { maxFrameBytes: number };
+  readonly #token: Uint8Array | undefined;
+  /** Messages taken by recv() or iteration: the number of the last one. */
+  #taken = 0;
+  /** Stops reconnecting when the client closes. */
+  readonly #closing = new AbortController();
   #progress = false;
   #readable: ReadableStream<unknown> | undefined;
   #writable: WritableStream<unknown> | undefined;
@@ -206,22 +263,109 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
   readonly name: string | undefined;
   /** Whether this client and the server proved to each other that they know the secret. */
   readonly authenticated: boolean;
+  /** The metadata this client gave in its hello. */
+  readonly props: Props;
 
   /**
    * Prefer {@linkcode connect}.
    *
    * @param connection The connection, after the handshake.
-   * @param id The id the server assigned.
-   * @param clients The number of clients.
-   * @param info The name and whether the handshake authenticated.
+   * @param welcome What the server's welcome said.
+   * @param options The options of `connect`, to reconnect with.
    */
-  constructor(connection: Connection, id: number, clients: number, info: ClientInfo) {
+  constructor(
+    connection: Connection,
+    welcome: Welcome,
+    options: ConnectOptions & { maxFrameBytes: number },
+  ) {
     super();
     this.#connection = connection;
-    this.id = id;
-    this.clients = clients;
-    this.name = info.name;
-    this.authenticated = info.authenticated;
+    this.#options = options;
+    this.#token = welcome.token;
+    this.id = welcome.id;
+    this.clients = welcome.clients;
+    this.name = options.name;
+    this.props = options.props ?? {};
+    this.authenticated = welcome.authenticated;
+    connection.onDrop = (error) => {
+      this.dispatchEvent(
+        new ClientEvent("disconnect", { clientId: this.id, name: this.name, error }),
+      );
+      this.#reconnect(error);
+    };
+  }
+
+  /** Tries to resume the session on new connections until it resumes or the server's grace is over. */
+  async #reconnect(cause: Error): Promise<void> {
+    const connection = this.#connection;
+    const closing = this.#closing.signal;
+    let pause = 0;
+    while (connection.state === "resuming" && !closing.aborted) {
+      if (pause > 0) await sleep(pause * (0.8 + 0.4 * Math.random()), closing);
+      pause = Math.min(RESUME_MAX_PAUSE_MS, Math.max(RESUME_FIRST_PAUSE_MS, pause * 2));
+      if (connection.state !== "resuming" || closing.aborted) return;
+      let attempt: { connection: Connection; welcome: Welcome };
+      try {
+        attempt = await handshake(
+          this.#options,
+          this.#options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS,
+          closing,
+          false,
+          { id: this.id, token: this.#token!, received: connection.messagesReceived },
+        );
+      } catch (error) {
+        // "live": the server has not noticed yet that the old connection is dead.
+        const refused = error instanceof RejectedError && error.reason !== "busy" &&
+            error.reason !== "live" ||
+          error instanceof AuthenticationError;
+        if (refused) {
+          connection.end(
+            new PeerDisconnectedError(`Server disconnected: resume refused: ${error.message}`, {
+              clientId: this.id,
+              cause: error,
+            }),
+          );
+          return;
+        }
+        continue; // not reachable, busy, timed out: try again
+      }
+      const fresh = attempt.connection;
+      const problem = connection.cannotResume(attempt.welcome.received);
+      if (problem !== undefined || closing.aborted) {
+        await fresh.close();
+        if (problem !== undefined) {
+          connection.end(
+            new PeerDisconnectedError(`Server disconnected: cannot resume: ${problem}`, {
+              clientId: this.id,
+              cause,
+            }),
+          );
+        }
+        return;
+      }
+      connection.adopt(fresh, attempt.welcome.received);
+      this.dispatchEvent(new ClientEvent("resume", { clientId: this.id, name: this.name }));
+      return;
+    }
+  }
+
+  /** How many times the session resumed on a new connection. */
+  get resumes(): number {
+    return this.#connection.resumes;
+  }
+
+  /** Whether the client is connected, reconnecting after a drop, or done. */
+  get state(): "connected" | "resuming" | "gone" {
+    return this.#connection.state;
+  }
+
+  /**
+   * The number of the last message taken by `recv()` or iteration: messages
+   * from the server are numbered 1, 2, 3, … for the whole session. It is what
+   * {@linkcode Client.reply} answers by default.
+   */
+  get lastReceived(): number {
+    return this.#taken;
   }
 
   /** Bytes received from the server, frame headers included. */
@@ -231,7 +375,7 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
 
   /** Bytes sent to the server, frame headers included. */
   get bytesSent(): number {
-    return this.#connection.queue.bytesSent;
+    return this.#connection.bytesSent;
   }
 
   /** Application messages received from the server. */
@@ -289,18 +433,22 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
   }
 
   /**
-   * Sends one value to the server. Small values are copied and the promise
-   * resolves as soon as they are queued (while less than 1 MiB waits), so a
+   * Sends one value to the server, on its own account (to answer a message
+   * of the server, use {@linkcode Client.reply}). Small values are copied
+   * and the promise resolves as soon as they are queued (while less than
+   * 1 MiB waits unwritten and less than 64 MiB unacknowledged), so a
    * stream of small sends is coalesced into few socket writes; a value with
-   * large binaries resolves once the socket has taken them, after which you
-   * may change them.
+   * large binaries resolves once the server acknowledged it (it is kept, not
+   * copied, until then, so that a resume can send it again), after which you
+   * may change it. While the client is reconnecting, sends wait for room
+   * the same way and go out when the session resumes.
    *
    * @param value The value (see `codec.ts` for the types).
-   * @returns Resolves when the value is queued or written, as above.
+   * @returns Resolves when the value is queued or acknowledged, as above.
    * @throws {TypeError} If the value has no MessagePack form.
    * @throws {FrameTooLargeError} If it encodes to more than the frame limit (the smaller
    * of this client's `maxFrameBytes` and the server's, from its welcome).
-   * @throws {PeerDisconnectedError} If the connection is gone.
+   * @throws {PeerDisconnectedError} If the session is over.
    */
   send(value: unknown): Promise<void> {
     if (!this.#progress) return this.#connection.send(value);
@@ -308,6 +456,53 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
       this.dispatchEvent(
         new TransferEvent({ clientId: this.id, direction: "send", loaded, total }),
       ));
+  }
+
+  /**
+   * Answers a message from the server: by default the last one taken by
+   * `recv()` or iteration. The server counts a reply to an earlier message
+   * than the last one it sent this client as late: not an answer to its
+   * current round (see the server's `late` event). Otherwise like
+   * {@linkcode Client.send}.
+   *
+   * @param value The answer.
+   * @param options `to`: the number of the message answered (default {@linkcode Client.lastReceived}).
+   * @returns Resolves when the value is queued or acknowledged, as for `send`.
+   * @throws {RangeError} If no message was received yet, or `to` is not a received message's number.
+   * @throws {TypeError} If the value has no MessagePack form.
+   * @throws {FrameTooLargeError} If it encodes to more than the frame limit.
+   * @throws {PeerDisconnectedError} If the session is over.
+   *
+   * @example One round: take the model, answer with the update
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { connect, listen } from "@fedcomm/fedcomm";
+   *
+   * await using server = listen({ clients: 1 });
+   * await using client = await connect({ port: server.port });
+   * await server.ready();
+   * await server.broadcast({ round: 1, weights: new Float32Array([1, 2]) });
+   * const { weights } = await client.recv() as { weights: Float32Array };
+   * await client.reply(weights.map((w) => w * 2));
+   * const answers = await server.gather({ timeout: 10_000 });
+   * assert.deepStrictEqual(answers.get(0), new Float32Array([2, 4]));
+   * ```
+   */
+  reply(value: unknown, options?: { to?: number }): Promise<void> {
+    const to = options?.to ?? this.#taken;
+    const received = this.#connection.messagesReceived;
+    if (!Number.isSafeInteger(to) || to < 1 || to > received) {
+      throw new RangeError(
+        received === 0
+          ? "Invalid reply: no message was received yet"
+          : `Invalid reply: "${to}" is not the number of a received message (1 to ${received})`,
+      );
+    }
+    if (!this.#progress) return this.#connection.send(value, undefined, to);
+    return this.#connection.send(value, (loaded, total) =>
+      this.dispatchEvent(
+        new TransferEvent({ clientId: this.id, direction: "send", loaded, total }),
+      ), to);
   }
 
   /**
@@ -372,8 +567,10 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
    * @throws {TimeoutError} If time ran out.
    * @throws {Deno.errors.Busy} If another `recv()` (or a `for await`) is already waiting.
    */
-  recv(options?: WaitOptions): Promise<unknown> {
-    return receive(this.#connection, options);
+  async recv(options?: WaitOptions): Promise<unknown> {
+    const value = await receive(this.#connection, options);
+    this.#taken++;
+    return value;
   }
 
   /**
@@ -384,33 +581,50 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
   async *[Symbol.asyncIterator](): AsyncIterator<unknown> {
     const connection = this.#connection;
     while (true) {
-      if (connection.inbox.size === 0 && connection.ended instanceof PeerDisconnectedError) return;
+      // The iteration ends when the server closed the session (or this client
+      // did); a session lost for good is an error.
+      if (
+        connection.inbox.size === 0 && connection.ended !== undefined && connection.closedCleanly
+      ) {
+        return;
+      }
       try {
-        yield await receive(connection);
+        const value = await receive(connection);
+        this.#taken++;
+        yield value;
       } catch (error) {
-        if (error instanceof PeerDisconnectedError && connection.ended === error) return;
+        if (connection.ended === error && connection.closedCleanly) return;
         throw error;
       }
     }
   }
 
   /**
-   * Waits until everything sent has been written to the socket.
+   * Waits until the server acknowledged everything sent so far.
    *
-   * @returns Resolves when written.
-   * @throws {PeerDisconnectedError} If writing failed.
+   * @param options Cancellation and time limit.
+   * @returns Resolves when acknowledged.
+   * @throws {PeerDisconnectedError} If the session ended first.
+   * @throws {TimeoutError} If time ran out.
    */
-  flush(): Promise<void> {
-    return this.#connection.queue.flush();
+  async flush(options?: WaitOptions): Promise<void> {
+    using deadline = startDeadline(options, () => ({
+      what: "Flush",
+      detail: `${this.#connection.outbox.unacked} messages not acknowledged`,
+      clientIds: [this.id],
+    }));
+    await this.#connection.delivered(this.#connection.messagesSent, deadline);
   }
 
   /**
-   * Writes what is queued (waiting at most 5 s if the server stopped reading), then
-   * closes the connection.
+   * Ends the session: waits (at most 5 s) until the server acknowledged what
+   * was sent, tells it the session is over (so it does not wait for a
+   * resume), then closes the connection.
    *
    * @returns Resolves when closed.
    */
   close(): Promise<void> {
+    this.#closing.abort();
     return this.#connection.close();
   }
 
@@ -438,6 +652,28 @@ function checkName(name: unknown): void {
   if (bytes < 1 || bytes > MAX_NAME_BYTES) {
     throw new RangeError(`Invalid name: "${name}" is ${bytes} bytes, not 1 to ${MAX_NAME_BYTES}`);
   }
+}
+
+/** Validates `props` (PROTOCOL.md §6.1). */
+function checkProps(props: unknown): void {
+  if (props === undefined) return;
+  const problem = propsProblem(props);
+  if (problem === undefined) return;
+  const message = `Invalid props: ${problem}`;
+  throw problem.includes("not a") ? new TypeError(message) : new RangeError(message);
+}
+
+/** Waits `ms`, or less if `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
 
 /** A deadline that fires when `signal` aborts. */

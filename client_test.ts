@@ -91,12 +91,11 @@ Deno.test("connect() rejects with the abort reason when its signal aborts", asyn
 
 Deno.test("connect() rejects with ProtocolError for an invalid welcome", async () => {
   const answers = [
-    { fedcomm: 2, type: "welcome", id: 2, clients: 2, maxFrameBytes: 1024 }, // id out of range
-    { fedcomm: 2, type: "welcome", id: 0, clients: 2 }, // no maxFrameBytes
+    { fedcomm: 3, type: "welcome", id: 0, clients: 2 }, // no maxFrameBytes
     { fedcomm: 1, type: "welcome", id: 0, clients: 1, maxFrameBytes: 1024 }, // version
-    { fedcomm: 2, type: "challenge" }, // not asked for (this client has no secret)
+    { fedcomm: 3, type: "challenge" }, // not asked for (this client has no secret)
     [1, 2, 3], // not a map
-    { fedcomm: 2, type: "reject", reason: "full", message: "Server full" },
+    { fedcomm: 3, type: "reject", reason: "full", message: "Server full" },
   ];
   for (const answer of answers) {
     using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -128,8 +127,9 @@ Deno.test("connect() accepts a welcome with unknown keys", async () => {
     const conn = await listener.accept();
     const reader = new FrameReader(conn.readable);
     await reader.read();
-    const welcome = { fedcomm: 2, type: "welcome", id: 1, clients: 3, maxFrameBytes: 99, x: [] };
+    const welcome = { fedcomm: 3, type: "welcome", id: 1, clients: 3, maxFrameBytes: 99, x: [] };
     await conn.writable.getWriter().write(handshakeFrame(welcome));
+    assert.deepStrictEqual(await reader.read(), new Uint8Array([0xc1, 0x06]), "close");
     assert.equal(await reader.read(), null);
     try {
       conn.close();

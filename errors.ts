@@ -108,7 +108,16 @@ export class ProtocolError extends FedcommError {
 }
 
 /** Why a server refuses a client in the handshake (PROTOCOL.md §6.3). */
-export type RejectReason = "version" | "full" | "malformed" | "closed" | "auth" | "busy";
+export type RejectReason =
+  | "version"
+  | "full"
+  | "malformed"
+  | "closed"
+  | "auth"
+  | "busy"
+  | "resume"
+  | "live"
+  | "duplicate";
 
 /**
  * The server refused this client in the handshake; `reason` says why.

@@ -5,8 +5,11 @@
  *
  * | event | on | when |
  * | --- | --- | --- |
- * | `"join"` ({@linkcode ClientEvent}) | server | a client completed its handshake and got its id |
- * | `"leave"` ({@linkcode ClientEvent}) | server | a joined client's connection ended (`error` says why) |
+ * | `"join"` ({@linkcode ClientEvent}) | server | a client completed its handshake and got its id (a new session) |
+ * | `"disconnect"` ({@linkcode ClientEvent}) | server, client | the connection dropped (`error` says why); the session waits for a resume |
+ * | `"resume"` ({@linkcode ClientEvent}) | server, client | the session resumed on a new connection, nothing lost |
+ * | `"leave"` ({@linkcode ClientEvent}) | server | a client is gone for good (`error` says why) |
+ * | `"late"` ({@linkcode LateReplyEvent}) | server | a reply to an earlier message arrived after the server sent a newer one: not an answer |
  * | `"refuse"` ({@linkcode RefuseEvent}) | server | a connection was turned away in its handshake (never carries a secret) |
  * | `"progress"` ({@linkcode TransferEvent}) | server, client | bytes of a message moved: `loaded` of `total` |
  *
@@ -86,11 +89,16 @@ export interface ClientEventInit extends EventInit {
   name?: string;
   /** Its address. */
   address?: Deno.Addr;
-  /** Why it left (for `"leave"`). */
+  /** Why it left or dropped (for `"leave"` and `"disconnect"`). */
   error?: Error;
+  /** The metadata from its hello. */
+  props?: Readonly<Record<string, string | number | boolean | null>>;
 }
 
-/** A client joined (`"join"`) or left (`"leave"`). */
+/** The kinds of {@linkcode ClientEvent}. */
+export type ClientEventType = "join" | "disconnect" | "resume" | "leave";
+
+/** A client joined, dropped, resumed or left: see {@linkcode ClientEventType}. */
 export class ClientEvent extends Event {
   /** The client's id. */
   readonly clientId: number;
@@ -98,21 +106,65 @@ export class ClientEvent extends Event {
   readonly name: string | undefined;
   /** Its address. */
   readonly address: Deno.Addr | undefined;
-  /** Why it left (for `"leave"`). */
+  /** Why it left or dropped (for `"leave"` and `"disconnect"`). */
   readonly error: Error | undefined;
+  /** The metadata from its hello. */
+  readonly props: Readonly<Record<string, string | number | boolean | null>>;
 
   /**
    * Creates the event.
    *
-   * @param type `"join"` or `"leave"`.
+   * @param type `"join"`, `"disconnect"`, `"resume"` or `"leave"`.
    * @param init The client.
    */
-  constructor(type: "join" | "leave", init: ClientEventInit) {
+  constructor(type: ClientEventType, init: ClientEventInit) {
     super(type, init);
     this.clientId = init.clientId;
     this.name = init.name;
     this.address = init.address;
     this.error = init.error;
+    this.props = init.props ?? {};
+  }
+}
+
+/** Options of a {@linkcode LateReplyEvent}. */
+export interface LateReplyEventInit extends EventInit {
+  /** The client that replied. */
+  clientId: number;
+  /** The number of the server's message it answers. */
+  replyTo: number;
+  /** The number of the latest message the server had sent that client. */
+  latest: number;
+  /** The reply's value (yours to keep: the server dropped it). */
+  value: unknown;
+}
+
+/**
+ * A reply that answers an earlier message than the latest one the server
+ * sent that client (a straggler's answer to a past round): the `"late"`
+ * event. It is not an answer to any gather; listen to this event to get it.
+ */
+export class LateReplyEvent extends Event {
+  /** The client that replied. */
+  readonly clientId: number;
+  /** The number of the server's message it answers. */
+  readonly replyTo: number;
+  /** The number of the latest message the server had sent that client. */
+  readonly latest: number;
+  /** The reply's value. */
+  readonly value: unknown;
+
+  /**
+   * Creates the event.
+   *
+   * @param init Who, what it answered, and the value.
+   */
+  constructor(init: LateReplyEventInit) {
+    super("late", init);
+    this.clientId = init.clientId;
+    this.replyTo = init.replyTo;
+    this.latest = init.latest;
+    this.value = init.value;
   }
 }
 
@@ -155,10 +207,16 @@ export class RefuseEvent extends Event {
 
 /** The events of a server, by type. */
 export interface ServerEventMap {
-  /** A client joined. */
+  /** A client joined (a new session). */
   join: ClientEvent;
-  /** A client left. */
+  /** A client's connection dropped; its session waits for a resume. */
+  disconnect: ClientEvent;
+  /** A client's session resumed on a new connection. */
+  resume: ClientEvent;
+  /** A client is gone for good. */
   leave: ClientEvent;
+  /** A reply to an earlier message arrived: not an answer, dropped. */
+  late: LateReplyEvent;
   /** A connection was turned away in its handshake. */
   refuse: RefuseEvent;
   /** Bytes of a message moved. */
@@ -169,6 +227,10 @@ export interface ServerEventMap {
 export interface ClientEventMap {
   /** Bytes of a message moved. */
   progress: TransferEvent;
+  /** The connection to the server dropped; the client is reconnecting. */
+  disconnect: ClientEvent;
+  /** The session resumed on a new connection, nothing lost. */
+  resume: ClientEvent;
 }
 
 /**

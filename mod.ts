@@ -59,16 +59,20 @@
 
 export {
   Client,
-  type ClientInfo,
   connect,
   type ConnectOptions,
   type ConnectTlsOptions,
+  type Props,
+  type Welcome,
 } from "./client.ts";
 export {
   ClientEvent,
   type ClientEventInit,
   type ClientEventMap,
+  type ClientEventType,
   type Direction,
+  LateReplyEvent,
+  type LateReplyEventInit,
   type Logger,
   RefuseEvent,
   type RefuseEventInit,
@@ -99,6 +103,7 @@ export {
   type GatherResult,
   listen,
   type ListenOptions,
+  type ReadyOptions,
   Server,
   type TargetOptions,
   type TlsOptions,

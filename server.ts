@@ -15,6 +15,7 @@
 import { Admission } from "./_admission.ts";
 import { ByteBudget, DEFAULT_RECEIVE_BUFFER_BYTES } from "./_budget.ts";
 import type { Connection } from "./_connection.ts";
+import type { Arrival } from "./_inbox.ts";
 import { encodeFrame } from "./_encode_frame.ts";
 import { checkMaxFrameBytes } from "./_frame.ts";
 import { gatherFrom, uploadsFrom } from "./_gather.ts";
@@ -25,10 +26,11 @@ import type {
   GatherOptions,
   GatherResult,
   ListenOptions,
+  ReadyOptions,
   Upload,
   UploadsOptions,
 } from "./_server_types.ts";
-import { startDeadline, type WaitOptions, within } from "./_wait.ts";
+import { checkTimeout, startDeadline, type WaitOptions, within } from "./_wait.ts";
 import { type Logger, RefuseEvent, type ServerEventMap } from "./events.ts";
 
 export type {
@@ -38,6 +40,7 @@ export type {
   GatherOptions,
   GatherResult,
   ListenOptions,
+  ReadyOptions,
   TargetOptions,
   TlsOptions,
   Upload,
@@ -76,17 +79,22 @@ export function listen(options: ListenOptions): Server {
   return new Server(options);
 }
 
+/** The default time a dropped client has to resume its session. */
+const DEFAULT_RESUME_TIMEOUT_MS = 300_000;
+
 /**
- * A coordinator serving a fixed number of clients. Create it with
+ * A coordinator serving a cohort of clients. Create it with
  * {@linkcode listen}. It is an `EventTarget` of the events in
- * {@linkcode ServerEventMap}: `join`, `leave`, `refuse` and `progress`.
+ * {@linkcode ServerEventMap}: `join`, `disconnect`, `resume`, `leave`,
+ * `late`, `refuse` and `progress`.
  */
 export class Server extends EventTarget implements AsyncDisposable {
   readonly #clients: number;
+  readonly #open: boolean;
   readonly #maxFrameBytes: number;
   readonly #members: Members;
-  /** The connections by client id (the members'). */
-  readonly #connections: Connection[];
+  /** The sessions by client id (the members'). */
+  readonly #connections: ReadonlyMap<number, Connection>;
   readonly #logger: Logger | undefined;
   readonly #admission: Admission;
   readonly #budget: ByteBudget;
@@ -104,13 +112,27 @@ export class Server extends EventTarget implements AsyncDisposable {
       throw new RangeError(`Invalid clients: "${clients}" is not a positive integer`);
     }
     this.#clients = clients;
+    this.#open = options.open ?? false;
     this.#maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
+    const grace = options.resumeTimeout ?? DEFAULT_RESUME_TIMEOUT_MS;
+    checkTimeout(grace);
+    if (grace === Infinity) {
+      throw new RangeError(`Invalid resumeTimeout: "${grace}" is not a finite number of ms`);
+    }
+    const retain = options.retainBytes;
+    if (retain !== undefined && !(Number.isSafeInteger(retain) && retain > 0)) {
+      throw new RangeError(`Invalid retainBytes: "${retain}" is not a positive integer`);
+    }
     this.#budget = new ByteBudget(
       options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES,
       clients,
     );
     this.#logger = options.logger;
-    this.#members = new Members(clients, this, this.#logger);
+    this.#members = new Members(
+      { capacity: clients, open: this.#open, grace },
+      this,
+      this.#logger,
+    );
     this.#connections = this.#members.connections;
     this.#admission = new Admission(options, {
       budget: this.#budget,
@@ -131,29 +153,39 @@ export class Server extends EventTarget implements AsyncDisposable {
     return this.#admission.addr.port;
   }
 
-  /** How many clients the server serves. */
+  /** How many clients the server serves (with `open`: at most at once). */
   get clients(): number {
     return this.#clients;
   }
 
-  /** How many clients have joined so far. */
+  /**
+   * How many clients joined: in a fixed cohort, how many ids were given so
+   * far (those that left included); with `open`, how many are members now
+   * (connected, or waiting for their resume).
+   */
   get joined(): number {
-    return this.#connections.length;
+    return this.#open ? this.#members.present : Math.min(this.#members.started, this.#clients);
   }
 
-  /** The ids of the clients that joined and are still connected. */
+  /** The ids of the clients connected now (not those waiting for their resume). */
   get connected(): number[] {
-    return this.#connections.filter((c) => c.ended === undefined).map((c) => c.clientId!);
+    const ids: number[] = [];
+    for (const [id, c] of this.#connections) if (c.state === "connected") ids.push(id);
+    return ids;
   }
 
-  /** Bytes received from all clients, frame headers included. */
+  /** Bytes received from the members, frame headers included. */
   get bytesReceived(): number {
-    return this.#connections.reduce((sum, c) => sum + c.bytesReceived, 0);
+    let sum = 0;
+    for (const c of this.#connections.values()) sum += c.bytesReceived;
+    return sum;
   }
 
-  /** Bytes sent to all clients, frame headers included. */
+  /** Bytes sent to the members, frame headers included. */
   get bytesSent(): number {
-    return this.#connections.reduce((sum, c) => sum + c.queue.bytesSent, 0);
+    let sum = 0;
+    for (const c of this.#connections.values()) sum += c.bytesSent;
+    return sum;
   }
 
   /**
@@ -215,35 +247,52 @@ export class Server extends EventTarget implements AsyncDisposable {
   }
 
   /**
-   * Waits until all clients have joined.
+   * Waits until `clients` clients joined (see {@linkcode Server.joined}).
    *
-   * @param options Cancellation and time limit.
-   * @returns Resolves when `clients` clients have completed the handshake.
-   * @throws {TimeoutError} If they did not in time; `clientIds` lists the ids not yet taken.
+   * @param options How many (default: the `clients` of {@linkcode listen}),
+   * cancellation and time limit.
+   * @returns Resolves when that many clients joined.
+   * @throws {TimeoutError} If they were not in time; `clientIds` lists the ids not yet taken.
    */
-  async ready(options?: WaitOptions): Promise<void> {
+  async ready(options?: ReadyOptions): Promise<void> {
+    const count = options?.clients ?? this.#clients;
+    if (!Number.isSafeInteger(count) || count < 0 || count > this.#clients) {
+      throw new RangeError(
+        `Invalid clients for ready: "${count}" is not from 0 to ${this.#clients}`,
+      );
+    }
     using deadline = startDeadline(options, () => ({
       what: "Waiting for clients",
-      detail: `${this.joined} of ${this.#clients} joined`,
+      detail: `${this.joined} of ${count} joined`,
       clientIds: this.#members.missing(),
     }));
-    while (this.joined < this.#clients) await this.#members.joined.changed(deadline);
+    while (this.joined < count) await this.#members.changed.changed(deadline);
   }
 
   /**
-   * Sends the same value to every client (or to `options.ids`). The value is
-   * encoded once, and its large binaries are written to each socket straight
-   * from your memory: do not change them until this resolves.
+   * Sends the same value to every client (by default; see
+   * {@linkcode Server.gather} for who that is) or to `options.ids`. The value
+   * is encoded once, and its large binaries are written to each socket
+   * straight from your memory and kept (not copied) until each client
+   * acknowledged them, so a client that resumes after a drop still gets them:
+   * do not change them until this resolves. Small values are copied and
+   * this resolves once they are queued.
+   *
+   * A client answers with `client.reply()`; its replies to earlier messages
+   * than this one are late from now on (see the `late` event).
    *
    * @param value The value.
    * @param options The target ids, cancellation and time limit.
-   * @returns Resolves when every socket has taken the message.
-   * @throws {FedcommError} If not every client has joined yet.
+   * @returns Resolves when the message is queued for every target, or, for a
+   * value that lends large binaries (or a congested client), when every
+   * target acknowledged it.
+   * @throws {FedcommError} If a fixed cohort has not joined yet.
    * @throws {TypeError} If an id is not an integer or is listed twice, or the value cannot be encoded.
-   * @throws {RangeError} If an id is out of range.
+   * @throws {RangeError} If an id is not a member's.
    * @throws {FrameTooLargeError} If the value encodes to more than `maxFrameBytes`.
-   * @throws {PeerDisconnectedError} If a target client is gone (the others still get it).
-   * @throws {TimeoutError} If the writes did not finish in time.
+   * @throws {PeerDisconnectedError} If a target client is gone for good (the others still get it).
+   * @throws {TimeoutError} If the acknowledgements did not come in time (a client that is
+   * resuming still gets the message when it is back, so keep its memory unchanged).
    */
   async broadcast(value: unknown, options?: BroadcastOptions): Promise<void> {
     const ids = this.#members.targets(options?.ids, "broadcast");
@@ -253,16 +302,18 @@ export class Server extends EventTarget implements AsyncDisposable {
 
   /**
    * Sends a different value to each named client (scatter). Every value is
-   * encoded before anything is sent, so a value that cannot be encoded sends nothing.
+   * encoded before anything is sent, so a value that cannot be encoded sends
+   * nothing. Delivery is as for {@linkcode Server.broadcast}.
    *
    * @param messages Values by client id, as a `Map` or an object.
    * @param options Cancellation and time limit.
-   * @returns Resolves when every socket has taken its message.
-   * @throws {FedcommError} If not every client has joined yet.
+   * @returns Resolves when every message is queued, or acknowledged (as for `broadcast`).
+   * @throws {FedcommError} If a fixed cohort has not joined yet.
    * @throws {TypeError} If an id is not an integer, or a value cannot be encoded.
-   * @throws {RangeError} If an id is out of range.
+   * @throws {RangeError} If an id is not a member's.
    * @throws {FrameTooLargeError} If a value encodes to more than `maxFrameBytes`.
-   * @throws {PeerDisconnectedError} If a target client is gone (the others still get theirs).
+   * @throws {PeerDisconnectedError} If a target client is gone for good (the others still get theirs).
+   * @throws {TimeoutError} If the acknowledgements did not come in time.
    *
    * @example
    * ```ts ignore
@@ -288,56 +339,93 @@ export class Server extends EventTarget implements AsyncDisposable {
     what: string,
     options: WaitOptions | undefined,
   ): Promise<void> {
-    const waits: Promise<void>[] = [];
     const unwritten = new Set<number>();
     const failures: unknown[] = [];
+    using deadline = startDeadline(options, () => ({
+      what,
+      detail: `waiting for clients [${[...unwritten].join(", ")}] to acknowledge`,
+      clientIds: [...unwritten],
+    }));
+    // A client whose unacknowledged messages fill its outbox gets no more
+    // until it acknowledges some: memory stays bounded per client.
+    const connections = ids.map((id) => this.#connections.get(id)!);
+    const full = connections.filter((c) => c.outbox.full && c.ended === undefined);
+    if (full.length > 0) {
+      for (const c of full) unwritten.add(c.clientId!);
+      await within(Promise.all(full.map((c) => c.outbox.room(deadline).catch(() => {}))), deadline);
+      unwritten.clear();
+    }
+    const waits: Promise<void>[] = [];
     for (let i = 0; i < ids.length; i++) {
-      const connection = this.#connections[ids[i]];
-      const { queue } = connection;
+      const connection = connections[i];
       const { chunks, borrowed } = frameOf(i);
       try {
-        const mark = connection.push(chunks, this.#members.sendProgress(ids[i]));
-        if (!borrowed && !queue.congested) continue;
+        const seq = connection.push(chunks, this.#members.sendProgress(ids[i]));
+        if (!borrowed && !connection.congested) continue;
         const id = ids[i];
         unwritten.add(id);
         waits.push(
-          queue.written(mark).then(() => void unwritten.delete(id), (e) => void failures.push(e)),
+          connection.delivered(seq, deadline).then(
+            () => void unwritten.delete(id),
+            (e) => void failures.push(e),
+          ),
         );
       } catch (error) {
         failures.push(error);
       }
     }
-    if (waits.length > 0) {
-      using deadline = startDeadline(options, () => ({
-        what,
-        detail: `writing to clients [${[...unwritten].join(", ")}]`,
-        clientIds: [...unwritten],
-      }));
-      await within(Promise.all(waits), deadline);
-    }
+    if (waits.length > 0) await within(Promise.all(waits), deadline);
     if (failures.length > 0) throw failures[0];
+  }
+
+  /** A late reply was dropped by a receiving call. */
+  #onLate(clientId: number, arrival: Arrival, latest: number): void {
+    this.#members.late(clientId, arrival, latest);
   }
 
   /**
    * Receives one message from every client (or from `options.ids`): the
    * seed's `recv_all` and `recv(index)`. Messages that arrived earlier were
    * queued per client, in order; a gather that fails or times out puts back
-   * what it took, so it loses nothing.
+   * what it took, so it loses nothing. A late reply (a client's reply to an
+   * earlier message than the last one sent to it) is no answer: it is
+   * dropped, counted in `stats()` and dispatched as a `late` event, and the
+   * gather keeps waiting for that client.
    *
-   * @param options The clients (default: all), cancellation and time limit.
+   * With `min`, `min` answers are enough: the gather returns them (and any
+   * others received within `grace` ms after the `min`-th), fails only once
+   * `min` answers cannot come any more, and at the deadline returns what it
+   * has if that is at least `min`.
+   *
+   * @param options The clients (default: all), the quorum, cancellation and time limit.
    * @returns The values by client id, in the order of the ids.
    * @throws {FedcommError} If not every client has joined yet.
-   * @throws {TypeError} If an id is not an integer or is listed twice.
-   * @throws {RangeError} If an id is out of range.
+   * @throws {TypeError} If an id is not an integer or is listed twice, or `min` or `grace` is not a number.
+   * @throws {RangeError} If an id is out of range, `min` is not from 1 to the number of clients
+   * asked, or `grace` is negative or not finite.
    * @throws {Deno.errors.Busy} If another call is receiving from one of the clients.
-   * @throws {PeerDisconnectedError} As soon as a listed client is gone with nothing queued.
+   * @throws {PeerDisconnectedError} As soon as a listed client is gone with nothing queued
+   * (with `min`: as soon as the quorum cannot be reached; the first failure is thrown).
    * @throws {ProtocolError} If a listed client sent a malformed frame.
    * @throws {FrameTooLargeError} If a listed client announced a frame over `maxFrameBytes`.
-   * @throws {TimeoutError} If time ran out; `clientIds` lists the clients not heard from.
+   * @throws {TimeoutError} If time ran out (with `min`: before the quorum); `clientIds` lists
+   * the clients not heard from.
+   *
+   * @example Three answers of five are enough; stragglers get 2 s more
+   * ```ts ignore
+   * const updates = await server.gather({ min: 3, grace: 2_000, timeout: 60_000 });
+   * ```
    */
   async gather(options?: GatherOptions): Promise<Map<number, unknown>> {
     const ids = this.#members.targets(options?.ids, "gather");
-    const { received } = await gatherFrom(this.#connections, ids, "gather", true, options);
+    const { received } = await gatherFrom(
+      this.#connections,
+      ids,
+      "gather",
+      true,
+      options,
+      (id, arrival, latest) => this.#onLate(id, arrival, latest),
+    );
     return received;
   }
 
@@ -345,26 +433,46 @@ export class Server extends EventTarget implements AsyncDisposable {
    * Like {@linkcode Server.gather}, but a client that disconnects, breaks the
    * protocol or does not answer in time does not fail the call: it is listed
    * in `failed` with its error, and the answers of the others are returned.
-   * For rounds that tolerate stragglers and dropouts.
+   * For rounds that tolerate stragglers and dropouts. Late replies are
+   * dropped as in `gather` and counted in `late`.
    *
-   * @param options The clients (default: all), cancellation and time limit:
-   * at the limit, the clients still silent are listed in `failed` with a `TimeoutError`.
-   * @returns The answers by client id (in the order of the ids) and the clients that gave none.
+   * It completes when every client asked answered or failed; with `min`, also
+   * once `min` answered and `grace` ms passed since the `min`-th answer; and
+   * at the deadline. The clients still silent then are in `failed` with a
+   * `TimeoutError` (its message says whether the deadline or the grace ran
+   * out); `quorum` says whether `min` (default: all asked) answered.
+   *
+   * @param options The clients (default: all), the quorum, cancellation and time limit.
+   * @returns The answers by client id (in the order of the ids), the clients that gave
+   * none, the late replies dropped, and whether the quorum was reached.
    * @throws {FedcommError} If not every client has joined yet.
-   * @throws {TypeError} If an id is not an integer or is listed twice.
-   * @throws {RangeError} If an id is out of range.
+   * @throws {TypeError} If an id is not an integer or is listed twice, or `min` or `grace` is not a number.
+   * @throws {RangeError} If an id is out of range, `min` is not from 1 to the number of clients
+   * asked, or `grace` is negative or not finite.
    * @throws {Deno.errors.Busy} If another call is receiving from one of the clients.
    * @throws {Error} The signal's reason if it aborts (nothing is taken then).
    *
-   * @example
+   * @example A round that needs 8 of the clients, and waits 5 s more for the rest
    * ```ts ignore
-   * const { received, failed } = await server.gatherSettled({ timeout: 60_000 });
+   * const { received, failed, quorum } = await server.gatherSettled({
+   *   min: 8,
+   *   grace: 5_000,
+   *   timeout: 60_000,
+   * });
    * for (const [id, error] of failed) console.warn(`client ${id} dropped: ${error.message}`);
+   * if (!quorum) throw new Error(`Only ${received.size} answers`);
    * ```
    */
   async gatherSettled(options?: GatherOptions): Promise<GatherResult> {
     const ids = this.#members.targets(options?.ids, "gatherSettled");
-    return await gatherFrom(this.#connections, ids, "gatherSettled", false, options);
+    return await gatherFrom(
+      this.#connections,
+      ids,
+      "gatherSettled",
+      false,
+      options,
+      (id, arrival, latest) => this.#onLate(id, arrival, latest),
+    );
   }
 
   /**
@@ -372,17 +480,27 @@ export class Server extends EventTarget implements AsyncDisposable {
    * `count` (default 1) from each of `ids` (default all). Use it to fold
    * uploads into a running aggregate without holding all of them. It is an
    * async generator, so `ReadableStream.from(server.uploads())` gives a web stream.
+   * Late replies are dropped as in `gather`.
    *
-   * @param options The clients (default: all), how many from each,
-   * cancellation and time limit (for the whole iteration).
+   * With `min`, `min` clients delivering all their `count` are enough: a
+   * client that fails is skipped while that can still happen; after the
+   * `min`-th client delivered, the iteration goes on for `grace` ms and ends;
+   * at the deadline it ends normally if `min` clients delivered.
+   *
+   * @param options The clients (default: all), how many from each, the
+   * quorum, cancellation and time limit (for the whole iteration).
    * @returns An async generator of uploads.
    * @throws {FedcommError} If not every client has joined yet.
-   * @throws {TypeError} If an id is not an integer or is listed twice.
-   * @throws {RangeError} If an id is out of range or `count` is not a positive integer.
+   * @throws {TypeError} If an id is not an integer or is listed twice, or `min` or `grace` is not a number.
+   * @throws {RangeError} If an id is out of range, `count` is not a positive integer,
+   * `min` is not from 1 to the number of clients asked (or comes with `count: Infinity`),
+   * or `grace` is negative or not finite.
    * @throws {Deno.errors.Busy} If another call is receiving from one of the clients.
    * @throws {PeerDisconnectedError} If a listed client is gone before giving its
-   * `count` (with `count: Infinity` its stream just ends).
-   * @throws {TimeoutError} If time ran out; `clientIds` lists the clients still owing.
+   * `count` (with `count: Infinity` its stream just ends; with `min`: once the quorum
+   * cannot be reached, the first failure is thrown).
+   * @throws {TimeoutError} If time ran out (with `min`: before the quorum); `clientIds`
+   * lists the clients still owing.
    *
    * @example Federated averaging as a web stream
    * ```ts
@@ -416,6 +534,7 @@ export class Server extends EventTarget implements AsyncDisposable {
       this.#members.targets(options?.ids, "uploads"),
       count,
       options,
+      (id, arrival, latest) => this.#onLate(id, arrival, latest),
     );
   }
 
@@ -430,7 +549,7 @@ export class Server extends EventTarget implements AsyncDisposable {
     this.#closed ??= (async () => {
       this.#members.close();
       await this.#admission.close();
-      await Promise.all(this.#connections.map((c) => c.close()));
+      await Promise.all([...this.#connections.values()].map((c) => c.close()));
     })();
     return this.#closed;
   }

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { type Client, connect } from "./client.ts";
 import { decode, encode } from "./codec.ts";
 import { PeerDisconnectedError, ProtocolError, TimeoutError } from "./errors.ts";
-import { FrameReader } from "./framing.ts";
 import { listen, type ListenOptions, type Server, type Upload } from "./server.ts";
+import { RawPeer, until } from "./test_util.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -33,15 +33,6 @@ async function cluster(
   };
 }
 
-/** Waits (polling, bounded) until `condition` holds. */
-async function until(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    if (condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-  throw new Error(`Gave up waiting: ${what}`);
-}
-
 /** Sends from a client and waits until the server has read every byte of it. */
 async function sendAndLand(server: Server, client: Client, value: unknown): Promise<void> {
   const before = server.bytesReceived;
@@ -49,77 +40,6 @@ async function sendAndLand(server: Server, client: Client, value: unknown): Prom
   await client.send(value);
   await client.flush();
   await until(() => server.bytesReceived >= before + size, "the server to read the message");
-}
-
-/** A peer that speaks the wire format by hand. */
-class RawPeer implements AsyncDisposable {
-  readonly conn: Deno.TcpConn;
-  readonly reader: FrameReader;
-  readonly writer: WritableStreamDefaultWriter<Uint8Array>;
-
-  private constructor(conn: Deno.TcpConn) {
-    this.conn = conn;
-    this.reader = new FrameReader(conn.readable);
-    this.writer = conn.writable.getWriter();
-  }
-
-  static async connect(port: number): Promise<RawPeer> {
-    return new RawPeer(await Deno.connect({ hostname: "127.0.0.1", port }));
-  }
-
-  /** Writes raw bytes. */
-  write(bytes: Uint8Array | number[]): Promise<void> {
-    return this.writer.write(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes));
-  }
-
-  /** Writes one value in a frame. */
-  send(value: unknown): Promise<void> {
-    return this.writeFrame(encode(value));
-  }
-
-  /** Writes one body in a frame. */
-  writeFrame(body: Uint8Array): Promise<void> {
-    const frame = new Uint8Array(4 + body.byteLength);
-    new DataView(frame.buffer).setUint32(0, body.byteLength);
-    frame.set(body, 4);
-    return this.write(frame);
-  }
-
-  /** Writes a handshake message: a control frame `c1 03` + the map. */
-  sendHandshake(message: Record<string, unknown>): Promise<void> {
-    return this.writeFrame(new Uint8Array([0xc1, 0x03, ...encode(message)]));
-  }
-
-  /**
-   * Reads the next value (a handshake message's map for a `c1 03` control
-   * frame), answering pings on the way; `null` when the server closed.
-   */
-  async recv(): Promise<unknown> {
-    while (true) {
-      const body = await this.reader.read();
-      if (body === null) return null;
-      if (body[0] !== 0xc1) return decode(body);
-      if (body[1] === 0x03) return decode(body.subarray(2));
-      if (body[1] === 0x01) {
-        await this.writeFrame(new Uint8Array([0xc1, 0x02, ...body.subarray(2)]));
-      }
-    }
-  }
-
-  /** Says hello and returns the welcome. */
-  async handshake(): Promise<Record<string, unknown>> {
-    await this.sendHandshake({ fedcomm: 2, type: "hello" });
-    return await this.recv() as Record<string, unknown>;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.reader.cancel();
-    try {
-      this.conn.close();
-    } catch {
-      // Closed already when its readable ended.
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -206,7 +126,7 @@ Deno.test("listen() rejects a hello with the wrong protocol version", async () =
     await peer.sendHandshake({ fedcomm: 99, type: "hello" });
     const answer = await peer.recv() as Record<string, unknown>;
     assert.equal(answer.type, "reject");
-    assert.equal(answer.fedcomm, 2);
+    assert.equal(answer.fedcomm, 3);
     assert.equal(answer.reason, "version");
     assert.match(answer.message as string, /99/);
     assert.equal(await peer.recv(), null, "the server closes the connection after a reject");
@@ -238,13 +158,19 @@ Deno.test("listen() rejects a hello with the wrong protocol version", async () =
 Deno.test("listen() welcomes a hand-made hello with the id, client count and frame limit", async () => {
   await using server = listen({ clients: 2, maxFrameBytes: 4096 });
   await using peer = await RawPeer.connect(server.port);
-  const welcome = await peer.handshake();
+  const welcome = await peer.handshake() as Record<string, unknown>;
+  const token = welcome.token as Uint8Array;
+  assert.ok(token instanceof Uint8Array && token.byteLength === 16, "a 16-byte resume token");
   assert.deepStrictEqual(welcome, {
-    fedcomm: 2,
+    fedcomm: 3,
     type: "welcome",
     id: 0,
     clients: 2,
     maxFrameBytes: 4096,
+    token,
+    grace: 300_000,
+    received: 0,
+    resumed: false,
   });
   assert.equal(server.joined, 1);
 });
@@ -755,7 +681,7 @@ Deno.test("gatherSettled() lists a client that left and returns the others' answ
   assert.deepStrictEqual([...received], [[0, "zero"], [2, "two"]]);
   assert.deepStrictEqual([...failed.keys()], [1]);
   assert.ok(failed.get(1) instanceof PeerDisconnectedError);
-  assert.equal(failed.get(1)!.message, 'Client "1" disconnected');
+  assert.equal(failed.get(1)!.message, 'Client "1" closed the session');
 });
 
 Deno.test("gatherSettled() lists silent clients with TimeoutError and loses nothing", async () => {
@@ -840,10 +766,13 @@ Deno.test("listen() does not declare dead a client it stopped reading (a full in
   await using server = listen({ clients: 1, idleTimeout: 300, heartbeatMs: 100 });
   await using client = await connect({ port: server.port, heartbeatMs: 100, idleTimeout: 300 });
   await server.ready();
-  // 70 MiB of uploads nobody takes: the server's inbox fills and it stops reading.
-  for (let i = 0; i < 70; i++) await client.send(new Uint8Array(1024 * 1024));
+  // 70 MiB of uploads nobody takes: the server's inbox fills and it stops
+  // reading (the sends past 64 MiB wait for acknowledgements meanwhile).
+  const sends = Array.from({ length: 70 }, () => client.send(new Uint8Array(1024 * 1024)));
   await new Promise((resolve) => setTimeout(resolve, 1_500)); // 5 idle timeouts
   assert.equal(server.stats()[0].state, "connected");
+  assert.ok(server.stats()[0].queued >= 64, `${server.stats()[0].queued} queued`);
   const got = await Array.fromAsync(server.uploads({ count: 70, timeout: 20_000 }));
   assert.equal(got.length, 70);
+  await Promise.all(sends);
 });

@@ -4,6 +4,9 @@
  * @module
  */
 
+import { decode, encode } from "./codec.ts";
+import { FrameReader } from "./framing.ts";
+
 /**
  * Concatenates byte chunks into one array.
  *
@@ -18,4 +21,84 @@ export function concat(chunks: readonly Uint8Array[]): Uint8Array {
     offset += chunk.byteLength;
   }
   return out;
+}
+
+/** Waits (polling, bounded) until `condition` holds. */
+export async function until(condition: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (condition()) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error(`Gave up waiting: ${what}`);
+}
+
+/** A peer that speaks the wire format by hand. */
+export class RawPeer implements AsyncDisposable {
+  readonly conn: Deno.TcpConn;
+  readonly reader: FrameReader;
+  readonly writer: WritableStreamDefaultWriter<Uint8Array>;
+
+  private constructor(conn: Deno.TcpConn) {
+    this.conn = conn;
+    this.reader = new FrameReader(conn.readable);
+    this.writer = conn.writable.getWriter();
+  }
+
+  static async connect(port: number): Promise<RawPeer> {
+    return new RawPeer(await Deno.connect({ hostname: "127.0.0.1", port }));
+  }
+
+  /** Writes raw bytes. */
+  write(bytes: Uint8Array | number[]): Promise<void> {
+    return this.writer.write(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes));
+  }
+
+  /** Writes one value in a frame. */
+  send(value: unknown): Promise<void> {
+    return this.writeFrame(encode(value));
+  }
+
+  /** Writes one body in a frame. */
+  writeFrame(body: Uint8Array): Promise<void> {
+    const frame = new Uint8Array(4 + body.byteLength);
+    new DataView(frame.buffer).setUint32(0, body.byteLength);
+    frame.set(body, 4);
+    return this.write(frame);
+  }
+
+  /** Writes a handshake message: a control frame `c1 03` + the map. */
+  sendHandshake(message: Record<string, unknown>): Promise<void> {
+    return this.writeFrame(new Uint8Array([0xc1, 0x03, ...encode(message)]));
+  }
+
+  /**
+   * Reads the next value (a handshake message's map for a `c1 03` control
+   * frame), answering pings on the way; `null` when the server closed.
+   */
+  async recv(): Promise<unknown> {
+    while (true) {
+      const body = await this.reader.read();
+      if (body === null) return null;
+      if (body[0] !== 0xc1) return decode(body);
+      if (body[1] === 0x03) return decode(body.subarray(2));
+      if (body[1] === 0x01) {
+        await this.writeFrame(new Uint8Array([0xc1, 0x02, ...body.subarray(2)]));
+      }
+    }
+  }
+
+  /** Says hello (with `fields`) and returns the answer: the welcome, or a reject. */
+  async handshake(fields: Record<string, unknown> = {}): Promise<Record<string, unknown>> {
+    await this.sendHandshake({ fedcomm: 3, type: "hello", ...fields });
+    return await this.recv() as Record<string, unknown>;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.reader.cancel();
+    try {
+      this.conn.close();
+    } catch {
+      // Closed already when its readable ended.
+    }
+  }
 }

@@ -94,6 +94,9 @@ const REFUSE_REASONS = new Set([
   "closed",
   "auth",
   "busy",
+  "resume",
+  "live",
+  "duplicate",
   "timeout",
   "error",
 ]);
@@ -176,7 +179,7 @@ function handshake(message: Record<string, unknown>): Uint8Array {
 }
 
 function hello(rng: Rng, auth: boolean): Record<string, unknown> {
-  const message: Record<string, unknown> = { fedcomm: 2, type: "hello" };
+  const message: Record<string, unknown> = { fedcomm: 3, type: "hello" };
   if (rng.chance(0.3)) message.name = `site-${rng.int(1000)}`;
   if (auth) message.nonce = rng.bytes(32);
   return message;
@@ -369,8 +372,8 @@ export function generate(rng: Rng, auth: boolean): Case {
         [0xc1, 0x01, ...rng.bytes(rng.int(20))],
         [0xc1, 0x02, ...rng.bytes(8)],
         [0xc1, 0x03],
-        [0xc1, 0x03, ...encode({ fedcomm: 2, type: "hello" })],
-        [0xc1, 0x03, ...encode({ fedcomm: 2, type: "auth", proof: rng.bytes(32) })],
+        [0xc1, 0x03, ...encode({ fedcomm: 3, type: "hello" })],
+        [0xc1, 0x03, ...encode({ fedcomm: 3, type: "auth", proof: rng.bytes(32) })],
         [0xc1, rng.int(256), ...rng.bytes(rng.int(16))],
         [],
       ];
@@ -448,10 +451,10 @@ export function generate(rng: Rng, auth: boolean): Case {
       const options: Uint8Array[] = [
         frame(encode({ fedcomm: 1, type: "hello" })),
         handshake({ fedcomm: rng.pick([0, 1, 3, -1, 2.5, "2", null]), type: "hello" }),
-        handshake({ fedcomm: 2, type: rng.pick(["welcome", "auth", "HELLO", ""]) }),
-        handshake({ fedcomm: 2, type: "hello", name: "n".repeat(129 + rng.int(1000)) }),
-        handshake({ fedcomm: 2, type: "hello", name: rng.pick([42, "", true, [1]]) }),
-        handshake({ fedcomm: 2, type: "hello", nonce: rng.bytes(rng.pick([0, 16, 31, 33])) }),
+        handshake({ fedcomm: 3, type: rng.pick(["welcome", "auth", "HELLO", ""]) }),
+        handshake({ fedcomm: 3, type: "hello", name: "n".repeat(129 + rng.int(1000)) }),
+        handshake({ fedcomm: 3, type: "hello", name: rng.pick([42, "", true, [1]]) }),
+        handshake({ fedcomm: 3, type: "hello", nonce: rng.bytes(rng.pick([0, 16, 31, 33])) }),
         frame(encode(["hello"])),
         frame(new Uint8Array([0xc1, 0x03, 0xc1])),
       ];
@@ -523,9 +526,13 @@ class Watcher {
         else this.unexpected.push(`plain frame ${JSON.stringify(value).slice(0, 80)}`);
       } else if ((body[1] === 0x01 || body[1] === 0x02) && body.byteLength === 10) {
         // A ping, or the pong of one of ours.
+      } else if (body[1] === 0x04 && body.byteLength === 10) {
+        // An acknowledgement of the messages we sent.
+      } else if (body[1] === 0x06 && body.byteLength === 2) {
+        // The server closed the session.
       } else if (body[1] === 0x03) {
         const value = decode(body.subarray(2)) as Record<string, unknown>;
-        if (value?.fedcomm !== 2) this.unexpected.push(`handshake of version ${value?.fedcomm}`);
+        if (value?.fedcomm !== 3) this.unexpected.push(`handshake of version ${value?.fedcomm}`);
         if (value?.type === "challenge") this.challenge = value.nonce as Uint8Array;
         else if (value?.type === "welcome" || value?.type === "reject") {
           this.answer ??= value.type === "reject" ? `reject ${value.reason}` : "welcome";
@@ -614,7 +621,7 @@ async function runCase(
           "",
         );
         if (step.auth === "mutated") proof = proof.slice(0, proof.byteLength - 1);
-        await writeAll(conn, handshake({ fedcomm: 2, type: "auth", proof }));
+        await writeAll(conn, handshake({ fedcomm: 3, type: "auth", proof }));
       }
     }
   } catch {

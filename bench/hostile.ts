@@ -76,6 +76,9 @@ const logger = { debug: log("debug"), info: log("info"), warn: log("warn"), erro
 const server = listen({ ...options, logger });
 server.addEventListener("join", (e) => out({ t: "join", id: e.clientId, name: e.name }));
 server.addEventListener("leave", (e) => out({ t: "leave", id: e.clientId, error: e.error }));
+// A peer declared dead drops its connection; its session then waits for a resume.
+server.addEventListener("disconnect", (e) =>
+  out({ t: "leave", id: e.clientId, error: e.error, resumable: true }));
 server.addEventListener("refuse", (e) =>
   out({ t: "refuse", reason: e.reason, message: e.message, name: e.name }));
 out({ t: "listening", port: server.port, pid: Deno.pid, rss: sample() });
@@ -786,7 +789,7 @@ export class RawPeer implements AsyncDisposable {
    * @returns The map.
    */
   async handshake(hello: Record<string, unknown> = {}): Promise<Record<string, unknown>> {
-    await this.sendHandshake({ fedcomm: 2, type: "hello", ...hello });
+    await this.sendHandshake({ fedcomm: 3, type: "hello", ...hello });
     const frame = await this.recv();
     if (frame?.kind !== "handshake") throw new Error(`Expected a handshake, got ${frame?.kind}`);
     return frame.value;
@@ -1530,7 +1533,7 @@ export async function unauthenticated(): Promise<Result> {
         ["sign", "verify"],
       );
       const proof = await prove(wrong, "client", clientNonce, challenge.nonce as Uint8Array, "");
-      await peer.sendHandshake({ fedcomm: 2, type: "auth", proof });
+      await peer.sendHandshake({ fedcomm: 3, type: "auth", proof });
       const answer = await peer.recv();
       wrongSecretRaw = answer?.kind === "handshake" ? answer.value : String(answer?.kind);
     }
@@ -1712,7 +1715,7 @@ export const DEVIATIONS: Record<
   },
   duplicateHello: {
     input: "A second `c1 03` hello after the welcome",
-    frames: () => [handshakeFrameOf({ fedcomm: 2, type: "hello" })],
+    frames: () => [handshakeFrameOf({ fedcomm: 3, type: "hello" })],
   },
 };
 

@@ -1,6 +1,6 @@
 /**
  * The round benchmark, fedcomm side. Each round the server broadcasts
- * `{ round, weights: Float32Array(SIZE / 4) }`; every client replies
+ * `{ round, weights: Float32Array(SIZE / 4) }`; every client replies (`client.reply`)
  * `{ id, round, weights }` with the weights it received; the server gathers
  * all N and checks round and length.
  *
@@ -64,7 +64,7 @@ if (role === "server") {
   await Promise.all(all.map(async (client) => {
     for await (const message of client) {
       const { round, weights } = message as { round: number; weights: Float32Array };
-      await client.send({ id: client.id, round, weights });
+      await client.reply({ id: client.id, round, weights });
     }
     await client.close();
   }));

@@ -327,6 +327,18 @@ export async function runServer(settings: Settings, print: Print = console.log):
       if (child === undefined) throw new FedcommError(`Unknown process ${hint}`, { clientId: id });
       byId.set(id, { child, pid });
     }
+    // A client process that exits cannot resume its session: fail the round
+    // at once instead of waiting for it (a dropped connection alone is
+    // resumed by the library, within the server's resumeTimeout).
+    const idOf = new Map([...byId].map(([id, { child }]) => [child, id]));
+    const exited = Promise.race(children.map(async (child) => {
+      const status = await child.exit;
+      throw new FedcommError(`Its process ${describeStatus(status)}`, {
+        clientId: idOf.get(child),
+      });
+    }));
+    exited.catch(() => {}); // the normal exits at the end
+    const orExit = <T>(promise: Promise<T>): Promise<T> => Promise.race([promise, exited]);
     await server.send(
       new Map(shares.map((indices, id): [number, Setup] => [id, {
         kind: "setup",
@@ -369,7 +381,7 @@ export async function runServer(settings: Settings, print: Print = console.log):
       const frameTotal = settings.clients * (weights.byteLength + FRAME_OVERHEAD);
       moving.send.clear();
       moving.receive.clear();
-      await withProgress(server.broadcast({ kind: "round", round, weights }, { timeout }), {
+      await withProgress(orExit(server.broadcast({ kind: "round", round, weights }, { timeout })), {
         label: `round ${round} broadcast`,
         total: frameTotal,
         done: () => movedSoFar("send"),
@@ -387,7 +399,7 @@ export async function runServer(settings: Settings, print: Print = console.log):
           uploaded++;
         }
       };
-      await withProgress(fold(), {
+      await withProgress(orExit(fold()), {
         label: `round ${round} train+upload`,
         total: frameTotal,
         done: () => movedSoFar("receive"),
@@ -602,7 +614,9 @@ export async function runClient(settings: ClientSettings): Promise<number> {
       maxSteps: setup.steps > 0 ? setup.steps : Infinity,
       random,
     });
-    await client.send({
+    // A reply: tied to this round's message, so were it late, the server
+    // would never take it for an answer to a later round.
+    await client.reply({
       kind: "update",
       round: message.round,
       weights: message.weights,

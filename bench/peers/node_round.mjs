@@ -37,7 +37,9 @@ function frames(socket, onFrame) {
         }
         continue;
       }
-      pending = pending.length ? Buffer.concat([pending, chunk.subarray(offset)]) : chunk.subarray(offset);
+      pending = pending.length
+        ? Buffer.concat([pending, chunk.subarray(offset)])
+        : chunk.subarray(offset);
       offset = chunk.length;
       while (pending.length >= 4) {
         const length = pending.readUInt32BE(0);
@@ -137,7 +139,7 @@ if (role === "server") {
       socket.on("error", () => {});
     });
   for (let id = 0; id < clients; id++) {
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0;; attempt++) {
       try {
         await connectOne(id);
         break;

@@ -1,0 +1,231 @@
+/**
+ * The send side of a session: every application message sent, numbered
+ * 1, 2, 3, … and kept until the peer acknowledges it (PROTOCOL.md §8.2), so
+ * that a session that resumes on a new connection sends again exactly what
+ * the peer had not received, in order.
+ *
+ * Memory: retained messages are kept by reference (a broadcast's frame is
+ * shared by every client's outbox); small frames built in transient scratch
+ * memory are copied into shared 64 KiB slabs. While `retainBytes` or more are
+ * retained, senders wait for room ({@linkcode Outbox.room}): at most
+ * `retainBytes` plus one message is held per session. Nothing unacknowledged
+ * is ever dropped.
+ *
+ * @module
+ */
+
+import { type Deadline, within } from "./_wait.ts";
+import { ProtocolError } from "./errors.ts";
+
+/** The default bound of retained bytes per session. */
+export const DEFAULT_RETAIN_BYTES = 64 * 1024 * 1024;
+/** Transient frames up to this size are copied into shared slabs. */
+const SLAB_BYTES = 64 * 1024;
+
+interface Waiter {
+  seq: number;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+let slab = new Uint8Array(SLAB_BYTES);
+let slabPos = 0;
+
+/** Copies a small transient chunk into a shared slab (no allocation per message). */
+function keep(chunk: Uint8Array): Uint8Array {
+  const n = chunk.byteLength;
+  if (n > SLAB_BYTES / 4) return chunk.slice();
+  if (slabPos + n > SLAB_BYTES) {
+    slab = new Uint8Array(SLAB_BYTES);
+    slabPos = 0;
+  }
+  const kept = slab.subarray(slabPos, slabPos + n);
+  kept.set(chunk);
+  slabPos += (n + 7) & ~7;
+  return kept;
+}
+
+/** See the module doc. */
+export class Outbox {
+  /** Application messages sent so far: the number of the latest. */
+  sent = 0;
+  /** The peer acknowledged messages 1 … `acked`. */
+  acked = 0;
+  /** The frames of messages `acked + 1` … `sent`, in order. */
+  #frames: (readonly Uint8Array[])[] = [];
+  #sizes: number[] = [];
+  #head = 0;
+  #bytes = 0;
+  readonly #limit: number;
+  #waiters: Waiter[] = [];
+  /** Wakes every caller waiting for room. */
+  #roomWaiters: (() => void)[] = [];
+  #error: Error | undefined;
+
+  /**
+   * Creates an empty outbox.
+   *
+   * @param retainBytes Bytes retained at which senders wait for room.
+   */
+  constructor(retainBytes: number = DEFAULT_RETAIN_BYTES) {
+    this.#limit = retainBytes;
+  }
+
+  /** Bytes retained, frame headers included. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Whether senders should wait for room. */
+  get full(): boolean {
+    return this.#bytes >= this.#limit;
+  }
+
+  /** Messages sent and not yet acknowledged. */
+  get unacked(): number {
+    return this.sent - this.acked;
+  }
+
+  /** Why the session ended, or `undefined`. */
+  get error(): Error | undefined {
+    return this.#error;
+  }
+
+  /**
+   * Numbers and retains one message.
+   *
+   * @param chunks Its frame, header included.
+   * @param transient Whether small chunks are scratch memory to copy.
+   * @returns Its number.
+   * @throws {Error} The session's error if it ended.
+   */
+  add(chunks: readonly Uint8Array[], transient: boolean): number {
+    if (this.#error !== undefined) throw this.#error;
+    let size = 0;
+    for (const chunk of chunks) size += chunk.byteLength;
+    this.#frames.push(
+      transient ? chunks.map((c) => c.byteLength < SLAB_BYTES ? keep(c) : c) : chunks,
+    );
+    this.#sizes.push(size);
+    this.#bytes += size;
+    return ++this.sent;
+  }
+
+  /**
+   * Records the peer's acknowledgement of messages 1 … `count`.
+   *
+   * @param count The peer's cumulative count.
+   * @param clientId The client, for errors.
+   * @throws {ProtocolError} If `count` exceeds the messages sent.
+   */
+  ack(count: number, clientId: number | undefined): void {
+    if (count > this.sent) {
+      throw new ProtocolError(
+        `Invalid acknowledgement: "${count}" messages, but ${this.sent} were sent`,
+        { clientId },
+      );
+    }
+    if (count <= this.acked) return;
+    while (this.acked < count) {
+      this.#bytes -= this.#sizes[this.#head];
+      this.#frames[this.#head] = EMPTY;
+      this.#head++;
+      this.acked++;
+    }
+    if (this.#head > 1024 && this.#head * 2 > this.#frames.length) {
+      this.#frames.splice(0, this.#head);
+      this.#sizes.splice(0, this.#head);
+      this.#head = 0;
+    }
+    let done = 0;
+    while (done < this.#waiters.length && this.#waiters[done].seq <= count) {
+      this.#waiters[done++].resolve();
+    }
+    if (done > 0) this.#waiters.splice(0, done);
+    this.#wakeRoom();
+  }
+
+  /**
+   * The frames the peer has not received, to send again on a new connection.
+   *
+   * @param received How many messages the peer says it received.
+   * @param clientId The client, for errors.
+   * @returns The frames of messages `received + 1` … `sent`, in order.
+   * @throws {ProtocolError} If `received` exceeds the messages sent.
+   */
+  resend(received: number, clientId: number | undefined): (readonly Uint8Array[])[] {
+    this.ack(received, clientId);
+    return this.#frames.slice(this.#head);
+  }
+
+  /**
+   * Waits until message `seq` is acknowledged.
+   *
+   * @param seq Its number.
+   * @param deadline The caller's deadline.
+   * @returns Resolves once acknowledged.
+   * @throws {Error} The session's error if it ends first, or the deadline's.
+   */
+  async delivered(seq: number, deadline: Deadline): Promise<void> {
+    if (this.acked >= seq) return;
+    if (this.#error !== undefined) throw this.#error;
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    let i = this.#waiters.length;
+    while (i > 0 && this.#waiters[i - 1].seq > seq) i--;
+    const waiter = { seq, resolve, reject };
+    this.#waiters.splice(i, 0, waiter);
+    try {
+      await within(promise, deadline);
+    } finally {
+      const at = this.#waiters.indexOf(waiter);
+      if (at >= 0) this.#waiters.splice(at, 1);
+    }
+  }
+
+  /**
+   * Waits while the outbox is full.
+   *
+   * @param deadline The caller's deadline.
+   * @returns Resolves when there is room.
+   * @throws {Error} The session's error if it ends first, or the deadline's.
+   */
+  async room(deadline: Deadline): Promise<void> {
+    while (this.full) {
+      if (this.#error !== undefined) throw this.#error;
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.#roomWaiters.push(resolve);
+      try {
+        await within(promise, deadline);
+      } finally {
+        const at = this.#roomWaiters.indexOf(resolve);
+        if (at >= 0) this.#roomWaiters.splice(at, 1);
+      }
+    }
+    if (this.#error !== undefined) throw this.#error;
+  }
+
+  #wakeRoom(): void {
+    if (this.#roomWaiters.length === 0) return;
+    const waiters = this.#roomWaiters;
+    this.#roomWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /**
+   * Ends the session: waiting callers get `error`, nothing more is added.
+   *
+   * @param error Why.
+   */
+  fail(error: Error): void {
+    this.#error ??= error;
+    for (const waiter of this.#waiters) waiter.reject(error);
+    this.#waiters = [];
+    this.#frames = [];
+    this.#sizes = [];
+    this.#head = 0;
+    this.#bytes = 0;
+    this.#wakeRoom();
+  }
+}
+
+const EMPTY: readonly Uint8Array[] = Object.freeze([]);

@@ -1,0 +1,224 @@
+/**
+ * Resume over real sockets: connections cut by a fault-injecting proxy in
+ * the middle of large messages, stalled connections, tokens replayed.
+ */
+
+import assert from "node:assert/strict";
+import { FaultProxy } from "./bench/_fault_proxy.ts";
+import { connect } from "./client.ts";
+import { PeerDisconnectedError } from "./errors.ts";
+import type { ClientEvent, TransferEvent } from "./events.ts";
+import { listen } from "./server.ts";
+import { RawPeer, until } from "./test_util.ts";
+
+const MiB = 1024 * 1024;
+
+/** 64 MiB whose every 4-byte word is its own index plus `salt`: a lost or repeated chunk shows. */
+function pattern(salt: number): Uint32Array {
+  const words = new Uint32Array(16 * MiB);
+  for (let i = 0; i < words.length; i++) words[i] = i + salt;
+  return words;
+}
+
+function assertPattern(value: unknown, salt: number): void {
+  assert.ok(
+    value instanceof Uint32Array,
+    `a Uint32Array, not ${Object.prototype.toString.call(value)}`,
+  );
+  assert.equal(value.length, 16 * MiB);
+  for (let i = 0; i < value.length; i += 4099) assert.equal(value[i], i + salt, `word ${i}`);
+  assert.equal(value[value.length - 1], value.length - 1 + salt);
+}
+
+Deno.test("connect() resumes a session cut mid-way through a 64 MiB upload: it arrives once, intact", async () => {
+  await using server = listen({ clients: 1 });
+  await using proxy = new FaultProxy({ targetPort: server.port, seed: 7 });
+  await using client = await connect({ port: proxy.port });
+  await server.ready();
+  const events: string[] = [];
+  for (const type of ["disconnect", "resume", "leave"] as const) {
+    server.addEventListener(type, () => events.push(`server ${type}`));
+  }
+  client.addEventListener("disconnect", () => events.push("client disconnect"));
+  client.addEventListener("resume", () => events.push("client resume"));
+  let cut: Promise<unknown> | undefined;
+  server.addEventListener("progress", (e: TransferEvent) => {
+    if (e.direction === "receive" && e.loaded > 8 * MiB && cut === undefined) {
+      cut = proxy.cut({ kind: "body", direction: "up", connection: 0 });
+    }
+  });
+  const sending = client.send(pattern(1)).then(() => client.send("after"));
+  const first = await server.gather({ timeout: 60_000 });
+  assertPattern(first.get(0), 1);
+  assert.equal((await server.gather({ timeout: 10_000 })).get(0), "after");
+  await sending;
+  const fault = await cut;
+  assert.equal((fault as { kind: string }).kind, "cut-body");
+  assert.equal(server.stats()[0].resumes, 1);
+  assert.equal(client.resumes, 1);
+  assert.equal(server.stats()[0].messagesReceived, 2, "nothing received twice");
+  assert.deepStrictEqual(
+    events.toSorted(),
+    ["client disconnect", "client resume", "server disconnect", "server resume"],
+  );
+  // Nothing more comes: the resent message was not delivered twice.
+  await assert.rejects(server.gather({ timeout: 200 }), { name: "TimeoutError" });
+});
+
+Deno.test("listen() resumes a session cut mid-way through a 64 MiB broadcast: it arrives once, intact", async () => {
+  await using server = listen({ clients: 1 });
+  await using proxy = new FaultProxy({ targetPort: server.port, seed: 8 });
+  await using client = await connect({ port: proxy.port });
+  await server.ready();
+  let cut: Promise<unknown> | undefined;
+  client.addEventListener("progress", (e: TransferEvent) => {
+    if (e.direction === "receive" && e.loaded > 8 * MiB && cut === undefined) {
+      cut = proxy.cut({ kind: "body", direction: "down", connection: 0 });
+    }
+  });
+  const model = pattern(2);
+  const broadcasting = server.broadcast(model, { timeout: 60_000 });
+  await server.broadcast("after");
+  assertPattern(await client.recv({ timeout: 60_000 }), 2);
+  assert.equal(await client.recv({ timeout: 10_000 }), "after");
+  await broadcasting; // resolves once the client acknowledged it
+  assert.equal(((await cut) as { kind: string }).kind, "cut-body");
+  assert.equal(client.resumes, 1);
+  assert.equal(client.messagesReceived, 2, "nothing received twice");
+  await assert.rejects(client.recv({ timeout: 200 }), { name: "TimeoutError" });
+});
+
+Deno.test("gather() waits for a client that is resuming and gets its reply", async () => {
+  await using server = listen({ clients: 2 });
+  await using proxy = new FaultProxy({ targetPort: server.port, seed: 9 });
+  await using a = await connect({ port: proxy.port });
+  await using b = await connect({ port: server.port });
+  await server.ready();
+  await server.broadcast({ round: 1 });
+  for (const client of [a, b]) await client.recv();
+  await proxy.cut({ kind: "boundary", direction: "up", connection: 0 });
+  const gathering = server.gather({ timeout: 20_000 });
+  await a.reply({ id: a.id });
+  await b.reply({ id: b.id });
+  const answers = await gathering;
+  assert.deepStrictEqual([...answers], [[0, { id: 0 }], [1, { id: 1 }]]);
+});
+
+Deno.test("listen() declares a client behind a stalled proxy dead, and the client resumes after", async () => {
+  await using server = listen({ clients: 1, idleTimeout: 400, heartbeatMs: 100 });
+  await using proxy = new FaultProxy({ targetPort: server.port, seed: 10 });
+  await using client = await connect({ port: proxy.port, idleTimeout: 400, heartbeatMs: 100 });
+  await server.ready();
+  const drops: ClientEvent[] = [];
+  server.addEventListener("disconnect", (e) => drops.push(e));
+  const resumed = new Promise<void>((resolve) =>
+    server.addEventListener("resume", () => resolve())
+  );
+  const t0 = performance.now();
+  const stalling = proxy.stall({ ms: 1_500, direction: "both", connection: 0 });
+  await until(() => drops.length > 0, "the server to declare the client dead");
+  const after = performance.now() - t0;
+  assert.ok(after >= 400 && after < 1_400, `declared dead after ${after.toFixed(0)} ms`);
+  assert.equal(drops[0].clientId, 0);
+  assert.match(drops[0].error!.message, /Client "0" silent for 400 ms: declared dead/);
+  await resumed;
+  await stalling;
+  await server.broadcast("still here");
+  assert.equal(await client.recv({ timeout: 5_000 }), "still here");
+  assert.equal(server.stats()[0].state, "connected");
+});
+
+Deno.test("listen() refuses a resume with a wrong token or for a live client, and accepts the real one", async () => {
+  await using server = listen({ clients: 2 });
+  const peer = await RawPeer.connect(server.port);
+  const welcome = await peer.handshake({ name: "site-a" });
+  const token = welcome.token as Uint8Array;
+  assert.equal(welcome.id, 0);
+  await using other = await connect({ port: server.port });
+  await server.ready();
+  const refuse = async (resume: Record<string, unknown>) => {
+    await using thief = await RawPeer.connect(server.port);
+    return await thief.handshake({ resume });
+  };
+  // Replayed while the client is connected: refused, and the client is untouched.
+  const live = await refuse({ id: 0, token, received: 0 });
+  assert.deepStrictEqual([live.type, live.reason], ["reject", "live"]);
+  assert.match(live.message as string, /client "0" is still connected/);
+  const wrong = await refuse({ id: 0, token: new Uint8Array(16), received: 0 });
+  assert.deepStrictEqual([wrong.type, wrong.reason], ["reject", "resume"]);
+  assert.match(wrong.message as string, /wrong token for client "0"/);
+  const unknown = await refuse({ id: 7, token, received: 0 });
+  assert.deepStrictEqual([unknown.reason, unknown.message], [
+    "resume",
+    'Resume refused: no session "7"',
+  ]);
+  // Another client's id with this token: a wrong token (nothing said of its liveness).
+  const swapped = await refuse({ id: other.id, token, received: 0 });
+  assert.deepStrictEqual(
+    [swapped.reason, swapped.message],
+    ["resume", 'Resume refused: wrong token for client "1"'],
+  );
+  // The connection drops without a close: the real token resumes, with the same id.
+  await peer[Symbol.asyncDispose]();
+  await until(() => server.stats()[0].state === "resuming", "the server to see the drop");
+  await using back = await RawPeer.connect(server.port);
+  const resumed = await back.handshake({ resume: { id: 0, token, received: 0 } });
+  assert.deepStrictEqual(
+    [resumed.type, resumed.id, resumed.resumed, resumed.received],
+    ["welcome", 0, true, 0],
+  );
+  assert.equal(server.stats()[0].state, "connected");
+  // And now that token is live again: a replay is refused.
+  assert.equal((await refuse({ id: 0, token, received: 0 })).reason, "live");
+  await server.broadcast("to both");
+  assert.equal(await back.recv(), "to both");
+});
+
+Deno.test("listen() ends a session not resumed within resumeTimeout: gather names the client", async () => {
+  await using server = listen({ clients: 1, resumeTimeout: 300 });
+  const peer = await RawPeer.connect(server.port);
+  await peer.handshake();
+  await server.ready();
+  const left = new Promise<ClientEvent>((resolve) =>
+    server.addEventListener("leave", (e) => resolve(e))
+  );
+  const gathering = server.gather({ timeout: 10_000 });
+  await peer[Symbol.asyncDispose](); // no close frame: a drop
+  const error = await gathering.then(() => undefined, (e) => e);
+  assert.ok(error instanceof PeerDisconnectedError, String(error));
+  assert.equal(error.clientId, 0);
+  assert.equal(error.message, 'Client "0" did not resume within 300 ms');
+  assert.equal((await left).clientId, 0);
+  assert.equal(server.stats()[0].state, "gone");
+});
+
+Deno.test("close() ends the session at once: the server does not wait for a resume", async () => {
+  await using server = listen({ clients: 2 });
+  const a = await connect({ port: server.port });
+  await using b = await connect({ port: server.port });
+  await server.ready();
+  const t0 = performance.now();
+  const gathering = server.gatherSettled({ timeout: 10_000 });
+  await b.send("b");
+  await a.close();
+  const { received, failed } = await gathering;
+  assert.ok(performance.now() - t0 < 5_000);
+  assert.deepStrictEqual([...received], [[1, "b"]]);
+  assert.equal(failed.get(0)?.message, 'Client "0" closed the session');
+  assert.equal(server.stats()[0].state, "gone");
+});
+
+Deno.test("connect() with resume: false ends the session at a drop", async () => {
+  await using server = listen({ clients: 1 });
+  await using proxy = new FaultProxy({ targetPort: server.port, seed: 11 });
+  await using client = await connect({ port: proxy.port, resume: false });
+  await server.ready();
+  const cut = proxy.cut({ kind: "boundary", direction: "down", connection: 0 });
+  await server.broadcast("x");
+  assert.ok(await cut);
+  await until(() => client.state === "gone", "the client to give up its session");
+  assert.equal(client.resumes, 0);
+  const error = await Array.fromAsync(client).then(() => undefined, (e) => e);
+  assert.ok(error instanceof PeerDisconnectedError, "a lost session is an error, not an end");
+  assert.equal(error.message, "Server disconnected");
+});
