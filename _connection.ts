@@ -40,12 +40,10 @@ import {
   replyTo,
 } from "./_control.ts";
 import { encodeFrame } from "./_encode_frame.ts";
-import { FrameReader } from "./_frame_reader.ts";
 import { Inbox } from "./_inbox.ts";
+import { Link, type LinkOwner } from "./_link.ts";
 import { DEFAULT_RETAIN_BYTES, Outbox } from "./_outbox.ts";
 import { type Deadline, NO_DEADLINE } from "./_wait.ts";
-import { WriteQueue } from "./_write_queue.ts";
-import { Keepalive } from "./_keepalive.ts";
 import { own } from "./_slab.ts";
 import { decode } from "./codec.ts";
 import { FrameTooLargeError, PeerDisconnectedError, ProtocolError } from "./errors.ts";
@@ -87,21 +85,8 @@ const ACK_DELAY_MS = 10;
 /** The body of a close frame. */
 const CLOSE_FRAME = controlFrame(CLOSE, new Uint8Array(0));
 
-/** One socket of a session; see the module doc. */
-interface Link {
-  readonly conn: Deno.Conn;
-  readonly reader: FrameReader;
-  readonly queue: WriteQueue;
-  readonly keepalive: Keepalive;
-  /** The session it serves: changes once, when a resume hands the link over. */
-  owner: Connection;
-  loop: Promise<void>;
-  /** Dropped or handed away: its loop stops without touching a session. */
-  done: boolean;
-}
-
 /** A framed MessagePack session over one `Deno.Conn` at a time. */
-export class Connection {
+export class Connection implements LinkOwner {
   /** The client id, once known: errors name it. */
   clientId: number | undefined;
   /** Bytes received so far, frame headers included. */
@@ -183,50 +168,20 @@ export class Connection {
   }
 
   #startLink(conn: Deno.Conn, maxFrameBytes: number): Link {
-    try {
-      (conn as Deno.TcpConn).setNoDelay(true);
-    } catch {
-      // A Deno.TlsConn accepted by a server has no setNoDelay (a client sets
-      // it on the TCP connection before starting TLS); frames still leave in
-      // one write each, header and body together.
-    }
-    // The parts call back into the link's owner, which a resume changes.
-    const idleTimeout = this.#idleTimeout;
-    const link: Link = {
-      conn,
-      owner: this,
-      done: false,
-      loop: Promise.resolve(),
-      reader: new FrameReader(conn, {
-        maxFrameBytes,
-        onBytes: (n) => link.owner.#heard(link, n),
-        bodyAllowance: (filled, total, start) =>
-          link.owner.#bodyAllowance(link, filled, total, start),
-      }),
-      queue: new WriteQueue(conn, {
-        describeError: (cause) => link.owner.#disconnected(cause),
-        idleMs: this.#heartbeatMs,
-        onIdle: () => link.owner.#ping(link),
-      }),
-      keepalive: new Keepalive(idleTimeout, () => {
-        const owner = link.owner;
-        owner.#linkFailed(
-          link,
-          new PeerDisconnectedError(
-            `${owner.#Peer()} silent for ${idleTimeout} ms: declared dead`,
-            {
-              clientId: owner.clientId,
-            },
-          ),
-        );
-      }),
-    };
-    link.loop = this.#read(link);
-    return link;
+    return new Link(conn, this, {
+      maxFrameBytes,
+      heartbeatMs: this.#heartbeatMs,
+      idleTimeout: this.#idleTimeout,
+    });
   }
 
-  /** Counts received bytes: liveness, totals and progress. */
-  #heard(link: Link, n: number): void {
+  /**
+   * Counts received bytes: liveness, totals and progress.
+   *
+   * @param link The link they arrived on.
+   * @param n How many.
+   */
+  linkHeard(link: Link, n: number): void {
     this.bytesReceived += n;
     link.keepalive.heard();
     if (this.#bodyTotal > 0) {
@@ -266,10 +221,39 @@ export class Connection {
     return this.outbox.sent;
   }
 
-  /** Sends a ping (after the handshake); the latest ping's pong sets {@linkcode Connection.rtt}. */
-  #ping(link: Link): void {
-    if (this.#handshaking || link.done || link.queue.error !== undefined) return;
-    link.queue.push([controlFrame(PING, link.keepalive.nextPing())]);
+  /**
+   * Nothing was written for a while: a ping (after the handshake), whose
+   * pong sets {@linkcode Connection.rtt}.
+   *
+   * @param link The idle link.
+   */
+  linkIdle(link: Link): void {
+    if (!this.#handshaking) link.ping();
+  }
+
+  /**
+   * The peer was silent for `ms`: its connection is declared dead.
+   *
+   * @param link The silent link.
+   * @param ms The idle timeout.
+   */
+  linkSilent(link: Link, ms: number): void {
+    this.#linkFailed(
+      link,
+      new PeerDisconnectedError(`${this.#Peer()} silent for ${ms} ms: declared dead`, {
+        clientId: this.clientId,
+      }),
+    );
+  }
+
+  /**
+   * Names a write failure: the peer is gone.
+   *
+   * @param cause The I/O error.
+   * @returns The error queued frames get.
+   */
+  linkWriteError(cause: unknown): Error {
+    return this.#disconnected(cause);
   }
 
   /**
@@ -354,8 +338,16 @@ export class Connection {
     return this.inbox.next(deadline);
   }
 
-  /** Before each read into a large body: its progress total, and its share of the budget. */
-  #bodyAllowance(link: Link, filled: number, total: number, start: boolean): Promise<number> {
+  /**
+   * Before each read into a large body: its progress total, and its share of the budget.
+   *
+   * @param link The link reading.
+   * @param filled Bytes of the body read so far.
+   * @param total The body's size.
+   * @param start Whether this is the body's first call.
+   * @returns The offset up to which reading may go.
+   */
+  linkBodyAllowance(link: Link, filled: number, total: number, start: boolean): Promise<number> {
     if (start) {
       this.#bodyTotal = total;
       this.#bodyDone = filled;
@@ -503,51 +495,44 @@ export class Connection {
     !this.#closing && !this.#handedOver &&
     (full || this.#handshaking && this.#handshakePause);
 
-  /** A link's read loop: it delivers to the link's owner, which a resume may change. */
-  async #read(link: Link): Promise<void> {
-    try {
-      while (!link.done) {
-        // Frames already buffered are decoded without waiting; small bodies
-        // are views into the read buffer, so decoding copies their binaries.
-        // Bodies are handled in #deliver so that no suspended frame of this
-        // loop keeps a 500 MB body alive after its message was taken.
-        const buffered = link.reader.readBuffered();
-        if (buffered !== undefined) link.owner.#deliver(link, buffered);
-        else {
-          const body = await link.reader.readView();
-          if (link.done) return;
-          if (!link.owner.#deliver(link, body)) return;
-        }
-        const owner = link.owner;
-        if (owner.#mustWait(owner.inbox.full)) {
-          await link.keepalive.during(owner.inbox.space(owner.#mustWait));
-        }
-      }
-    } catch (error) {
-      if (!link.done) link.owner.#linkFailed(link, link.owner.#describe(error));
-    }
+  /**
+   * Whether reading must wait: the inbox is full, or a handshake message
+   * awaits `open` (the right limit for what follows).
+   *
+   * @returns What to wait for, or `undefined`.
+   */
+  linkPause(): Promise<void> | undefined {
+    return this.#mustWait(this.inbox.full) ? this.inbox.space(this.#mustWait) : undefined;
   }
 
   /**
-   * Decodes a body into the inbox.
+   * A link failed, or its peer ended the stream (`null`).
    *
-   * @returns `false` at the end of the stream.
+   * @param link The link.
+   * @param error What the reader threw, or `null`.
    */
-  #deliver(link: Link, body: Uint8Array | null): boolean {
-    if (body === null) {
-      this.#linkFailed(link, this.#disconnected());
-      return false;
-    }
+  linkFailed(link: Link, error: unknown): void {
+    this.#linkFailed(link, error === null ? this.#disconnected() : this.#describe(error));
+  }
+
+  /**
+   * Decodes a frame body into the inbox, or handles a control frame.
+   *
+   * @param link The link it arrived on.
+   * @param body The body.
+   * @throws {ProtocolError} If it breaks the protocol.
+   */
+  linkFrame(link: Link, body: Uint8Array): void {
     const reservation = this.meter.complete();
     const total = this.#bodyTotal;
     this.#bodyTotal = 0;
-    if (body.byteLength === 0) return true; // heartbeat
+    if (body.byteLength === 0) return; // heartbeat
     let replying = 0;
     if (body[0] === CONTROL) {
       if (body.byteLength < REPLY_PREFIX_BYTES || body[1] !== REPLY || this.#handshaking) {
         reservation?.release();
         this.#control(link, body);
-        return true;
+        return;
       }
       replying = this.#checkReply(body);
     }
@@ -571,12 +556,11 @@ export class Connection {
       reservation?.release();
       this.#handshakePause = true;
       this.inbox.push(new PlainFrame(value), body.byteLength);
-      return true;
+      return;
     }
     this.messagesReceived++;
     this.inbox.push(value, body.byteLength, reservation, replying);
     this.#received(link, body.byteLength);
-    return true;
   }
 
   /** Validates a reply's message number: only a server reads replies, to messages it sent. */
@@ -703,16 +687,9 @@ export class Connection {
 
   /** Closes a link's socket and stops its parts; the session decides what comes next. */
   #dropLink(link: Link, reason: Error): void {
-    link.done = true;
     this.#bytesSentBefore += link.queue.bytesSent;
     this.#lastRtt = link.keepalive.rtt ?? this.#lastRtt;
-    link.queue.fail(reason);
-    link.keepalive.stop();
-    try {
-      link.conn.close();
-    } catch {
-      // Already closed.
-    }
+    link.drop(reason);
     this.#stopping.add(link.loop);
     link.loop.finally(() => this.#stopping.delete(link.loop));
   }
