@@ -7,10 +7,10 @@
  *
  * A session is made of the {@linkcode Inbox} (`_inbox.ts`: what was received,
  * until taken), the {@linkcode Outbox} (`_outbox.ts`: what was sent, until
- * acknowledged) and its current **link**: the socket, its `FrameReader`
- * (`_frame_reader.ts`), its {@linkcode WriteQueue} (`_write_queue.ts`) and
- * its {@linkcode Keepalive}. A link's read loop runs on its own, so a peer's
- * messages are decoded while the caller is busy and a drop is seen at once.
+ * acknowledged) and its current {@linkcode Link} (`_link.ts`: the socket,
+ * its reader, write queue and keepalive). A link's read loop runs on its own,
+ * so a peer's messages are decoded while the caller is busy and a drop is
+ * seen at once; a resume hands a new link to the session.
  *
  * A received message: `conn.read` into the read buffer → `FrameReader` cuts
  * the frame → {@linkcode Connection} decodes it → the inbox, until taken. A
@@ -479,7 +479,8 @@ export class Connection implements LinkOwner {
     to = 0,
     deadline: Deadline = NO_DEADLINE,
   ): Promise<void> {
-    if (this.outbox.full) await this.outbox.room(deadline);
+    // Checked again after each wake: concurrent senders take turns.
+    while (this.outbox.full) await this.outbox.room(deadline);
     const { chunks, borrowed } = encodeFrame(
       value,
       this.#sendMaxFrameBytes,

@@ -484,6 +484,26 @@ Deno.test("Connection.send() writes a large binary as one frame", async () => {
   await connection.close();
 });
 
+Deno.test("Connection.send() keeps at most retainBytes plus one message unacknowledged, also for concurrent sends", async () => {
+  const { fake, connection } = connect({ retainBytes: MiB });
+  const value = pattern(50 * KiB); // copied when sent: no wait for the acknowledgement
+  const sends = Array.from({ length: 40 }, () => connection.send(value));
+  await tick();
+  const frame = 4 + encode(value).byteLength;
+  assert.equal(connection.messagesSent, Math.ceil(MiB / frame), "as many as fit, plus one");
+  assert.ok(connection.outbox.bytes < MiB + frame);
+  fake.feed(ackFrame(10));
+  await tick();
+  assert.ok(connection.outbox.bytes < MiB + frame, `${connection.outbox.bytes} retained`);
+  assert.equal(connection.messagesSent, 10 + Math.ceil(MiB / frame));
+  fake.feed(ackFrame(connection.messagesSent));
+  await until(() => connection.messagesSent === 40, "every send to be queued");
+  fake.feed(ackFrame(40));
+  await Promise.all(sends);
+  assert.equal(connection.outbox.bytes, 0);
+  await connection.close();
+});
+
 Deno.test("Connection.send() refuses a value over the send limit and writes nothing", async () => {
   const { fake, connection } = connect({ maxFrameBytes: 100 });
   await assert.rejects(connection.send(pattern(200)), FrameTooLargeError);

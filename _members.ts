@@ -7,7 +7,7 @@
  * (`listen({ clients: N })`) waits for N members; a member gone for good
  * frees its place, which the next new client takes (with a new id). An open
  * one (`open: true`) lets clients join at any time, up to N at once. With
- * per-client secrets, an authenticated name keeps its id across sessions.
+ * per-client secrets (`auth.clients`), a name keeps its id across sessions.
  *
  * @module
  */
@@ -46,6 +46,8 @@ export interface MembersOptions {
   open: boolean;
   /** Milliseconds a dropped session waits for its resume (0: none). */
   grace: number;
+  /** Whether each client proves its own name (per-client secrets): then a name keeps its id. */
+  namedSecrets: boolean;
 }
 
 /** A resume the members accepted: the session to continue. */
@@ -68,6 +70,7 @@ export class Members {
   readonly #capacity: number;
   readonly #open: boolean;
   readonly #grace: number;
+  readonly #namedSecrets: boolean;
   #nextId = 0;
   readonly #events: EventTarget;
   readonly #logger: Logger | undefined;
@@ -86,6 +89,7 @@ export class Members {
     this.#capacity = options.capacity;
     this.#open = options.open;
     this.#grace = options.grace;
+    this.#namedSecrets = options.namedSecrets;
     this.#events = events;
     this.#logger = logger;
   }
@@ -122,7 +126,10 @@ export class Members {
   join(connection: Connection, hello: Hello): { id: number; token?: Uint8Array } | Refusal {
     if (this.#closed) return { reason: "closed", message: "Server closing: no clients accepted" };
     let id: number | undefined;
-    if (hello.authenticated && hello.name !== undefined) {
+    // Only a name proven with its own secret is an identity (with one secret
+    // for the cohort, any client could claim any name).
+    const named = this.#namedSecrets && hello.authenticated && hello.name !== undefined;
+    if (named) {
       id = this.#ids.get(hello.name);
       const before = id === undefined ? undefined : this.#members.get(id);
       if (before?.connection.state === "connected") {
@@ -148,7 +155,7 @@ export class Members {
     }
     if (id === undefined) {
       id = this.#nextId++;
-      if (hello.authenticated && hello.name !== undefined) this.#ids.set(hello.name, id);
+      if (named) this.#ids.set(hello.name!, id);
       this.#makeRoom();
     }
     const token = this.#grace > 0 ? crypto.getRandomValues(new Uint8Array(16)) : undefined;

@@ -19,6 +19,7 @@ import { checkTimeout, type Deadline, startDeadline, type WaitOptions, within } 
 import {
   AuthenticationError,
   PeerDisconnectedError,
+  ProtocolError,
   RejectedError,
   TimeoutError,
 } from "./errors.ts";
@@ -314,16 +315,21 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
           { id: this.id, token: this.#token!, received: connection.messagesReceived },
         );
       } catch (error) {
-        // "live": the server has not noticed yet that the old connection is dead.
-        const refused = error instanceof RejectedError && error.reason !== "busy" &&
-            error.reason !== "live" ||
-          error instanceof AuthenticationError;
+        // "busy", "live" (the server has not noticed yet that the old
+        // connection is dead), no answer, no server: try again. A refusal, a
+        // failed authentication or a server speaking nonsense: give up.
+        const refused = error instanceof RejectedError
+          ? error.reason !== "busy" && error.reason !== "live"
+          : error instanceof ProtocolError || error instanceof AuthenticationError;
         if (refused) {
           connection.end(
-            new PeerDisconnectedError(`Server disconnected: resume refused: ${error.message}`, {
-              clientId: this.id,
-              cause: error,
-            }),
+            new PeerDisconnectedError(
+              `Server disconnected: resume refused: ${(error as Error).message}`,
+              {
+                clientId: this.id,
+                cause: error,
+              },
+            ),
           );
           return;
         }

@@ -222,3 +222,57 @@ Deno.test("connect() with resume: false ends the session at a drop", async () =>
   assert.ok(error instanceof PeerDisconnectedError, "a lost session is an error, not an end");
   assert.equal(error.message, "Server disconnected");
 });
+
+Deno.test("listen() with per-client secrets gives a name its id again; with one shared secret it does not", async () => {
+  const secrets = { "site-a": "a".repeat(32), "site-b": "b".repeat(32) };
+  {
+    await using server = listen({ clients: 2, open: true, auth: { clients: secrets } });
+    const first = await connect({ port: server.port, name: "site-a", secret: secrets["site-a"] });
+    await using b = await connect({ port: server.port, name: "site-b", secret: secrets["site-b"] });
+    assert.deepStrictEqual([first.id, b.id], [0, 1]);
+    await first.close();
+    await using again = await connect({
+      port: server.port,
+      name: "site-a",
+      secret: secrets["site-a"],
+    });
+    assert.equal(again.id, 0, "site-a keeps its id");
+    const duplicate = await connect({
+      port: server.port,
+      name: "site-a",
+      secret: secrets["site-a"],
+    })
+      .then(() => undefined, (e) => e);
+    assert.equal(duplicate?.reason, "duplicate");
+  }
+  {
+    const secret = "s".repeat(32);
+    await using server = listen({ clients: 2, open: true, auth: { secret } });
+    const first = await connect({ port: server.port, name: "site-a", secret });
+    await first.close();
+    await using again = await connect({ port: server.port, name: "site-a", secret });
+    assert.equal(again.id, 1, "a name is no identity under a shared secret: a new id");
+  }
+});
+
+Deno.test("broadcast() goes out at once to the clients that acknowledge, and waits only for a full one", async () => {
+  await using server = listen({ clients: 2, retainBytes: 1024 * 1024 });
+  const mute = await RawPeer.connect(server.port); // reads nothing, acknowledges nothing
+  await mute.handshake();
+  await using client = await connect({ port: server.port });
+  await server.ready();
+  // Small values are copied and queued without waiting, until a client's
+  // unacknowledged bytes reach retainBytes (17 frames of 61,449 bytes fit in 1 MiB).
+  const chunk = new Uint8Array(60 * 1024);
+  for (let i = 0; i < 17; i++) await server.broadcast(chunk);
+  // The 18th fills the mute peer's outbox: it is queued for both, then waits for an ack.
+  await assert.rejects(server.broadcast(chunk, { timeout: 300 }), { name: "TimeoutError" });
+  assert.equal(server.stats()[0].unacknowledged, 18);
+  for (let i = 0; i < 18; i++) await client.recv({ timeout: 5_000 });
+  // The next one waits for room for the mute peer only: the live client has it at once.
+  const next = server.broadcast("next", { timeout: 300 });
+  assert.equal(await client.recv({ timeout: 5_000 }), "next", "the live client is not held back");
+  await assert.rejects(next, { name: "TimeoutError" });
+  assert.equal(server.stats()[0].unacknowledged, 18, "nothing queued past the bound");
+  await mute[Symbol.asyncDispose]();
+});

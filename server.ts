@@ -1,13 +1,17 @@
 /**
- * The coordinator: waits for N clients, gives each an id, then broadcasts,
- * scatters and gathers.
+ * The coordinator: admits clients and gives each an id (a fixed cohort of N,
+ * or open membership), then broadcasts, scatters and gathers, with quorums
+ * and deadlines; clients that drop resume their sessions with nothing lost.
  *
  * A message from `broadcast` to the socket: {@linkcode Server.broadcast}
- * encodes the value once (`encodeFrame`, `_encode_frame.ts`), pushes the same
- * chunks onto every target client's write queue (`_write_queue.ts`), whose
- * pump writes them to the socket with `conn.write`. A message from a client:
- * its connection's reader (`_connection.ts`) decodes it into the client's
- * inbox (`_inbox.ts`); `gather`/`uploads` take it from there.
+ * encodes the value once (`encodeFrame`, `_encode_frame.ts`) and pushes the
+ * same chunks to every target client's session (`Connection.push`,
+ * `_connection.ts`), which numbers and keeps them until acknowledged
+ * (`_outbox.ts`) and queues them on its current link's write queue
+ * (`_link.ts`, `_write_queue.ts`), whose pump writes them with `conn.write`.
+ * A message from a client: its link's reader hands the frame to the session,
+ * which decodes it into the client's inbox (`_inbox.ts`); `gather` and
+ * `uploads` take it from there (`_gather.ts`), dropping late replies.
  *
  * @module
  */
@@ -129,7 +133,12 @@ export class Server extends EventTarget implements AsyncDisposable {
     );
     this.#logger = options.logger;
     this.#members = new Members(
-      { capacity: clients, open: this.#open, grace },
+      {
+        capacity: clients,
+        open: this.#open,
+        grace,
+        namedSecrets: options.auth?.clients !== undefined,
+      },
       this,
       this.#logger,
     );
@@ -346,34 +355,44 @@ export class Server extends EventTarget implements AsyncDisposable {
       detail: `waiting for clients [${[...unwritten].join(", ")}] to acknowledge`,
       clientIds: [...unwritten],
     }));
-    // A client whose unacknowledged messages fill its outbox gets no more
-    // until it acknowledges some: memory stays bounded per client.
-    const connections = ids.map((id) => this.#connections.get(id)!);
-    const full = connections.filter((c) => c.outbox.full && c.ended === undefined);
-    if (full.length > 0) {
-      for (const c of full) unwritten.add(c.clientId!);
-      await within(Promise.all(full.map((c) => c.outbox.room(deadline).catch(() => {}))), deadline);
-      unwritten.clear();
-    }
     const waits: Promise<void>[] = [];
-    for (let i = 0; i < ids.length; i++) {
-      const connection = connections[i];
+    const push = (i: number): void => {
+      const id = ids[i];
+      unwritten.delete(id);
+      const connection = this.#connections.get(id)!;
       const { chunks, borrowed } = frameOf(i);
+      const seq = connection.push(chunks, this.#members.sendProgress(id));
+      if (!borrowed && !connection.congested) return;
+      unwritten.add(id);
+      waits.push(
+        connection.delivered(seq, deadline).then(
+          () => void unwritten.delete(id),
+          (e) => void failures.push(e),
+        ),
+      );
+    };
+    // A client whose unacknowledged messages fill its outbox gets this one
+    // once it acknowledged some (memory stays bounded per client); the others
+    // get it at once.
+    const later: Promise<void>[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const { outbox } = this.#connections.get(ids[i])!;
       try {
-        const seq = connection.push(chunks, this.#members.sendProgress(ids[i]));
-        if (!borrowed && !connection.congested) continue;
-        const id = ids[i];
-        unwritten.add(id);
-        waits.push(
-          connection.delivered(seq, deadline).then(
-            () => void unwritten.delete(id),
-            (e) => void failures.push(e),
-          ),
-        );
+        if (!outbox.full) push(i);
+        else {
+          unwritten.add(ids[i]);
+          later.push(
+            (async () => {
+              while (outbox.full) await outbox.room(deadline);
+              push(i);
+            })().catch((e) => void failures.push(e)),
+          );
+        }
       } catch (error) {
         failures.push(error);
       }
     }
+    if (later.length > 0) await within(Promise.all(later), deadline);
     if (waits.length > 0) await within(Promise.all(waits), deadline);
     if (failures.length > 0) throw failures[0];
   }
