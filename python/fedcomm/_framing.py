@@ -7,7 +7,10 @@ A frame is a 4-byte big-endian unsigned body length, then the body:
 - a body starting with ``0xc1`` (a byte that never starts a MessagePack value)
   is a control frame whose second byte is its kind: ``01`` ping and ``02`` pong
   (each followed by exactly 8 opaque bytes), ``03`` a handshake message
-  (followed by one MessagePack map);
+  (followed by one MessagePack map), ``04`` an ack (followed by a u64
+  big-endian count), ``05`` a reply (followed by a u48 big-endian request
+  number and one MessagePack value: an application message, client to server
+  only) and ``06`` close (nothing follows);
 - any other body is one MessagePack application value.
 """
 
@@ -21,6 +24,10 @@ import numpy as np
 from .errors import FrameTooLargeError, ProtocolError
 
 __all__ = [
+    "ACK",
+    "ACK_BODY_BYTES",
+    "CLOSE",
+    "CLOSE_BODY_BYTES",
     "CONTROL",
     "DEFAULT_MAX_FRAME_BYTES",
     "FrameReader",
@@ -32,6 +39,8 @@ __all__ = [
     "PING",
     "PONG",
     "PROGRESS_CHUNK_BYTES",
+    "REPLY",
+    "REPLY_PREFIX_BYTES",
     "control_frame",
 ]
 
@@ -53,8 +62,19 @@ CONTROL = 0xC1
 PING = 0x01
 PONG = 0x02
 HANDSHAKE = 0x03
+ACK = 0x04
+REPLY = 0x05
+CLOSE = 0x06
 #: Length of a ping or pong body: c1, kind, 8 opaque bytes.
 PING_BODY_BYTES = 10
+#: Length of an ack body: c1 04, then the count as a u64 big-endian.
+ACK_BODY_BYTES = 10
+#: Length of a close body: c1 06.
+CLOSE_BODY_BYTES = 2
+#: The prefix of a reply body: c1 05, then the request number as a u48 big-endian.
+REPLY_PREFIX_BYTES = 8
+#: The largest request number a reply can carry.
+MAX_REQUEST = 2**48 - 1
 
 #: Frames whose header and body fit in the read buffer are cut out of it.
 _READ_BUFFER_BYTES = 256 * 1024

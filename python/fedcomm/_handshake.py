@@ -1,12 +1,17 @@
-"""The version 2 handshake: hello, optional challenge/auth, welcome or reject.
+"""The version 3 handshake: hello, optional challenge/auth, welcome or reject.
 
 Every handshake message travels in a control frame ``c1 03`` followed by one
-MessagePack map with str keys, among them ``fedcomm`` (2) and ``type``.
+MessagePack map with str keys, among them ``fedcomm`` (3) and ``type``.
 Authentication is mutual, with HMAC-SHA256 over both nonces and the client's
 name; the secret itself never crosses the wire::
 
     server proof = HMAC(secret, b"fedcomm server proof\\0" + client nonce + server nonce + name)
     client proof = HMAC(secret, b"fedcomm client proof\\0" + client nonce + server nonce + name)
+
+The hello may carry ``props`` (client metadata) and, to resume a session after
+its connection dropped, ``resume: {id, token, received}``; the welcome names
+the session (``id``, and ``token`` and ``grace`` when the server keeps sessions
+for a resume) and says how many messages the server received (``received``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from typing import Any, Dict, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Union, cast
 
 import msgpack  # type: ignore[import-untyped]
 
@@ -24,7 +30,10 @@ from .errors import AuthenticationError, ProtocolError, RejectedError
 __all__ = [
     "NONCE_BYTES",
     "PROTOCOL_VERSION",
+    "TOKEN_BYTES",
     "Handshake",
+    "ResumeRequest",
+    "Welcome",
     "client_proof",
     "handshake_frame",
     "parse_handshake",
@@ -32,16 +41,53 @@ __all__ = [
 ]
 
 #: The protocol version this package speaks.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 #: The size of each side's nonce.
 NONCE_BYTES = 32
 #: The size of an HMAC-SHA256 proof.
 PROOF_BYTES = 32
+#: The size of a session's resume token.
+TOKEN_BYTES = 16
 #: The longest client name, in UTF-8 bytes.
 MAX_NAME_BYTES = 128
 
 _SERVER_LABEL = b"fedcomm server proof\x00"
 _CLIENT_LABEL = b"fedcomm client proof\x00"
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    """The ``resume`` of a hello: the session to resume and how many of the
+    server's messages this client has received on it."""
+
+    id: int
+    token: bytes
+    received: int
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """A checked welcome.
+
+    Attributes:
+        message: The whole map (a later server may add keys).
+        id: The client's id.
+        clients: The server's number of clients.
+        max_frame_bytes: The largest body the server accepts.
+        token: The session's resume token (``None`` when ``grace`` is 0).
+        grace: Milliseconds the server keeps the session after a drop (0: no resume).
+        received: Messages the server has received from this client on the session.
+        resumed: Whether the welcome resumes the session named in the hello.
+    """
+
+    message: Dict[str, Any]
+    id: int
+    clients: int
+    max_frame_bytes: int
+    token: Optional[bytes]
+    grace: int
+    received: int
+    resumed: bool
 
 
 def _proof(label: bytes, secret: bytes, client_nonce: bytes, server_nonce: bytes, name: bytes) -> bytes:
@@ -119,13 +165,25 @@ class Handshake:
     Args:
         name: The client's name (validated UTF-8 bytes) or ``None``.
         secret: The shared secret or ``None``.
+        props: Checked client metadata for the hello, or ``None``.
+        resume: The session to resume, or ``None`` for a new session.
     """
 
-    def __init__(self, name: Optional[str], secret: Optional[bytes]) -> None:
+    def __init__(
+        self,
+        name: Optional[str],
+        secret: Optional[bytes],
+        props: Optional[Dict[str, Any]] = None,
+        resume: Optional[ResumeRequest] = None,
+    ) -> None:
         self.name = name
         self._name_bytes = b"" if name is None else name.encode("utf-8")
         self.secret = secret
+        self.props = props
+        self.resume = resume
         self.nonce: Optional[bytes] = None if secret is None else secrets.token_bytes(NONCE_BYTES)
+        #: The checked welcome, once received.
+        self.welcome: Optional[Welcome] = None
         self._verified = False
         self._challenged = False
 
@@ -136,6 +194,14 @@ class Handshake:
             message["name"] = self.name
         if self.nonce is not None:
             message["nonce"] = self.nonce
+        if self.props is not None:
+            message["props"] = self.props
+        if self.resume is not None:
+            message["resume"] = {
+                "id": self.resume.id,
+                "token": self.resume.token,
+                "received": self.resume.received,
+            }
         return handshake_frame(message)
 
     def answer(self, message: Dict[str, Any]) -> Optional[bytes]:
@@ -143,7 +209,7 @@ class Handshake:
 
         Returns:
             A frame to send (the auth message), or ``None`` when ``message`` is
-            the welcome.
+            the welcome (then checked, in :attr:`welcome`).
 
         Raises:
             RejectedError: A reject.
@@ -166,7 +232,7 @@ class Handshake:
         if kind == "challenge":
             return self._challenge(message)
         if kind == "welcome":
-            self._welcome(message)
+            self.welcome = self._welcome(message)
             return None
         raise ProtocolError(f"Unsupported handshake message: {kind!r}")
 
@@ -205,7 +271,7 @@ class Handshake:
             }
         )
 
-    def _welcome(self, message: Dict[str, Any]) -> None:
+    def _welcome(self, message: Dict[str, Any]) -> Welcome:
         if self.secret is not None and not self._verified:
             raise AuthenticationError(
                 "Server did not authenticate: it welcomed this client without proving "
@@ -213,11 +279,42 @@ class Handshake:
                 "real server)"
             )
         id_, clients, limit = message.get("id"), message.get("clients"), message.get("maxFrameBytes")
-        valid = _is_int(id_) and _is_int(clients) and _is_int(limit)
-        if not (valid and 0 <= id_ < clients and limit >= 0):  # type: ignore[operator]
+        if not (_is_uint(id_) and _is_uint(clients) and _is_uint(limit)):
             raise ProtocolError(
                 f"Invalid welcome: id {id_!r}, clients {clients!r}, maxFrameBytes {limit!r}"
             )
+        grace, received = message.get("grace", 0), message.get("received", 0)
+        resumed, token = message.get("resumed", False), message.get("token")
+        if not (_is_uint(grace) and _is_uint(received) and isinstance(resumed, bool)):
+            raise ProtocolError(
+                f"Invalid welcome: grace {grace!r}, received {received!r}, resumed {resumed!r}"
+            )
+        if grace > 0 and not (isinstance(token, bytes) and len(token) == TOKEN_BYTES):
+            raise ProtocolError(
+                f"Invalid welcome: grace {grace} ms needs a token of {TOKEN_BYTES} bytes of bin, "
+                f"got {_describe(token)}"
+            )
+        welcome = Welcome(
+            message, cast(int, id_), cast(int, clients), cast(int, limit),
+            token if grace > 0 else None, grace, received, resumed,
+        )
+        if self.resume is None:
+            if resumed or received != 0:
+                raise ProtocolError(
+                    f"Invalid welcome: a new session with resumed {resumed!r} and "
+                    f"received {received!r}"
+                )
+        elif not resumed or id_ != self.resume.id:
+            raise ProtocolError(
+                f"Invalid welcome: asked to resume the session of client \"{self.resume.id}\", "
+                f"got id {id_!r} with resumed {resumed!r} (a server that does not resume "
+                "sessions started a new one)"
+            )
+        return welcome
+
+
+def _is_uint(value: Any) -> bool:
+    return _is_int(value) and value >= 0
 
 
 def _describe(value: Any) -> str:

@@ -1,16 +1,18 @@
 """The checks of the arguments of :class:`~fedcomm.Client`
 (:func:`_check_arguments`, and its helpers for numbers, the secret and the TLS
-option), and :func:`_fmt`, which writes seconds in messages."""
+option; :func:`_check_session_arguments` for props, resume and retention),
+and :func:`_fmt`, which writes seconds in messages."""
 
 from __future__ import annotations
 
 import os
 import ssl
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from ._framing import MAX_FRAME_BYTES_LIMIT
 from ._handshake import MAX_NAME_BYTES
 from ._progress import ProgressCallback
+from ._props import PropValue, check_props
 
 #: The shortest secret accepted (as the Deno library): a random key, not a password.
 MIN_SECRET_BYTES = 16
@@ -119,3 +121,23 @@ def _check_arguments(
     if on_progress is not None and not callable(on_progress):
         raise TypeError(f"Invalid on_progress: {on_progress!r} is not callable")
     return timeout, secret_bytes, context, heartbeat, idle_timeout
+
+
+def _check_session_arguments(
+    props: Optional[Mapping[str, PropValue]],
+    resume: bool,
+    retain_bytes: int,
+    on_disconnect: Optional[Callable[..., Any]],
+    on_resume: Optional[Callable[..., Any]],
+) -> Optional[Dict[str, PropValue]]:
+    """Checks the arguments of :class:`~fedcomm.Client` about the session
+    (raising ``TypeError`` or ``ValueError``); returns the checked ``props``."""
+    checked = check_props(props)
+    if not isinstance(resume, bool):
+        raise TypeError(f"Invalid resume: expected True or False, got {resume!r}")
+    if isinstance(retain_bytes, bool) or not isinstance(retain_bytes, int) or retain_bytes < 1:
+        raise ValueError(f"Invalid retain_bytes: {retain_bytes!r} is not a positive integer")
+    for what, callback in (("on_disconnect", on_disconnect), ("on_resume", on_resume)):
+        if callback is not None and not callable(callback):
+            raise TypeError(f"Invalid {what}: {callback!r} is not callable")
+    return checked

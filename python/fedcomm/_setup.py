@@ -1,11 +1,14 @@
-"""Connecting, run by the thread that calls :func:`~fedcomm.connect`: the TCP
-connect (with retries for ``wait_for_server``), the TLS handshake and the
-fedcomm handshake, on the non-blocking socket with a deadline, before the I/O
-thread starts. :class:`_Setup` is a mixin of :class:`~fedcomm.Client`."""
+"""Connecting: the TCP connect (with retries for ``wait_for_server``), the TLS
+handshake and the fedcomm handshake, on the non-blocking socket with a
+deadline. Run by the thread that calls :func:`~fedcomm.connect` before the I/O
+thread starts, and by the I/O thread to resume the session after a drop (then
+:meth:`close` interrupts every wait). :class:`_Setup` is a mixin of
+:class:`~fedcomm.Client`."""
 
 from __future__ import annotations
 
 import errno
+import os
 import selectors
 import socket
 import ssl
@@ -13,7 +16,7 @@ import time
 from typing import Any, Dict, Optional
 
 from ._framing import HANDSHAKE_FRAME_BYTES, FrameReader
-from ._handshake import Handshake, parse_handshake
+from ._handshake import Handshake, Welcome, parse_handshake
 from ._options import _fmt
 from ._state import _ClientState
 from .errors import (
@@ -42,26 +45,85 @@ _RETRY_ERRNOS = frozenset(
 )
 
 
+class _Interrupted(Exception):
+    """:meth:`~fedcomm.Client.close` was called while the I/O thread reconnected."""
+
+
 class _Setup(_ClientState):
     """The connection setup of :class:`~fedcomm.Client`: dialling, TLS and the
     blocking handshake."""
 
-    def _open(
-        self,
-        raw: socket.socket,
-        context: Optional[ssl.SSLContext],
-        hostname: str,
-        handshake: Handshake,
-        deadline: Optional[float],
-    ) -> Dict[str, Any]:
-        """Runs the TLS handshake (with a ``context``) and the fedcomm
-        handshake on the dialled socket; returns the welcome."""
+    def _open(self, raw: socket.socket, handshake: Handshake, deadline: Optional[float]) -> Welcome:
+        """Runs the TLS handshake (with TLS) and the fedcomm handshake on the
+        dialled socket (it becomes ``self._sock``; ``self._selector`` waits
+        for it); returns the welcome."""
+        self._sock = raw
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         raw.setblocking(False)
-        if context is not None:
-            self._sock = self._start_tls(raw, context, hostname, deadline)
+        if self._context is not None:
+            self._sock = self._start_tls(raw, self._context, self._hostname, deadline)
         self._reader = FrameReader(HANDSHAKE_FRAME_BYTES, "the handshake limit")
-        return self._handshake(handshake, deadline)
+        self._handshake(handshake, deadline)
+        assert handshake.welcome is not None
+        self._reader.set_limit(self.max_frame_bytes, "max_frame_bytes")
+        return handshake.welcome
+
+    def _close_socket(self, graceful: bool) -> None:
+        sock = self._sock
+        try:
+            self._selector.close()
+        except Exception:
+            pass
+        if graceful and isinstance(sock, ssl.SSLSocket):
+            try:
+                sock.unwrap()  # sends close_notify; the peer's answer is not awaited
+            except (OSError, ValueError):
+                pass
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+    def _dial_once(self, deadline: Optional[float]) -> socket.socket:
+        """One TCP connect without blocking (for the I/O thread: :meth:`close`
+        interrupts it), trying each address of the host in turn.
+
+        Raises:
+            PeerDisconnectedError: No address accepted the connection.
+            FedcommTimeoutError: ``deadline`` passed.
+            _Interrupted: close() was called.
+        """
+        where = f"{self.host}:{self.port}"
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except OSError as error:
+            raise PeerDisconnectedError(f"Cannot connect to {where}: {error}") from error
+        last: Optional[OSError] = None
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            self._selector = selectors.DefaultSelector()  # (used by _wait, then _open)
+            try:
+                sock.setblocking(False)
+                code = sock.connect_ex(address)
+                if code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+                    self._sock = sock
+                    self._wait(selectors.EVENT_WRITE, deadline, "Connect")
+                    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    while code == 0 and not _connected(sock):  # (woken by something else)
+                        self._wait(selectors.EVENT_WRITE, deadline, "Connect")
+                        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code == 0:
+                    return sock
+                last = OSError(code, os.strerror(code))
+            except BaseException:
+                self._selector.close()
+                sock.close()
+                raise
+            self._selector.close()
+            sock.close()
+        raise PeerDisconnectedError(
+            f"Cannot connect to {where}: {last.strerror if last is not None else 'no address'}"
+        ) from last
 
     def _dial(self, deadline: Optional[float], wait: bool) -> socket.socket:
         host, port = self.host, self.port
@@ -102,16 +164,33 @@ class _Setup(_ClientState):
             delay = min(delay * 2, _RETRY_MAX)
 
     def _wait(self, events: int, deadline: Optional[float], what: str) -> None:
+        """Waits for the socket (or, in the I/O thread, a wake-up) until ``deadline``.
+
+        Raises:
+            FedcommTimeoutError: ``deadline`` passed.
+            _Interrupted: close() was called (in the I/O thread).
+        """
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             raise FedcommTimeoutError(
                 f"{what} timed out after {_fmt(self._timeout)} s: {self.host}:{self.port}"
             )
+        selector = self._selector
         try:
-            self._selector.modify(self._sock, events)
+            selector.modify(self._sock, events)
         except KeyError:
-            self._selector.register(self._sock, events)
-        self._selector.select(remaining)
+            selector.register(self._sock, events)
+        wake = self._wake_r
+        if wake is not None:
+            try:
+                selector.get_key(wake)
+            except KeyError:
+                selector.register(wake, selectors.EVENT_READ)
+        for key, _ in selector.select(remaining):
+            if key.fileobj is wake:
+                _drain(wake)
+        if self._closed:
+            raise _Interrupted()
 
     def _start_tls(
         self,
@@ -214,3 +293,20 @@ class _Setup(_ClientState):
             reader.filled(n)
             self._bytes_received += n
             self._last_heard = time.monotonic()
+
+
+def _connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+def _drain(sock: socket.socket) -> None:
+    """Reads every pending wake-up byte."""
+    try:
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass

@@ -1,6 +1,6 @@
 """The client: connects to a fedcomm server, completes the handshake, then
 receives and sends MessagePack values while a background thread keeps the
-connection alive.
+connection alive and, after a drop, resumes the session on a new connection.
 
 Threads:
 
@@ -9,19 +9,24 @@ Threads:
 - Then a daemon **I/O thread** owns the socket: it alone calls ``recv`` and
   ``send`` on it (a non-blocking socket driven by ``selectors``), so a TLS
   socket is never used by two threads at once and frames never interleave. It
-  reads frames continuously into a bounded queue, answers pings at once, sends
-  a ping after ``heartbeat`` seconds without writing, and declares the server
-  dead after ``idle_timeout`` seconds without receiving anything.
-- :meth:`Client.send` encodes in the calling thread, hands the frame to the
-  I/O thread and waits until the kernel has taken all of it (so the caller may
-  then change its arrays). :meth:`Client.recv` takes the next decoded value
-  from the queue. Both may be called from any thread.
+  reads frames continuously into a bounded queue, answers pings at once,
+  acknowledges the messages it receives, sends a ping after ``heartbeat``
+  seconds without writing, declares the server dead after ``idle_timeout``
+  seconds without receiving anything, and reconnects after a drop.
+- :meth:`Client.send` and :meth:`Client.reply` encode in the calling thread,
+  hand the frame to the I/O thread and wait until the kernel has taken all of
+  it (so the caller may then change its arrays: a message kept for a resume
+  is copied if needed). :meth:`Client.recv` takes the next decoded value from
+  the queue. They may be called from any thread.
 
-This module holds :class:`Client`'s public methods and :func:`connect`; the
-parts of the client are in private modules: ``_options`` (the checks of the
-arguments), ``_progress``, ``_outframe`` (frames queued for writing),
-``_state`` (the shared attributes), ``_setup`` (connecting and the handshakes)
-and ``_io`` (the I/O thread).
+This module holds :class:`Client` (its constructor, sending, replying and
+closing) and :func:`connect`; the other parts of the client are in private
+modules: ``_options`` and ``_props`` (the
+checks of the arguments), ``_progress``, ``_outframe`` (frames queued for
+writing), ``_retention`` and ``_acks`` (what is unacknowledged each way),
+``_state`` (the shared attributes), ``_setup`` (connecting and the
+handshakes), ``_io`` and ``_receive`` (the I/O thread), ``_resume``
+(reconnecting), ``_send``, ``_inbox`` (receiving) and ``_properties``.
 """
 
 from __future__ import annotations
@@ -29,30 +34,36 @@ from __future__ import annotations
 import selectors
 import threading
 import time
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
-from ._codec import encode_parts
-from ._framing import DEFAULT_MAX_FRAME_BYTES, HEADER
+from ._framing import DEFAULT_MAX_FRAME_BYTES
 from ._handshake import Handshake
-# The constants and types below are defined elsewhere but importable from here too.
-from ._io import QUEUE_LIMIT_BYTES
-from ._io import QUEUE_LIMIT_MESSAGES as QUEUE_LIMIT_MESSAGES
-from ._io import _IOLoop
+from ._inbox import _Inbox
 from ._options import MIN_SECRET_BYTES as MIN_SECRET_BYTES
-from ._options import TLSOption, _check_arguments, _fmt
-from ._outframe import _OutFrame
-from ._progress import Progress, ProgressCallback, _call_progress
-from ._setup import _Setup
-from .errors import FedcommTimeoutError, FrameTooLargeError, PeerDisconnectedError
+from ._options import TLSOption, _check_arguments, _check_session_arguments
+from ._progress import Progress, ProgressCallback
+from ._properties import _Properties
+from ._props import PropValue
+# The constants and types below are defined elsewhere but importable from here too.
+from ._receive import QUEUE_LIMIT_BYTES
+from ._receive import QUEUE_LIMIT_MESSAGES as QUEUE_LIMIT_MESSAGES
+from ._retention import DEFAULT_RETAIN_BYTES
+from ._send import _Sender
+from ._state import DisconnectCallback, ResumeCallback
+from .errors import PeerDisconnectedError
 
 __all__ = [
     "Client",
     "DEFAULT_HEARTBEAT",
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_RETAIN_BYTES",
     "DEFAULT_TIMEOUT",
+    "DisconnectCallback",
     "Progress",
     "ProgressCallback",
+    "PropValue",
     "QUEUE_LIMIT_BYTES",
+    "ResumeCallback",
     "connect",
 ]
 
@@ -62,21 +73,34 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT = 15.0
 #: Seconds without receiving anything after which the server is declared dead, by default.
 DEFAULT_IDLE_TIMEOUT = 60.0
-#: How long close() waits for the I/O thread.
-_CLOSE_JOIN_SECONDS = 5.0
+#: How long close() waits for the server to acknowledge the messages sent.
+_CLOSE_ACK_SECONDS = 5.0
+#: ... and then for the I/O thread to finish.
+_CLOSE_JOIN_SECONDS = 2.0
 
 
-class Client(_Setup, _IOLoop):
-    """A connection to a fedcomm server (protocol version 2), after a completed handshake.
+class Client(_Sender, _Inbox, _Properties):
+    """A session with a fedcomm server (protocol version 3), after a completed handshake.
 
     Prefer :func:`connect`, which takes the same arguments. Use it as a context
     manager, or call :meth:`close`.
+
+    Messages are numbered 1, 2, 3, … each way for the whole session; each side
+    acknowledges what it received, and keeps what it sent until acknowledged.
+    When the server offers a grace period (its welcome's ``grace``, 5 minutes
+    by default with the Deno server) and the connection drops (the server
+    closed or reset it, or went silent for ``idle_timeout``), the I/O thread
+    reconnects and resumes the session: nothing is lost or duplicated, and
+    :meth:`recv` and :meth:`send` just wait meanwhile (within their timeouts).
+    If the session cannot be resumed within the grace, they raise
+    :class:`PeerDisconnectedError`.
 
     Args:
         host: The server's address.
         port: The server's TCP port.
         timeout: Seconds for connecting (and waiting for the server), the TLS
-            handshake and the fedcomm handshake together; ``None``: no limit.
+            handshake and the fedcomm handshake together (also for each try
+            of a resume); ``None``: no limit.
         wait_for_server: Retry refused or unreachable connection attempts
             within ``timeout`` (backoff from 0.1 s doubling to 2 s), for
             clients started before their server.
@@ -103,6 +127,19 @@ class Client(_Setup, _IOLoop):
             and received. Receive events come from the I/O thread (keep the
             callback quick); send events from the thread that calls
             :meth:`send`. Exceptions it raises are logged and ignored.
+        props: Metadata for the server (its ``stats()``): a dict of at most 16
+            entries, keys of 1 to 64 UTF-8 bytes, values ``None``, ``bool``,
+            ``int``, ``float`` or ``str`` of at most 256 UTF-8 bytes.
+        resume: Resume the session after a drop when the server offers a
+            grace period (default ``True``).
+        retain_bytes: Sends wait while this many bytes of sent messages are
+            not yet acknowledged by the server (default 64 MiB), which bounds
+            the memory kept for a resume.
+        on_disconnect: Called (in the I/O thread) with the error when the
+            connection drops and the client starts resuming the session.
+        on_resume: Called (in the I/O thread) with the number of resumes so
+            far once the session is resumed. Exceptions the callbacks raise
+            are logged and ignored.
 
     Raises:
         PeerDisconnectedError: The connection could not be made (refused,
@@ -130,10 +167,18 @@ class Client(_Setup, _IOLoop):
         idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         on_progress: Optional[ProgressCallback] = None,
+        props: Optional[Mapping[str, PropValue]] = None,
+        resume: bool = True,
+        retain_bytes: int = DEFAULT_RETAIN_BYTES,
+        on_disconnect: Optional[DisconnectCallback] = None,
+        on_resume: Optional[ResumeCallback] = None,
     ) -> None:
         timeout, secret_bytes, context, heartbeat, idle_timeout = _check_arguments(
             host, port, timeout, name, secret, tls, heartbeat, idle_timeout,
             max_frame_bytes, on_progress,
+        )
+        checked_props = _check_session_arguments(
+            props, resume, retain_bytes, on_disconnect, on_resume
         )
 
         #: The server's address, as given.
@@ -150,7 +195,18 @@ class Client(_Setup, _IOLoop):
         self.idle_timeout = idle_timeout
         #: Whether the connection is encrypted with TLS.
         self.tls = context is not None
+        #: Sends wait while this many bytes of sent messages are unacknowledged.
+        self.retain_bytes = retain_bytes
+        #: The metadata sent in the hello (``None``: none).
+        self.props = checked_props
         self._on_progress = on_progress
+        self._on_disconnect = on_disconnect
+        self._on_resume = on_resume
+        self._secret = secret_bytes
+        self._context = context
+        self._hostname = server_hostname or host
+        self._props = checked_props
+        self._resume_enabled = resume
         self._init_state()
 
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -159,17 +215,17 @@ class Client(_Setup, _IOLoop):
         self._sock = raw
         self._selector = selectors.DefaultSelector()
         try:
-            handshake = Handshake(name, secret_bytes)
-            welcome = self._open(raw, context, server_hostname or host, handshake, deadline)
-            self._reader.set_limit(max_frame_bytes, "max_frame_bytes")
-            #: The whole welcome map (a later server may add keys).
-            self.welcome: Dict[str, Any] = welcome
-            #: This client's id, from 0 to ``clients - 1``.
-            self.id: int = welcome["id"]
-            #: How many clients the server serves.
-            self.clients: int = welcome["clients"]
+            welcome = self._open(raw, Handshake(name, secret_bytes, checked_props), deadline)
+            #: The whole welcome map (a later server may add keys; updated by a resume).
+            self.welcome: Dict[str, Any] = welcome.message
+            #: This client's id (the same for the whole session).
+            self.id: int = welcome.id
+            #: How many clients the server serves (at most at once, for an open server).
+            self.clients: int = welcome.clients
             #: The largest frame body the server accepts (from its welcome).
-            self.server_max_frame_bytes: int = welcome["maxFrameBytes"]
+            self.server_max_frame_bytes: int = welcome.max_frame_bytes
+            self._token = welcome.token
+            self._grace = welcome.grace / 1000
             self._start_thread()
         except BaseException:
             self._closed = True
@@ -178,43 +234,6 @@ class Client(_Setup, _IOLoop):
                 if sock is not None:
                     sock.close()
             raise
-
-    # -- public state ---------------------------------------------------------
-
-    @property
-    def bytes_sent(self) -> int:
-        """Bytes written to the server, frame headers, handshake, pings and pongs included."""
-        return self._bytes_sent
-
-    @property
-    def bytes_received(self) -> int:
-        """Bytes read from the server, frame headers, handshake, pings and pongs included."""
-        return self._bytes_received
-
-    @property
-    def messages_sent(self) -> int:
-        """Application values written completely."""
-        return self._messages_sent
-
-    @property
-    def messages_received(self) -> int:
-        """Application values received (queued for :meth:`recv` or already taken)."""
-        return self._messages_received
-
-    @property
-    def rtt(self) -> Optional[float]:
-        """Seconds from sending the last answered ping to receiving its pong (``None`` before)."""
-        return self._rtt
-
-    @property
-    def last_heard(self) -> float:
-        """:func:`time.monotonic` when the last byte was received from the server."""
-        return self._last_heard
-
-    @property
-    def closed(self) -> bool:
-        """Whether the connection is closed (by :meth:`close`, the server or an error)."""
-        return self._closed or self._error is not None
 
     # -- sending --------------------------------------------------------------
 
@@ -225,13 +244,16 @@ class Client(_Setup, _IOLoop):
         *,
         on_progress: Optional[ProgressCallback] = None,
     ) -> None:
-        """Sends one value to the server.
+        """Sends one value to the server (an unsolicited message; see :meth:`reply`).
 
         The value is encoded in the calling thread; the data of large numpy
         arrays and byte strings is then written straight from their memory.
         Returns once the kernel has taken every byte: then you may change the
-        arrays. Frames are written whole, never interleaved with other frames
-        (pongs and pings wait for the frame to end).
+        arrays (the copy kept for a resume until the server acknowledges the
+        message is made then, if needed). Frames are written whole, never
+        interleaved with other frames (pongs and pings wait for the frame to
+        end). While ``retain_bytes`` of earlier messages are unacknowledged,
+        or the session is being resumed, the send waits.
 
         Args:
             value: dicts, lists, tuples, str, bytes, int (64-bit), float, bool,
@@ -244,137 +266,86 @@ class Client(_Setup, _IOLoop):
 
         Raises:
             FrameTooLargeError: The value encodes to more than the server
-                (or this client) accepts. Nothing was sent; the connection
+                (or this client) accepts. Nothing was sent; the session
                 stays usable.
             TypeError, ValueError, OverflowError: The value cannot be encoded.
                 Nothing was sent.
-            PeerDisconnectedError: The connection is gone or was closed.
+            PeerDisconnectedError: The session is over or was closed.
             FedcommTimeoutError: The server did not take the frame in time.
-                If nothing of it was written the connection stays usable;
-                otherwise the frame was cut and the connection is closed.
+                If nothing of it was written, the message was dropped
+                ("nothing was sent"); otherwise it stays queued and will be
+                delivered whole. The session stays usable either way.
         """
         self._check_not_io_thread("send")
         self._check_usable()
-        parts, size = encode_parts(value)
-        limit = min(self.server_max_frame_bytes, self.max_frame_bytes)
-        if size > limit:
-            what = (
-                "the server's maxFrameBytes"
-                if limit == self.server_max_frame_bytes
-                else "max_frame_bytes"
-            )
-            raise FrameTooLargeError(size, limit, what)
-        HEADER.pack_into(parts[0], 0, size)
-        callback = on_progress if on_progress is not None else self._on_progress
-        frame = _OutFrame(parts, size, app=True, report=callback is not None)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            self._check_usable()
-            self._outbox.append(frame)
-        self._wake()
-        try:
-            while True:
-                with self._cond:
-                    while not (frame.done or frame.error is not None or frame.events):
-                        remaining = None if deadline is None else deadline - time.monotonic()
-                        if remaining is not None and remaining <= 0:
-                            raise self._send_timed_out(frame, timeout)
-                        self._cond.wait(remaining)
-                    events, frame.events = frame.events, []
-                    done, error = frame.done, frame.error
-                if callback is not None:
-                    for event in events:
-                        _call_progress(callback, event)
-                if done:
-                    return
-                if error is not None:
-                    raise error
-        except BaseException:
-            with self._cond:
-                if not frame.started and frame in self._outbox:
-                    self._outbox.remove(frame)
-            raise
+        parts, size = self._encode(value, 0)
+        self._submit(parts, size, timeout, on_progress)
 
-    # -- receiving ------------------------------------------------------------
+    def reply(
+        self,
+        value: Any,
+        to: Optional[int] = None,
+        timeout: Optional[float] = None,
+        *,
+        on_progress: Optional[ProgressCallback] = None,
+    ) -> None:
+        """Sends ``value`` as the answer to a message of the server.
 
-    def recv(self, timeout: Optional[float] = None) -> Any:
-        """Returns the next message from the server, waiting for it if needed.
-
-        Messages are read by the I/O thread as they arrive; this takes the
-        oldest one from the queue. Messages received before an error are
-        returned first; the error is raised once they are taken.
+        The server can then tell an answer to its latest request from a late
+        answer to an earlier one. Otherwise as :meth:`send`.
 
         Args:
-            timeout: Seconds to wait (default: no limit). A timeout loses nothing.
-
-        Returns:
-            The decoded value: dicts, lists, str, bytes, int, float, bool,
-            None, numpy arrays (read-only: ``.copy()`` to change them) and
-            scalars, UTC datetimes.
+            value: As for :meth:`send`.
+            to: The number of the message answered (see :attr:`last_received`;
+                the session's first message from the server is 1). Default:
+                the last message taken with :meth:`recv` or iteration.
+            timeout: As for :meth:`send`.
+            on_progress: As for :meth:`send`.
 
         Raises:
-            PeerDisconnectedError: The server closed the connection (or went
-                silent for ``idle_timeout``) and no message is left, or
-                :meth:`close` was called.
-            FedcommTimeoutError: Nothing arrived in time.
-            FrameTooLargeError: The server announced a frame over
-                ``max_frame_bytes`` (the connection is closed).
-            ProtocolError: The server broke the protocol (the connection is closed).
+            ValueError: No message was taken yet (and no ``to``), or ``to``
+                is not the number of a message received.
+            TypeError: ``to`` is not an int.
+            FrameTooLargeError, PeerDisconnectedError, FedcommTimeoutError:
+                As for :meth:`send`.
         """
-        self._check_not_io_thread("recv")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise PeerDisconnectedError("Connection closed: close() was called")
-                if self._inbox:
-                    paused = self._paused()
-                    value, size = self._inbox.popleft()
-                    self._queued_bytes -= size
-                    if paused and not self._paused():
-                        self._wake()
-                    return value
-                if self._error is not None:
-                    raise self._error
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise FedcommTimeoutError(f"Receive timed out after {_fmt(timeout)} s")
-                self._cond.wait(remaining)
-
-    def __iter__(self) -> Iterator[Any]:
-        """Yields every message until the server closes the connection (or
-        :meth:`close` is called); other errors are raised."""
-        while True:
-            try:
-                message = self.recv()
-            except PeerDisconnectedError:
-                if self._eof or self._closed:
-                    return
-                raise
-            yield message
+        self._check_not_io_thread("reply")
+        self._check_usable()
+        request = self._reply_target(to)
+        parts, size = self._encode(value, request)
+        self._submit(parts, size, timeout, on_progress)
 
     # -- closing --------------------------------------------------------------
 
     def close(self) -> None:
-        """Closes the connection and stops the I/O thread. Safe to call more than once.
+        """Ends the session for good. Safe to call more than once.
 
-        A frame another thread is still sending is cut; messages not yet
-        taken with :meth:`recv` are dropped.
+        Waits (at most 5 s) until the server has acknowledged the messages
+        sent, then tells it that the session is over (``c1 06``: the server
+        does not wait for a resume), closes the connection and stops the I/O
+        thread. Sends that did not start are refused; messages not yet taken
+        with :meth:`recv` are dropped. While the session is being resumed, it
+        stops resuming at once.
         """
         with self._cond:
             already = self._closed
             self._closed = True
-            closed = PeerDisconnectedError("Connection closed: close() was called")
-            for frame in self._pending_frames():
-                if frame.error is None and not frame.done:
-                    frame.error = closed
+            if not already:
+                self._close_deadline = time.monotonic() + _CLOSE_ACK_SECONDS
+                closed = PeerDisconnectedError("Connection closed: close() was called")
+                for frame in self._outbox:
+                    if frame.error is None:
+                        frame.error = closed
+                self._outbox.clear()
+                self._inbox.clear()
+                self._queued_bytes = 0
             self._cond.notify_all()
         if already and self._thread is None:
             return
         self._wake()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(_CLOSE_JOIN_SECONDS)
+            thread.join(_CLOSE_ACK_SECONDS + _CLOSE_JOIN_SECONDS)
 
     def __enter__(self) -> "Client":
         return self
@@ -383,7 +354,7 @@ class Client(_Setup, _IOLoop):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
+        state = "closed" if self.closed else "resuming" if self._resuming else "open"
         id_, clients = getattr(self, "id", None), getattr(self, "clients", None)
         return (
             f"<fedcomm.Client {self.host}:{self.port} id={id_} clients={clients} "
@@ -405,6 +376,11 @@ def connect(
     idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     on_progress: Optional[ProgressCallback] = None,
+    props: Optional[Mapping[str, PropValue]] = None,
+    resume: bool = True,
+    retain_bytes: int = DEFAULT_RETAIN_BYTES,
+    on_disconnect: Optional[DisconnectCallback] = None,
+    on_resume: Optional[ResumeCallback] = None,
 ) -> Client:
     """Connects to a fedcomm server and completes the handshake.
 
@@ -415,8 +391,8 @@ def connect(
         import fedcomm
 
         with fedcomm.connect("127.0.0.1", 9000, name="hospital-a", secret="s3cret") as client:
-            for message in client:  # until the server closes the connection
-                client.send({"round": message["round"], "weights": message["weights"] * 0.5})
+            for message in client:  # until the server ends the session
+                client.reply({"round": message["round"], "weights": message["weights"] * 0.5})
 
     Returns:
         The connected :class:`Client`.
@@ -434,4 +410,9 @@ def connect(
         idle_timeout=idle_timeout,
         max_frame_bytes=max_frame_bytes,
         on_progress=on_progress,
+        props=props,
+        resume=resume,
+        retain_bytes=retain_bytes,
+        on_disconnect=on_disconnect,
+        on_resume=on_resume,
     )

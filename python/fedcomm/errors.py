@@ -35,10 +35,13 @@ class FedcommError(Exception):
 
 
 class PeerDisconnectedError(FedcommError, ConnectionError):
-    """The connection is gone or could not be made.
+    """The session is over, or the connection could not be made.
 
-    Raised when the server closed or reset the connection, went silent for
-    longer than ``idle_timeout``, could not be reached at all (connection
+    Raised when the server ended the session (a close frame), when the
+    session could not be resumed after a drop (``Session lost: …``: refused,
+    or not within the server's grace), when, without a grace, the server
+    closed or reset the connection or went silent for longer than
+    ``idle_timeout``, when it could not be reached at all (connection
     refused, host unreachable), or when this client was closed with
     :meth:`fedcomm.Client.close`.
     """
@@ -46,9 +49,10 @@ class PeerDisconnectedError(FedcommError, ConnectionError):
 
 class ProtocolError(FedcommError):
     """The server broke the protocol: a malformed or truncated frame, an invalid
-    MessagePack value or array, an unknown control frame, a bad handshake
-    answer, an unsupported protocol version, or a TLS handshake failure other
-    than certificate verification."""
+    MessagePack value or array, an unknown or invalid control frame (an ack
+    of more messages than were sent, a reply from the server), a bad
+    handshake answer, an unsupported protocol version, or a TLS handshake
+    failure other than certificate verification."""
 
 
 class RejectedError(ProtocolError):
@@ -59,8 +63,10 @@ class RejectedError(ProtocolError):
             ``"full"`` (all ids taken), ``"malformed"`` (bad hello),
             ``"closed"`` (the server is shutting down), ``"auth"``
             (authentication required or failed), ``"busy"`` (too many
-            connections waiting for their handshake), or a reason a later
-            server version adds.
+            connections waiting for their handshake), ``"duplicate"`` (an
+            authenticated name whose session is connected), ``"resume"`` or
+            ``"live"`` (a resume refused; the I/O thread sees these), or a
+            reason a later server version adds.
         message: The server's explanation, for humans.
     """
 

@@ -2,21 +2,32 @@
  * A fedcomm coordinator for the Python tests (`test_deno_server.py`): runs the
  * real Deno `listen()` with options from a JSON argument, prints its port as
  * the first JSON line on stdout, then runs FedAvg-like rounds and prints one
- * JSON line per round with what each client answered.
+ * JSON line per round with what each client answered. Server events are
+ * printed as they happen, as lines with an `event` key.
  *
  * Usage: `deno run -A python/tests/deno_server.ts '{"clients": 2, "rounds": 2}'`
  *
- * Config keys: `clients`, `port` (default 0: any free one), `rounds` (default 1), `size` (weights per round,
- * default 1000), `timeout` (ms, default 20,000), `secret` (→ `auth.secret`),
- * `secrets` (name → secret: `auth.clients`), `tls` (`{cert, key}`: PEM file
- * paths → `tls.cert`, `tls.key` contents),
- * `hold` (ms to keep the connections open after the rounds, default 0),
- * `heartbeatMs`, `idleTimeout`, `maxFrameBytes` (passed to `listen`).
+ * Config keys: `clients`, `port` (default 0: any free one), `rounds` (default
+ * 1; 0: no rounds, just `hold`), `size` (weights per round, default 1000),
+ * `timeout` (ms, default 20,000), `secret` (→ `auth.secret`), `secrets` (name →
+ * secret: `auth.clients`), `tls` (`{cert, key}`: PEM file paths → `tls.cert`,
+ * `tls.key` contents), `hold` (ms to keep the connections open after the
+ * rounds, default 0), `heartbeatMs`, `idleTimeout`, `maxFrameBytes`, `open`,
+ * `resumeTimeout`, `retainBytes` (passed to `listen`), `settled` (`{min,
+ * grace}`: gather with `gatherSettled`, and print `failed`, `late`, `quorum`),
+ * `double` (send each round's message twice, as `{round, weights, copy: 1|2}`,
+ * before gathering: a client that answers both makes a late reply).
+ *
+ * Round lines: `{round, answers: [{id, round, name, type, length, sum}],
+ * failed?: {id: error}, late?: {id: count}, quorum?}`. Event lines: `{event:
+ * "join" | "disconnect" | "resume" | "leave", id, name, props, error?}` and
+ * `{event: "late", id, replyTo, latest, round}`. Last line: `{done: true}` or
+ * `{error}`.
  *
  * @module
  */
 
-import { listen } from "../../mod.ts";
+import { type ClientEvent, type LateReplyEvent, listen } from "../../mod.ts";
 
 interface Config {
   clients: number;
@@ -31,6 +42,17 @@ interface Config {
   heartbeatMs?: number;
   idleTimeout?: number;
   maxFrameBytes?: number;
+  open?: boolean;
+  resumeTimeout?: number;
+  retainBytes?: number;
+  settled?: { min?: number; grace?: number };
+  double?: boolean;
+}
+
+interface Answer {
+  round: number;
+  weights: Float32Array;
+  name?: string;
 }
 
 const config: Config = JSON.parse(Deno.args[0] ?? '{"clients": 1}');
@@ -42,6 +64,9 @@ const options: Parameters<typeof listen>[0] = {
   heartbeatMs: config.heartbeatMs,
   idleTimeout: config.idleTimeout,
   maxFrameBytes: config.maxFrameBytes,
+  open: config.open,
+  resumeTimeout: config.resumeTimeout,
+  retainBytes: config.retainBytes,
 };
 if (config.secret !== undefined) options.auth = { secret: config.secret };
 if (config.secrets !== undefined) options.auth = { clients: config.secrets };
@@ -52,37 +77,63 @@ if (config.tls !== undefined) {
   };
 }
 
+function print(line: unknown): void {
+  console.log(JSON.stringify(line));
+}
+
+function summary(id: number, value: unknown) {
+  const { round, weights, name } = value as Answer;
+  let sum = 0;
+  for (const w of weights) sum += w;
+  return { id, round, name, type: weights.constructor.name, length: weights.length, sum };
+}
+
 const server = listen(options);
-console.log(JSON.stringify({ port: server.port }));
+for (const type of ["join", "disconnect", "resume", "leave"] as const) {
+  server.addEventListener(type, (event: ClientEvent) => {
+    print({
+      event: type,
+      id: event.clientId,
+      name: event.name,
+      props: event.props,
+      error: event.error === undefined ? undefined : String(event.error),
+    });
+  });
+}
+server.addEventListener("late", (event: LateReplyEvent) => {
+  const { round } = event.value as Answer;
+  print({ event: "late", id: event.clientId, replyTo: event.replyTo, latest: event.latest, round });
+});
+print({ port: server.port });
 try {
   await server.ready({ timeout });
   const size = config.size ?? 1000;
   for (let round = 1; round <= (config.rounds ?? 1); round++) {
-    await server.broadcast({ round, weights: new Float32Array(size).fill(round) });
-    const answers = await server.gather({ timeout });
-    const summary = [...answers].map(([id, value]) => {
-      const { round: answered, weights, name } = value as {
-        round: number;
-        weights: Float32Array;
-        name?: string;
-      };
-      let sum = 0;
-      for (const w of weights) sum += w;
-      return {
-        id,
-        round: answered,
-        name,
-        type: weights.constructor.name,
-        length: weights.length,
-        sum,
-      };
-    });
-    console.log(JSON.stringify({ round, answers: summary }));
+    const weights = new Float32Array(size).fill(round);
+    if (config.double) {
+      await server.broadcast({ round, weights, copy: 1 });
+      await server.broadcast({ round, weights, copy: 2 });
+    } else {
+      await server.broadcast({ round, weights });
+    }
+    if (config.settled !== undefined || config.double) {
+      const result = await server.gatherSettled({ ...config.settled, timeout });
+      print({
+        round,
+        answers: [...result.received].map(([id, value]) => summary(id, value)),
+        failed: Object.fromEntries([...result.failed].map(([id, error]) => [id, String(error)])),
+        late: Object.fromEntries(result.late),
+        quorum: result.quorum,
+      });
+    } else {
+      const answers = await server.gather({ timeout });
+      print({ round, answers: [...answers].map(([id, value]) => summary(id, value)) });
+    }
   }
   if (config.hold) await new Promise((resolve) => setTimeout(resolve, config.hold));
-  console.log(JSON.stringify({ done: true }));
+  print({ done: true });
 } catch (error) {
-  console.log(JSON.stringify({ error: String(error) }));
+  print({ error: String(error) });
 } finally {
   await server.close();
 }

@@ -124,11 +124,11 @@ def test_wrong_client_proof_rejected(server: Server) -> None:
     """A client that ignores the server's proof and answers with a wrong secret is rejected with "auth"."""
     srv = server(1, secret=SECRET)
     raw = RawClient(srv.port)
-    raw.send({"fedcomm": 2, "type": "hello", "nonce": CLIENT_NONCE})
+    raw.send({"fedcomm": 3, "type": "hello", "nonce": CLIENT_NONCE})
     challenge = raw.recv()
     assert challenge is not None and challenge["type"] == "challenge"
     assert challenge["proof"] == server_proof(SECRET.encode(), CLIENT_NONCE, challenge["nonce"], b"")
-    raw.send({"fedcomm": 2, "type": "auth", "proof": client_proof(WRONG.encode(), CLIENT_NONCE, challenge["nonce"], b"")})
+    raw.send({"fedcomm": 3, "type": "auth", "proof": client_proof(WRONG.encode(), CLIENT_NONCE, challenge["nonce"], b"")})
     reject = raw.recv()
     assert reject is not None and (reject["type"], reject["reason"]) == ("reject", "auth")
     assert raw.recv() is None  # then the server closes
@@ -167,13 +167,13 @@ def test_replayed_server_challenge_fails(server: Server) -> None:
 def test_name_is_bound_into_the_proofs(server: Server) -> None:
     srv = server(1, secret=SECRET)
     raw = RawClient(srv.port)
-    raw.send({"fedcomm": 2, "type": "hello", "name": "alice", "nonce": CLIENT_NONCE})
+    raw.send({"fedcomm": 3, "type": "hello", "name": "alice", "nonce": CLIENT_NONCE})
     challenge = raw.recv()
     assert challenge is not None
     assert challenge["proof"] == server_proof(SECRET.encode(), CLIENT_NONCE, challenge["nonce"], b"alice")
     assert challenge["proof"] != server_proof(SECRET.encode(), CLIENT_NONCE, challenge["nonce"], b"")
     # The proof for another name is refused.
-    raw.send({"fedcomm": 2, "type": "auth",
+    raw.send({"fedcomm": 3, "type": "auth",
               "proof": proof(CLIENT_LABEL, SECRET.encode(), CLIENT_NONCE, challenge["nonce"], b"bob")})
     reject = raw.recv()
     assert reject is not None and reject["reason"] == "auth"
@@ -187,7 +187,7 @@ def test_malformed_proof_is_a_failed_proof() -> None:
     for proof_ in (b"short", "not bytes", None):
         with pytest.raises(fedcomm.AuthenticationError, match="proof does not match"):
             Handshake("a", SECRET.encode()).answer(
-                {"fedcomm": 2, "type": "challenge", "nonce": bytes(32), "proof": proof_}
+                {"fedcomm": 3, "type": "challenge", "nonce": bytes(32), "proof": proof_}
             )
     with pytest.raises(fedcomm.ProtocolError, match="nonce must be 32 bytes"):
-        handshake.answer({"fedcomm": 2, "type": "challenge", "nonce": b"x", "proof": bytes(32)})
+        handshake.answer({"fedcomm": 3, "type": "challenge", "nonce": b"x", "proof": bytes(32)})

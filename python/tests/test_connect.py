@@ -36,7 +36,7 @@ def test_connect_and_welcome(server: Server) -> None:
     with fedcomm.Client("127.0.0.1", srv.port) as second:
         assert second.id == 1 and second.name is None
     hello = srv.conn(1).handshake_messages[0]
-    assert hello == {"fedcomm": 2, "type": "hello"}
+    assert hello == {"fedcomm": 3, "type": "hello"}
 
 
 def test_refused_without_waiting() -> None:
@@ -162,7 +162,7 @@ def test_version_1_server() -> None:
         fedcomm.connect("127.0.0.1", port)
     thread.join(5)
     assert hellos[0][:2] == b"\xc1\x03"
-    assert msgpack.unpackb(hellos[0][2:]) == {"fedcomm": 2, "type": "hello"}
+    assert msgpack.unpackb(hellos[0][2:]) == {"fedcomm": 3, "type": "hello"}
 
 
 @pytest.mark.parametrize(
@@ -171,11 +171,17 @@ def test_version_1_server() -> None:
         (b"\xc1\x01" + bytes(8), "expected a handshake control frame"),
         (b"\xc1\x03" + msgpack.packb([1, 2]), "expected a map"),
         (b"\xc1\x03\xc1", "Malformed handshake message"),
-        (b"\xc1\x03" + msgpack.packb({"fedcomm": 3, "type": "welcome"}), "Unsupported protocol version"),
-        (b"\xc1\x03" + msgpack.packb({"fedcomm": 2, "type": "hi"}), "Unsupported handshake message"),
-        (b"\xc1\x03" + msgpack.packb({"fedcomm": 2, "type": "welcome", "id": 2, "clients": 2,
+        (b"\xc1\x03" + msgpack.packb({"fedcomm": 2, "type": "welcome"}), "Unsupported protocol version"),
+        (b"\xc1\x03" + msgpack.packb({"fedcomm": 3, "type": "hi"}), "Unsupported handshake message"),
+        (b"\xc1\x03" + msgpack.packb({"fedcomm": 3, "type": "welcome", "id": -1, "clients": 2,
                                       "maxFrameBytes": 9}), "Invalid welcome"),
-        (b"\xc1\x03" + msgpack.packb({"fedcomm": 2, "type": "challenge", "nonce": bytes(32),
+        (b"\xc1\x03" + msgpack.packb({"fedcomm": 3, "type": "welcome", "id": 0, "clients": 2,
+                                      "maxFrameBytes": 9, "grace": 1000}), "needs a token of 16 bytes"),
+        (b"\xc1\x03" + msgpack.packb({"fedcomm": 3, "type": "welcome", "id": 0, "clients": 2,
+                                      "maxFrameBytes": 9, "received": 2}), "a new session with"),
+        (b"\xc1\x03" + msgpack.packb({"fedcomm": 3, "type": "welcome", "id": 0, "clients": 2,
+                                      "maxFrameBytes": 9, "grace": "x"}), "Invalid welcome: grace"),
+        (b"\xc1\x03" + msgpack.packb({"fedcomm": 3, "type": "challenge", "nonce": bytes(32),
                                       "proof": bytes(32)}), "Unexpected challenge"),
     ],
 )
@@ -201,7 +207,7 @@ def test_server_closes_during_handshake() -> None:
 
 
 def test_heartbeats_during_handshake_are_skipped(server: Server) -> None:
-    welcome = {"fedcomm": 2, "type": "welcome", "id": 0, "clients": 1, "maxFrameBytes": 99}
+    welcome = {"fedcomm": 3, "type": "welcome", "id": 0, "clients": 1, "maxFrameBytes": 99}
     port, thread, _ = one_shot_server(
         lambda c: c.sendall(bytes(4) + frame(b"\xc1\x03" + msgpack.packb(welcome)) + frame(msgpack.packb("hi")))
     )
@@ -226,6 +232,20 @@ def test_heartbeats_during_handshake_are_skipped(server: Server) -> None:
         ({"max_frame_bytes": 2**32}, ValueError),
         ({"tls": 42}, TypeError),
         ({"on_progress": 1}, TypeError),
+        ({"props": [("a", 1)]}, TypeError),
+        ({"props": {1: "a"}}, TypeError),
+        ({"props": {"": 1}}, ValueError),
+        ({"props": {"k" * 65: 1}}, ValueError),
+        ({"props": {"a": [1]}}, TypeError),
+        ({"props": {"a": b"bytes"}}, TypeError),
+        ({"props": {"a": "é" * 129}}, ValueError),  # 258 bytes
+        ({"props": {"a": 2**64}}, ValueError),
+        ({"props": {str(i): i for i in range(17)}}, ValueError),
+        ({"retain_bytes": 0}, ValueError),
+        ({"retain_bytes": 1.5}, ValueError),
+        ({"resume": 1}, TypeError),
+        ({"on_disconnect": 1}, TypeError),
+        ({"on_resume": "x"}, TypeError),
     ],
 )
 def test_invalid_options(kwargs: dict, error: type) -> None:
@@ -238,3 +258,43 @@ def test_name_of_128_bytes(server: Server) -> None:
     name = "é" * 64
     with fedcomm.connect("127.0.0.1", srv.port, name=name):
         assert srv.conn(0).name == name
+
+
+def test_props_arrive(server: Server) -> None:
+    srv = server(1)
+    props = {f"k{i}": v for i, v in enumerate([None, True, -(2**63), 2**64 - 1, 1.5, "é" * 128])}
+    props.update({"x" * 64: "longest key", **{f"pad{i}": i for i in range(9)}})
+    assert len(props) == 16
+    with fedcomm.connect("127.0.0.1", srv.port, props=props) as client:
+        assert client.props == props
+        assert srv.session(0).props == props
+        assert srv.conn(0).handshake_messages[0]["props"] == props
+
+
+def test_props_errors_name_the_value() -> None:
+    with pytest.raises(ValueError, match="Invalid props: 17 entries, at most 16 allowed"):
+        fedcomm.connect("127.0.0.1", 1, props={str(i): i for i in range(17)})
+    with pytest.raises(TypeError, match="Invalid props: the value of 'a' is a list; expected None, bool, int, float or str"):
+        fedcomm.connect("127.0.0.1", 1, props={"a": [1]})
+    with pytest.raises(ValueError, match="Invalid props: the value of 'a' is 257 bytes of UTF-8, at most 256 allowed"):
+        fedcomm.connect("127.0.0.1", 1, props={"a": "x" * 257})
+    with pytest.raises(ValueError, match="Invalid props: key '' must be 1 to 64 bytes of UTF-8"):
+        fedcomm.connect("127.0.0.1", 1, props={"": 1})
+
+
+def test_welcome_of_a_v3_server(server: Server) -> None:
+    srv = server(1, grace=2.5)
+    with fedcomm.connect("127.0.0.1", srv.port) as client:
+        assert client.grace == 2.5 and client.resumes == 0 and not client.resuming
+        welcome = client.welcome
+        assert welcome["grace"] == 2500 and welcome["received"] == 0 and welcome["resumed"] is False
+        assert welcome["token"] == srv.session(0).token and len(welcome["token"]) == 16
+
+
+def test_ids_beyond_clients_are_accepted() -> None:
+    """An id is never reused: a replacement member may get id N or more."""
+    welcome = {"fedcomm": 3, "type": "welcome", "id": 5, "clients": 2, "maxFrameBytes": 99}
+    port, thread, _ = one_shot_server(lambda c: c.sendall(frame(b"\xc1\x03" + msgpack.packb(welcome))))
+    with fedcomm.connect("127.0.0.1", port) as client:
+        assert (client.id, client.clients) == (5, 2)
+    thread.join(5)

@@ -1,8 +1,9 @@
 """The client against the real Deno server (``deno_server.ts`` runs ``listen()``).
 
-Skipped until the Deno library speaks protocol version 2 (``_handshake.ts``
-with ``PROTOCOL_VERSION = 2``). Deno is run as ``$DENO`` if set, else ``deno``
-if on PATH, else ``npx -y deno@2.9.6``.
+Skipped until the Deno library speaks protocol version 3 (``_handshake.ts``
+with ``PROTOCOL_VERSION = 3``). Deno is run as ``$DENO`` if set, else ``deno``
+if on PATH, else ``npx -y deno@2.9.6``. Connections are cut mid-frame through
+:class:`Relay`, a TCP relay between the client and the server.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ SCRIPT = TESTS / "deno_server.ts"
 SECRET = "correct horse battery staple 42"
 
 
-def deno_speaks_v2() -> bool:
+def deno_speaks_v3() -> bool:
     handshake = REPO / "_handshake.ts"
-    return handshake.is_file() and "PROTOCOL_VERSION = 2" in handshake.read_text()
+    return handshake.is_file() and "PROTOCOL_VERSION = 3" in handshake.read_text()
 
 
 def deno_command() -> Optional[List[str]]:
@@ -48,9 +49,9 @@ def deno_command() -> Optional[List[str]]:
 
 pytestmark = [
     pytest.mark.skipif(
-        not deno_speaks_v2(),
-        reason="the Deno library does not speak protocol version 2 yet "
-        "(_handshake.ts lacks PROTOCOL_VERSION = 2)",
+        not deno_speaks_v3(),
+        reason="the Deno library does not speak protocol version 3 yet "
+        "(_handshake.ts lacks PROTOCOL_VERSION = 3)",
     ),
     pytest.mark.skipif(deno_command() is None, reason="no deno: set DENO, or install deno or npx"),
 ]
@@ -70,8 +71,10 @@ class DenoServer:
         )
         self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
         self.stderr: List[str] = []
+        #: The event lines printed so far (``{"event": …}``), in order.
+        self.events: List[Dict[str, Any]] = []
         self._threads = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self._line), daemon=True),
             threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append), daemon=True),
         ]
         for thread in self._threads:
@@ -84,8 +87,27 @@ class DenoServer:
             sink(line)
         sink(None)
 
+    def _line(self, line: Optional[str]) -> None:
+        if line is not None and not line.startswith("{"):
+            self.stderr.append(line)  # (not one of the script's lines: a diagnostic)
+        elif line is not None and line.startswith('{"event"'):
+            self.events.append(json.loads(line))
+        else:
+            self.lines.put(line)
+
+    def wait_event(self, event: str, count: int = 1, timeout: float = 30) -> List[Dict[str, Any]]:
+        """Waits until ``count`` events of this type were printed; returns them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events if e["event"] == event]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {count} {event!r} events in {timeout} s: {self.events}")
+            time.sleep(0.01)
+
     def next(self, timeout: float = 30) -> Dict[str, Any]:
-        """The next JSON line the script printed."""
+        """The next JSON line the script printed (events aside)."""
         try:
             line = self.lines.get(timeout=timeout)
         except queue.Empty:
@@ -145,8 +167,8 @@ class Clients:
                     weights = message["weights"]
                     assert weights.dtype == np.float32 and np.all(weights == message["round"])
                     time.sleep(train)  # not reading: the I/O thread answers the pings
-                    client.send({"round": message["round"], "weights": weights * 2 + client.id,
-                                 "name": client.name})
+                    client.reply({"round": message["round"], "weights": weights * 2 + client.id,
+                                  "name": client.name})
         except BaseException as error:  # pragma: no cover - reported by join()
             self.errors.append(error)
 
@@ -231,14 +253,14 @@ def test_large_broadcast_progress_and_pings(deno: Callable[..., DenoServer]) -> 
         assert len(received) == -(-received[-1].total // (4 * 1024 * 1024))
         time.sleep(0.5)  # "training": the I/O thread pings, Deno answers
         assert client.rtt is not None
-        client.send({"round": 1, "weights": message["weights"] * 2})
+        client.reply({"round": 1, "weights": message["weights"] * 2})
         sent = [e for e in events if e.direction == "send"]
         assert sent[-1].done == sent[-1].total
         line = server.next()
         assert line["answers"][0]["sum"] == 2 * size
         assert server.next() == {"done": True}
-        with pytest.raises(fedcomm.PeerDisconnectedError):
-            client.recv(timeout=10)
+        with pytest.raises(fedcomm.PeerDisconnectedError, match="Server closed the session"):
+            client.recv(timeout=10)  # c1 06: no resume
 
 
 def test_deno_pings_a_training_client(deno: Callable[..., DenoServer]) -> None:
@@ -260,7 +282,191 @@ def test_full_and_frame_limit(deno: Callable[..., DenoServer]) -> None:
         assert info.value.reason == "full"
         message = client.recv(timeout=30)
         with pytest.raises(fedcomm.FrameTooLargeError):
-            client.send({"round": 1, "weights": np.zeros(10_000, np.float32)})
-        client.send({"round": 1, "weights": message["weights"] * 2})
+            client.reply({"round": 1, "weights": np.zeros(10_000, np.float32)})
+        client.reply({"round": 1, "weights": message["weights"] * 2})
         assert server.next()["answers"][0]["sum"] == 2 * 1000
         assert server.next() == {"done": True}
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 to the server that can drop its current
+    connection after a number of bytes in either direction: mid-frame."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.port: int = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        #: Bytes relayed on the current connection: server to client, client to server.
+        self.down = 0
+        self.up = 0
+        #: Connections relayed, and connections cut.
+        self.connections = 0
+        self.cuts = 0
+        self._cut_down: Optional[int] = None
+        self._cut_up: Optional[int] = None
+        self._pair: List[socket.socket] = []
+        self._stop = False
+        self._threads: List[threading.Thread] = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def cut_after(self, down: Optional[int] = None, up: Optional[int] = None) -> None:
+        """Drops the current (or next) connection once ``down`` bytes went to
+        the client, or ``up`` bytes to the server, on it."""
+        with self.lock:
+            self._cut_down, self._cut_up = down, up
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                client, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.lock:
+                self.connections += 1
+                self.down = self.up = 0
+                self._pair = [client, server]
+            for args in ((server, client, "down"), (client, server, "up")):
+                thread = threading.Thread(target=self._pump, args=args, daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, direction: str) -> None:
+        try:
+            while True:
+                with self.lock:
+                    limit = self._cut_down if direction == "down" else self._cut_up
+                    done = self.down if direction == "down" else self.up
+                want = 1 << 16 if limit is None else min(1 << 16, limit - done)
+                if want <= 0:
+                    self._cut(source, sink)
+                    return
+                data = source.recv(want)
+                if not data:
+                    break
+                sink.sendall(data)
+                with self.lock:
+                    if direction == "down":
+                        self.down += len(data)
+                    else:
+                        self.up += len(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _cut(self, *socks: socket.socket) -> None:
+        with self.lock:
+            self.cuts += 1
+            self._cut_down = self._cut_up = None
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop = True
+        self.listener.close()
+        with self.lock:
+            pair = list(self._pair)
+        self._cut(*pair)
+        for thread in self._threads:
+            thread.join(5)
+
+
+MiB = 1024 * 1024
+
+
+def test_resume_through_dropped_connections(deno: Callable[..., DenoServer]) -> None:
+    """A 16 MiB broadcast cut in the middle, then a 16 MiB reply cut in the
+    middle: the client resumes each time and the rounds complete, exactly."""
+    size = 4 * MiB  # float32: 16 MiB
+    server = deno(clients=1, rounds=2, size=size, timeout=60_000)
+    relay = Relay(server.port)
+    relay.cut_after(down=8 * MiB)
+    resumes: List[int] = []
+    try:
+        with fedcomm.connect("127.0.0.1", relay.port, name="site-0", on_resume=resumes.append) as client:
+            assert client.grace == 300  # the Deno default: 300,000 ms
+            first = client.recv(timeout=60)
+            assert first["round"] == 1 and np.all(first["weights"] == 1)
+            assert resumes == [1] and relay.cuts == 1
+            relay.cut_after(up=relay.up + 8 * MiB)
+            client.reply({"round": 1, "weights": first["weights"] * 2 + client.id, "name": client.name})
+            second = client.recv(timeout=60)
+            assert second["round"] == 2 and client.last_received == 2
+            client.reply({"round": 2, "weights": second["weights"] * 2 + client.id, "name": client.name})
+            check_rounds(server, 2, size, 1)
+            assert resumes == [1, 2] and relay.cuts == 2
+        kinds = [e["event"] for e in server.events]
+        assert kinds.count("disconnect") == 2 and kinds.count("resume") == 2
+        assert kinds[0] == "join" and "leave" not in kinds[:-1]
+    finally:
+        relay.close()
+
+
+def test_props_and_close_leave_at_once(deno: Callable[..., DenoServer]) -> None:
+    """The props reach the server; close() sends c1 06, so the server ends the
+    session at once instead of waiting 300 s for a resume."""
+    server = deno(clients=1, rounds=0, hold=5000)
+    props = {"site": "hospital-a", "gpus": 2, "fast": True, "note": None, "ratio": 0.5}
+    client = fedcomm.connect("127.0.0.1", server.port, name="site-0", props=props)
+    join = server.wait_event("join")[0]
+    assert (join["id"], join["name"], join["props"]) == (0, "site-0", props)
+    start = time.monotonic()
+    client.close()
+    leave = server.wait_event("leave", timeout=5)[0]
+    assert leave["id"] == 0 and time.monotonic() - start < 3
+    assert "resume" not in [e["event"] for e in server.events]
+    assert server.next(timeout=30) == {"done": True}
+
+
+def test_late_reply_is_not_an_answer(deno: Callable[..., DenoServer]) -> None:
+    server = deno(clients=1, rounds=1, double=True)
+    with fedcomm.connect("127.0.0.1", server.port, name="site-0") as client:
+        first, second = client.recv(timeout=30), client.recv(timeout=30)
+        assert (first["copy"], second["copy"]) == (1, 2) and client.last_received == 2
+        client.reply({"round": 0, "weights": first["weights"]}, to=1)  # answers the older one: late
+        client.reply({"round": 1, "weights": second["weights"] * 2 + client.id, "name": client.name})
+        line = server.next()
+        assert line["late"] == {"0": 1} and line["quorum"] is True and line["failed"] == {}
+        assert [(a["id"], a["round"], a["sum"]) for a in line["answers"]] == [(0, 1, 2 * 1000)]
+        late = server.wait_event("late")[0]
+        assert (late["id"], late["replyTo"], late["latest"], late["round"]) == (0, 1, 2, 0)
+        assert server.next() == {"done": True}
+
+
+def test_gather_settled_with_a_straggler(deno: Callable[..., DenoServer]) -> None:
+    server = deno(clients=3, rounds=1, settled={"min": 2, "grace": 200}, hold=2500, timeout=10_000)
+    fast = Clients(2, server.port)
+    slow_ids: List[int] = []
+
+    def straggler() -> None:
+        with fedcomm.connect("127.0.0.1", server.port, name="slow") as client:
+            slow_ids.append(client.id)
+            for message in client:
+                time.sleep(1.5)  # training, while the server settles without it
+                client.reply({"round": message["round"], "weights": message["weights"]})
+
+    slow = threading.Thread(target=straggler)
+    slow.start()
+    start = time.monotonic()
+    line = server.next()
+    assert time.monotonic() - start < 20
+    assert line["quorum"] is True and len(line["answers"]) == 2
+    assert list(line["failed"]) == [str(slow_ids[0])] and "TimeoutError" in line["failed"][str(slow_ids[0])]
+    assert all(a["sum"] == 1000 * (2 + a["id"]) for a in line["answers"])
+    assert server.next() == {"done": True}
+    fast.join()
+    slow.join(30)
+    assert not slow.is_alive()

@@ -19,10 +19,10 @@ PYTHON_DIR = Path(__file__).resolve().parent.parent
 
 
 def test_version_and_protocol() -> None:
-    assert fedcomm.__version__ == "0.2.0"
-    assert fedcomm.PROTOCOL_VERSION == 2
+    assert fedcomm.__version__ == "0.3.0"
+    assert fedcomm.PROTOCOL_VERSION == 3
     pyproject = (PYTHON_DIR / "pyproject.toml").read_text()
-    assert 'version = "0.2.0"' in pyproject
+    assert 'version = "0.3.0"' in pyproject
 
 
 def test_all_names_exist() -> None:
@@ -119,5 +119,5 @@ def test_pip_install_into_venv(tmp_path: Path) -> None:
     assert probe.returncode == 0, probe.stderr
     path, version, typed = probe.stdout.split()
     assert Path(path).resolve().is_relative_to(venv.resolve())
-    assert version == "0.2.0"
+    assert version == "0.3.0"
     assert typed == "True"

@@ -93,3 +93,20 @@ def test_full_duplex_with_pings_over_tls(server: Server, certs: Dict[str, str]) 
         for array in up:
             assert np.array_equal(conn.recv(timeout=20)["up"], array)
         assert conn.pings_received > 0 or conn.frames.count(("pong", 10)) > 0
+
+
+def test_resume_over_tls(server: Server, certs: Dict[str, str]) -> None:
+    srv = tls_server(server, certs, grace=5, secret="correct horse battery staple 42")
+    with fedcomm.connect("127.0.0.1", srv.port, tls=certs["ca"], secret="correct horse battery staple 42") as client:
+        session = srv.session(0)
+        first = session.conns[-1]
+        weights = np.arange(4 * MiB, dtype=np.float32)
+        session.send("one")
+        first.flush()
+        first.cut_after(sent=first.bytes_sent + 5 * MiB)
+        session.send({"weights": weights})
+        assert client.recv(timeout=10) == "one"
+        assert np.array_equal(client.recv(timeout=30)["weights"], weights)
+        client.send({"weights": weights * 2})
+        assert np.array_equal(session.recv(timeout=30)["weights"], weights * 2)
+        assert client.resumes == 1 and len(session.conns) == 2
