@@ -38,6 +38,8 @@ import {
   REPLY_PREFIX_BYTES,
   replyPrefix,
   replyTo,
+  setAckCount,
+  setReplyPrefix,
 } from "./_control.ts";
 import { encodeFrame } from "./_encode_frame.ts";
 import { Inbox } from "./_inbox.ts";
@@ -140,7 +142,10 @@ export class Connection implements LinkOwner {
   /** The count of the peer's messages last acknowledged, and what came since. */
   #ackSent = 0;
   #unackedBytes = 0;
-  #ackTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The ack frame, rewritten for each ack (the write queue copies small frames at once). */
+  readonly #ackBuffer = ackFrame(0);
+  /** The reply prefix, rewritten for each reply (the encoder copies it at once). */
+  readonly #prefix = replyPrefix(1);
   /** The body being received (large frames): its size and the bytes read of it. */
   #bodyTotal = 0;
   #bodyDone = 0;
@@ -287,11 +292,13 @@ export class Connection implements LinkOwner {
     const seq = this.outbox.add(chunks, transient);
     const link = this.#link;
     if (link !== undefined && link.queue.error === undefined) {
-      if (this.messagesReceived > this.#ackSent) this.#ack(link);
+      // A pending ack goes in front, in the same push: one socket write for both.
+      const ack = this.messagesReceived > this.#ackSent ? this.#takeAck() : undefined;
       // Progress counts body bytes, as on the receiving side (the header is 4 bytes).
+      const head = 4 + (ack?.byteLength ?? 0);
       const report = progress &&
-        ((done: number, total: number) => progress(Math.max(0, done - 4), total - 4));
-      link.queue.push(chunks, report);
+        ((done: number, total: number) => progress(Math.max(0, done - head), total - head));
+      link.queue.push(ack === undefined ? chunks : [ack, ...chunks], report);
     }
     return seq;
   }
@@ -485,7 +492,7 @@ export class Connection implements LinkOwner {
       value,
       this.#sendMaxFrameBytes,
       true,
-      to > 0 ? replyPrefix(to) : undefined,
+      to > 0 ? setReplyPrefix(this.#prefix, to) : undefined,
     );
     const seq = this.push(chunks, progress, true);
     if (borrowed || this.congested) await this.outbox.delivered(seq, deadline);
@@ -589,25 +596,46 @@ export class Connection implements LinkOwner {
       this.messagesReceived - this.#ackSent >= ACK_MESSAGES
     ) {
       this.#ack(link);
-    } else if (this.#ackTimer === undefined) {
-      this.#ackTimer = setTimeout(() => {
-        this.#ackTimer = undefined;
-        if (this.#link !== undefined) this.#ack(this.#link);
-      }, ACK_DELAY_MS);
-      Deno.unrefTimer(this.#ackTimer);
+    } else {
+      // One timer for every connection of the process: most acks ride on a
+      // frame sent before it fires, and a timer per message would cost more.
+      Connection.#dueAcks.add(this);
+      if (Connection.#ackTimer === undefined) {
+        Connection.#ackTimer = setTimeout(Connection.#flushAcks, ACK_DELAY_MS);
+        Deno.unrefTimer(Connection.#ackTimer);
+      }
     }
   }
 
+  /** Connections owing an ack, and the timer that sends them. */
+  static readonly #dueAcks = new Set<Connection>();
+  static #ackTimer: ReturnType<typeof setTimeout> | undefined;
+  static #flushAcks = (): void => {
+    Connection.#ackTimer = undefined;
+    const due = [...Connection.#dueAcks];
+    Connection.#dueAcks.clear();
+    for (const connection of due) {
+      const link = connection.#link;
+      if (link !== undefined) connection.#ack(link);
+    }
+  };
+
   /** Acknowledges every message received so far. */
   #ack(link: Link): void {
-    if (this.#ackTimer !== undefined) {
-      clearTimeout(this.#ackTimer);
-      this.#ackTimer = undefined;
+    if (this.messagesReceived === this.#ackSent || link.queue.error !== undefined) {
+      this.#takeAck();
+      return;
     }
-    if (this.messagesReceived === this.#ackSent || link.queue.error !== undefined) return;
-    link.queue.push([ackFrame(this.messagesReceived)]);
+    link.queue.push([this.#takeAck()!]);
+  }
+
+  /** The ack of every message received so far, now counted as sent (`undefined` if none is due). */
+  #takeAck(): Uint8Array | undefined {
+    Connection.#dueAcks.delete(this);
+    if (this.messagesReceived === this.#ackSent) return undefined;
     this.#ackSent = this.messagesReceived;
     this.#unackedBytes = 0;
+    return setAckCount(this.#ackBuffer, this.#ackSent);
   }
 
   /** Handles a control frame: pings, pongs, acks, close, handshake messages. */
@@ -736,8 +764,8 @@ export class Connection implements LinkOwner {
     if (this.#over) return;
     this.#over = true;
     clearTimeout(this.#graceTimer);
-    clearTimeout(this.#ackTimer);
-    this.#graceTimer = this.#ackTimer = undefined;
+    Connection.#dueAcks.delete(this);
+    this.#graceTimer = undefined;
     this.meter.abort();
     this.inbox.end(reason);
     this.outbox.fail(reason);

@@ -58,6 +58,27 @@ export function ackFrame(count: number): Uint8Array {
 }
 
 /**
+ * Rewrites the count of an ack frame built by {@linkcode ackFrame}.
+ *
+ * @param frame The whole frame (14 bytes).
+ * @param count The peer's messages received so far.
+ * @returns The frame.
+ */
+export function setAckCount(frame: Uint8Array, count: number): Uint8Array {
+  const high = Math.floor(count / 2 ** 32);
+  const low = count >>> 0;
+  frame[6] = high >>> 24;
+  frame[7] = (high >>> 16) & 0xff;
+  frame[8] = (high >>> 8) & 0xff;
+  frame[9] = high & 0xff;
+  frame[10] = low >>> 24;
+  frame[11] = (low >>> 16) & 0xff;
+  frame[12] = (low >>> 8) & 0xff;
+  frame[13] = low & 0xff;
+  return frame;
+}
+
+/**
  * Reads the count of an ack body (`c1 04` + u64).
  *
  * @param body The 10-byte body.
@@ -81,6 +102,25 @@ export function replyPrefix(request: number): Uint8Array {
   const view = new DataView(prefix.buffer);
   view.setUint16(2, Math.floor(request / 2 ** 32));
   view.setUint32(4, request >>> 0);
+  return prefix;
+}
+
+/**
+ * Rewrites the number of a prefix built by {@linkcode replyPrefix}.
+ *
+ * @param prefix The 8 bytes.
+ * @param request The number of the message answered.
+ * @returns The prefix.
+ */
+export function setReplyPrefix(prefix: Uint8Array, request: number): Uint8Array {
+  const high = Math.floor(request / 2 ** 32);
+  const low = request >>> 0;
+  prefix[2] = (high >>> 8) & 0xff;
+  prefix[3] = high & 0xff;
+  prefix[4] = low >>> 24;
+  prefix[5] = (low >>> 16) & 0xff;
+  prefix[6] = (low >>> 8) & 0xff;
+  prefix[7] = low & 0xff;
   return prefix;
 }
 

@@ -103,9 +103,9 @@ export class Outbox {
     if (this.#error !== undefined) throw this.#error;
     let size = 0;
     for (const chunk of chunks) size += chunk.byteLength;
-    this.#frames.push(
-      transient ? chunks.map((c) => c.byteLength < SLAB_BYTES ? keep(c) : c) : chunks,
-    );
+    if (transient && chunks.length === 1 && size < SLAB_BYTES) chunks = [keep(chunks[0])];
+    else if (transient) chunks = chunks.map((c) => c.byteLength < SLAB_BYTES ? keep(c) : c);
+    this.#frames.push(chunks);
     this.#sizes.push(size);
     this.#bytes += size;
     return ++this.sent;
