@@ -45,7 +45,7 @@ import { encodeFrame } from "./_encode_frame.ts";
 import { Inbox } from "./_inbox.ts";
 import { Link, type LinkOwner } from "./_link.ts";
 import { DEFAULT_RETAIN_BYTES, Outbox } from "./_outbox.ts";
-import { type Deadline, NO_DEADLINE } from "./_wait.ts";
+import { type Deadline, NO_DEADLINE, within } from "./_wait.ts";
 import { own } from "./_slab.ts";
 import { decode } from "./codec.ts";
 import { FrameTooLargeError, PeerDisconnectedError, ProtocolError } from "./errors.ts";
@@ -142,6 +142,8 @@ export class Connection implements LinkOwner {
   /** The count of the peer's messages last acknowledged, and what came since. */
   #ackSent = 0;
   #unackedBytes = 0;
+  /** The write-queue mark of the last message pushed on the current link. */
+  #lastMark = 0;
   /** The ack frame, rewritten for each ack (the write queue copies small frames at once). */
   readonly #ackBuffer = ackFrame(0);
   /** The reply prefix, rewritten for each reply (the encoder copies it at once). */
@@ -298,7 +300,7 @@ export class Connection implements LinkOwner {
       const head = 4 + (ack?.byteLength ?? 0);
       const report = progress &&
         ((done: number, total: number) => progress(Math.max(0, done - head), total - head));
-      link.queue.push(ack === undefined ? chunks : [ack, ...chunks], report);
+      this.#lastMark = link.queue.push(ack === undefined ? chunks : [ack, ...chunks], report);
     }
     return seq;
   }
@@ -314,10 +316,29 @@ export class Connection implements LinkOwner {
     await this.#link?.queue.flush();
   }
 
-  /** Whether a sender should wait for its message's acknowledgement before going on. */
-  get congested(): boolean {
+  /**
+   * What a sender waits for after {@linkcode Connection.push}: the peer's
+   * acknowledgement if the message lends memory (it is kept by reference)
+   * or the outbox is full; the socket if more than 1 MiB waits unwritten
+   * (as backpressure, and the acknowledgement if the connection drops
+   * meanwhile); else nothing.
+   *
+   * @param seq The message's number.
+   * @param borrowed Whether it lends the caller's memory.
+   * @param deadline The caller's deadline.
+   * @returns The wait, or `undefined` if there is none.
+   */
+  settled(seq: number, borrowed: boolean, deadline: Deadline): Promise<void> | undefined {
     const link = this.#link;
-    return this.outbox.full || link === undefined || link.queue.congested;
+    if (borrowed || this.outbox.full || link === undefined) {
+      return this.outbox.delivered(seq, deadline);
+    }
+    if (!link.queue.congested) return undefined;
+    return within(link.queue.written(this.#lastMark), deadline).catch((error) => {
+      // The link dropped: the message waits in the outbox for the resume.
+      if (link.done && this.#link !== link) return this.outbox.delivered(seq, deadline);
+      throw error;
+    });
   }
 
   /**
@@ -495,7 +516,8 @@ export class Connection implements LinkOwner {
       to > 0 ? setReplyPrefix(this.#prefix, to) : undefined,
     );
     const seq = this.push(chunks, progress, true);
-    if (borrowed || this.congested) await this.outbox.delivered(seq, deadline);
+    const wait = this.settled(seq, borrowed, deadline);
+    if (wait !== undefined) await wait;
   }
 
   /** Whether reading must pause: the inbox is full, or a handshake message awaits `open`. */

@@ -52,7 +52,10 @@ export class Outbox {
   /** The peer acknowledged messages 1 … `acked`. */
   acked = 0;
   /** The frames of messages `acked + 1` … `sent`, in order. */
-  #frames: (readonly Uint8Array[])[] = [];
+  /** A frame's chunks, or, for a small frame copied into a slab, that slab. */
+  #frames: (readonly Uint8Array[] | Uint8Array)[] = [];
+  /** Where a frame starts in its slab (−1: `#frames` holds its chunks). */
+  #offsets: number[] = [];
   #sizes: number[] = [];
   #head = 0;
   #bytes = 0;
@@ -103,9 +106,22 @@ export class Outbox {
     if (this.#error !== undefined) throw this.#error;
     let size = 0;
     for (const chunk of chunks) size += chunk.byteLength;
-    if (transient && chunks.length === 1 && size < SLAB_BYTES) chunks = [keep(chunks[0])];
-    else if (transient) chunks = chunks.map((c) => c.byteLength < SLAB_BYTES ? keep(c) : c);
-    this.#frames.push(chunks);
+    if (transient && chunks.length === 1 && size <= SLAB_BYTES / 4) {
+      // The common small message: copied into the shared slab, no allocation.
+      if (slabPos + size > SLAB_BYTES) {
+        slab = new Uint8Array(SLAB_BYTES);
+        slabPos = 0;
+      }
+      slab.set(chunks[0], slabPos);
+      this.#frames.push(slab);
+      this.#offsets.push(slabPos);
+      slabPos += (size + 7) & ~7;
+    } else {
+      this.#frames.push(
+        transient ? chunks.map((c) => c.byteLength < SLAB_BYTES ? keep(c) : c) : chunks,
+      );
+      this.#offsets.push(-1);
+    }
     this.#sizes.push(size);
     this.#bytes += size;
     return ++this.sent;
@@ -134,6 +150,7 @@ export class Outbox {
     }
     if (this.#head > 1024 && this.#head * 2 > this.#frames.length) {
       this.#frames.splice(0, this.#head);
+      this.#offsets.splice(0, this.#head);
       this.#sizes.splice(0, this.#head);
       this.#head = 0;
     }
@@ -155,7 +172,17 @@ export class Outbox {
    */
   resend(received: number, clientId: number | undefined): (readonly Uint8Array[])[] {
     this.ack(received, clientId);
-    return this.#frames.slice(this.#head);
+    const frames: (readonly Uint8Array[])[] = [];
+    for (let i = this.#head; i < this.#frames.length; i++) {
+      const frame = this.#frames[i];
+      const at = this.#offsets[i];
+      frames.push(
+        at < 0 ? frame as readonly Uint8Array[] : [
+          (frame as Uint8Array).subarray(at, at + this.#sizes[i]),
+        ],
+      );
+    }
+    return frames;
   }
 
   /**
@@ -221,6 +248,7 @@ export class Outbox {
     for (const waiter of this.#waiters) waiter.reject(error);
     this.#waiters = [];
     this.#frames = [];
+    this.#offsets = [];
     this.#sizes = [];
     this.#head = 0;
     this.#bytes = 0;

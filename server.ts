@@ -362,10 +362,11 @@ export class Server extends EventTarget implements AsyncDisposable {
       const connection = this.#connections.get(id)!;
       const { chunks, borrowed } = frameOf(i);
       const seq = connection.push(chunks, this.#members.sendProgress(id));
-      if (!borrowed && !connection.congested) return;
+      const settled = connection.settled(seq, borrowed, deadline);
+      if (settled === undefined) return;
       unwritten.add(id);
       waits.push(
-        connection.delivered(seq, deadline).then(
+        settled.then(
           () => void unwritten.delete(id),
           (e) => void failures.push(e),
         ),
