@@ -427,34 +427,3 @@ export async function* uploadsFrom(
     consider(id); // its next message, or its disconnect, after the value is delivered
   }
 }
-
-/**
- * Validates a list of client ids.
- *
- * @param ids The ids given.
- * @param clients How many clients the server serves.
- * @param what The call, for messages.
- * @returns The ids as an array.
- * @throws {TypeError} If it is not an iterable of integers, or lists one twice.
- * @throws {RangeError} If an id is not from 0 to `clients − 1`.
- */
-export function checkIds(ids: Iterable<number>, clients: number, what: string): number[] {
-  if (typeof ids !== "object" || ids === null || typeof ids[Symbol.iterator] !== "function") {
-    throw new TypeError(`Invalid ids for ${what}: expected an iterable of client ids`);
-  }
-  const list = [...ids];
-  const seen = new Set<number>();
-  for (const id of list) {
-    if (typeof id !== "number" || !Number.isInteger(id)) {
-      throw new TypeError(`Invalid client id for ${what}: "${String(id)}" is not an integer`);
-    }
-    if (id < 0 || id >= clients) {
-      throw new RangeError(
-        `Invalid client id for ${what}: "${id}" is not from 0 to ${clients - 1}`,
-      );
-    }
-    if (seen.has(id)) throw new TypeError(`Invalid ids for ${what}: "${id}" is listed twice`);
-    seen.add(id);
-  }
-  return list;
-}

@@ -2,37 +2,13 @@
 // (design v3: `client.reply()`, `listen({ open })`, the `late` event).
 
 import assert from "node:assert/strict";
-import { type Client, connect } from "./client.ts";
+import { connect } from "./client.ts";
 import { TimeoutError } from "./errors.ts";
-import { listen, type ListenOptions, type Server, type Upload } from "./server.ts";
+import { listen, type Upload } from "./server.ts";
+import { cluster } from "./test_util.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/** A server with `n` clients connected one after another, so client i has id i. */
-async function cluster(
-  n: number,
-  options?: Omit<ListenOptions, "clients">,
-): Promise<{ server: Server; clients: Client[] } & AsyncDisposable> {
-  const server = listen({ clients: n, ...options });
-  const clients: Client[] = [];
-  try {
-    for (let i = 0; i < n; i++) clients.push(await connect({ port: server.port }));
-    await server.ready({ timeout: 10_000 });
-  } catch (error) {
-    await Promise.all(clients.map((c) => c.close()));
-    await server.close();
-    throw error;
-  }
-  return {
-    server,
-    clients,
-    async [Symbol.asyncDispose]() {
-      await Promise.all(clients.map((c) => c.close()));
-      await server.close();
-    },
-  };
-}
 
 /** What a `late` event carries. */
 interface LateFields {

@@ -2,36 +2,11 @@ import assert from "node:assert/strict";
 import { type Client, connect } from "./client.ts";
 import { decode, encode } from "./codec.ts";
 import { PeerDisconnectedError, ProtocolError, TimeoutError } from "./errors.ts";
-import { listen, type ListenOptions, type Server, type Upload } from "./server.ts";
-import { RawPeer, until } from "./test_util.ts";
+import { listen, type Server, type Upload } from "./server.ts";
+import { cluster, RawPeer, until } from "./test_util.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/** A server with `n` clients connected one after another, so client i has id i. */
-async function cluster(
-  n: number,
-  options?: Omit<ListenOptions, "clients">,
-): Promise<{ server: Server; clients: Client[] } & AsyncDisposable> {
-  const server = listen({ clients: n, ...options });
-  const clients: Client[] = [];
-  try {
-    for (let i = 0; i < n; i++) clients.push(await connect({ port: server.port }));
-    await server.ready();
-  } catch (error) {
-    await Promise.all(clients.map((c) => c.close()));
-    await server.close();
-    throw error;
-  }
-  return {
-    server,
-    clients,
-    async [Symbol.asyncDispose]() {
-      await Promise.all(clients.map((c) => c.close()));
-      await server.close();
-    },
-  };
-}
 
 /** Sends from a client and waits until the server has read every byte of it. */
 async function sendAndLand(server: Server, client: Client, value: unknown): Promise<void> {

@@ -4,7 +4,9 @@
  * @module
  */
 
+import { type Client, connect } from "./client.ts";
 import { decode, encode } from "./codec.ts";
+import { listen, type ListenOptions, type Server } from "./server.ts";
 import { FrameReader } from "./framing.ts";
 
 /**
@@ -101,4 +103,29 @@ export class RawPeer implements AsyncDisposable {
       // Closed already when its readable ended.
     }
   }
+}
+
+/** A server with `n` clients connected one after another, so client i has id i. */
+export async function cluster(
+  n: number,
+  options?: Omit<ListenOptions, "clients">,
+): Promise<{ server: Server; clients: Client[] } & AsyncDisposable> {
+  const server = listen({ clients: n, ...options });
+  const clients: Client[] = [];
+  try {
+    for (let i = 0; i < n; i++) clients.push(await connect({ port: server.port }));
+    await server.ready();
+  } catch (error) {
+    await Promise.all(clients.map((c) => c.close()));
+    await server.close();
+    throw error;
+  }
+  return {
+    server,
+    clients,
+    async [Symbol.asyncDispose]() {
+      await Promise.all(clients.map((c) => c.close()));
+      await server.close();
+    },
+  };
 }
