@@ -30,7 +30,7 @@ import {
   welcome,
   welcomeFrame,
 } from "./_handshake.ts";
-import { startDeadline } from "./_wait.ts";
+import { pause, startDeadline } from "./_wait.ts";
 import { PeerDisconnectedError } from "./errors.ts";
 import { formatAddress, type Logger } from "./events.ts";
 
@@ -136,7 +136,7 @@ export class Admission {
           error: String(error),
           retryInMs: backoff,
         });
-        await this.#sleep(backoff);
+        await pause(backoff, this.#abort.signal);
         continue;
       }
       if (this.#handshaking.size >= this.#maxPending) {
@@ -146,20 +146,6 @@ export class Admission {
       const handshake = this.#admit(conn).finally(() => this.#handshaking.delete(handshake));
       this.#handshaking.add(handshake);
     }
-  }
-
-  /** Waits `ms`, or less if admission closes. */
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const signal = this.#abort.signal;
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener("abort", done, { once: true });
-    });
   }
 
   /**

@@ -108,6 +108,26 @@ export function startDeadline(
 }
 
 /**
+ * Waits `ms`, or less if `signal` aborts (it never rejects): the pause of a
+ * retry loop that must stop at once when its owner closes.
+ *
+ * @param ms Milliseconds.
+ * @param signal Ends the pause early.
+ * @returns Resolves after `ms` or at the abort.
+ */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/**
  * Something that changes, and one waiter at a time for its next change: the
  * register/wait/unregister loop of every waiting call, written once.
  */

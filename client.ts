@@ -15,7 +15,14 @@ import {
   propsProblem,
   type Welcome,
 } from "./_handshake.ts";
-import { checkTimeout, type Deadline, startDeadline, type WaitOptions, within } from "./_wait.ts";
+import {
+  checkTimeout,
+  type Deadline,
+  pause,
+  startDeadline,
+  type WaitOptions,
+  within,
+} from "./_wait.ts";
 import {
   AuthenticationError,
   PeerDisconnectedError,
@@ -300,10 +307,10 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
   async #reconnect(cause: Error): Promise<void> {
     const connection = this.#connection;
     const closing = this.#closing.signal;
-    let pause = 0;
+    let wait = 0;
     while (connection.state === "resuming" && !closing.aborted) {
-      if (pause > 0) await sleep(pause * (0.8 + 0.4 * Math.random()), closing);
-      pause = Math.min(RESUME_MAX_PAUSE_MS, Math.max(RESUME_FIRST_PAUSE_MS, pause * 2));
+      if (wait > 0) await pause(wait * (0.8 + 0.4 * Math.random()), closing);
+      wait = Math.min(RESUME_MAX_PAUSE_MS, Math.max(RESUME_FIRST_PAUSE_MS, wait * 2));
       if (connection.state !== "resuming" || closing.aborted) return;
       let attempt: { connection: Connection; welcome: Welcome };
       try {
@@ -667,19 +674,6 @@ function checkProps(props: unknown): void {
   if (problem === undefined) return;
   const message = `Invalid props: ${problem}`;
   throw problem.includes("not a") ? new TypeError(message) : new RangeError(message);
-}
-
-/** Waits `ms`, or less if `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /** A deadline that fires when `signal` aborts. */
