@@ -5,8 +5,8 @@
  * the peer had not received, in order.
  *
  * Memory: retained messages are kept by reference (a broadcast's frame is
- * shared by every client's outbox); small frames built in transient scratch
- * memory are copied into shared 64 KiB slabs. While `retainBytes` or more are
+ * shared by every client's outbox); small chunks built in transient scratch
+ * memory are copied into the shared slabs of `_slab.ts`. While `retainBytes` or more are
  * retained, senders wait for room ({@linkcode Outbox.room}): at most
  * `retainBytes` plus one message is held per session. Nothing unacknowledged
  * is ever dropped.
@@ -14,35 +14,19 @@
  * @module
  */
 
+import { currentSlab, own, ownAt, SLAB_MAX_BODY_BYTES } from "./_slab.ts";
 import { type Deadline, within } from "./_wait.ts";
 import { ProtocolError } from "./errors.ts";
 
 /** The default bound of retained bytes per session. */
 export const DEFAULT_RETAIN_BYTES = 64 * 1024 * 1024;
-/** Transient frames up to this size are copied into shared slabs. */
-const SLAB_BYTES = 64 * 1024;
+/** Transient chunks under this size are copied (`own`); larger ones are never scratch memory. */
+const COPY_BYTES = 64 * 1024;
 
 interface Waiter {
   seq: number;
   resolve: () => void;
   reject: (error: unknown) => void;
-}
-
-let slab = new Uint8Array(SLAB_BYTES);
-let slabPos = 0;
-
-/** Copies a small transient chunk into a shared slab (no allocation per message). */
-function keep(chunk: Uint8Array): Uint8Array {
-  const n = chunk.byteLength;
-  if (n > SLAB_BYTES / 4) return chunk.slice();
-  if (slabPos + n > SLAB_BYTES) {
-    slab = new Uint8Array(SLAB_BYTES);
-    slabPos = 0;
-  }
-  const kept = slab.subarray(slabPos, slabPos + n);
-  kept.set(chunk);
-  slabPos += (n + 7) & ~7;
-  return kept;
 }
 
 /** See the module doc. */
@@ -106,19 +90,14 @@ export class Outbox {
     if (this.#error !== undefined) throw this.#error;
     let size = 0;
     for (const chunk of chunks) size += chunk.byteLength;
-    if (transient && chunks.length === 1 && size <= SLAB_BYTES / 4) {
-      // The common small message: copied into the shared slab, no allocation.
-      if (slabPos + size > SLAB_BYTES) {
-        slab = new Uint8Array(SLAB_BYTES);
-        slabPos = 0;
-      }
-      slab.set(chunks[0], slabPos);
-      this.#frames.push(slab);
-      this.#offsets.push(slabPos);
-      slabPos += (size + 7) & ~7;
+    if (transient && chunks.length === 1 && size <= SLAB_MAX_BODY_BYTES) {
+      // The common small message: copied into the shared slab, no view made.
+      const at = ownAt(chunks[0]);
+      this.#frames.push(currentSlab());
+      this.#offsets.push(at);
     } else {
       this.#frames.push(
-        transient ? chunks.map((c) => c.byteLength < SLAB_BYTES ? keep(c) : c) : chunks,
+        transient ? chunks.map((c) => c.byteLength < COPY_BYTES ? own(c) : c) : chunks,
       );
       this.#offsets.push(-1);
     }

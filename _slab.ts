@@ -26,12 +26,37 @@ let slabPos = 0;
 export function own(body: Uint8Array): Uint8Array {
   const n = body.byteLength;
   if (n > SLAB_MAX_BODY) return body.slice();
+  const at = ownAt(body);
+  return slab.subarray(at, at + n);
+}
+
+/**
+ * Copies a body of at most 4 KiB into the current slab, without making a
+ * view of it: for a caller that keeps many and views few.
+ *
+ * @param body At most 4 KiB.
+ * @returns Its offset in {@linkcode currentSlab}, read before the next copy.
+ */
+export function ownAt(body: Uint8Array): number {
+  const n = body.byteLength;
   if (slabPos + n > SLAB_BYTES) {
     slab = new Uint8Array(SLAB_BYTES);
     slabPos = 0;
   }
-  const owned = slab.subarray(slabPos, slabPos + n);
-  owned.set(body);
+  const at = slabPos;
+  slab.set(body, at);
   slabPos += (n + 7) & ~7;
-  return owned;
+  return at;
 }
+
+/**
+ * The slab {@linkcode ownAt} copied into last.
+ *
+ * @returns The slab.
+ */
+export function currentSlab(): Uint8Array {
+  return slab;
+}
+
+/** The largest body {@linkcode ownAt} takes. */
+export const SLAB_MAX_BODY_BYTES: number = SLAB_MAX_BODY;
