@@ -43,7 +43,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 import msgpack
 import msgpack_numpy
@@ -112,6 +112,15 @@ def check_props(props: Any) -> Optional[str]:
         elif value is not None and not isinstance(value, (bool, int, float)):
             return f"value of {key!r} is a {type(value).__name__}"
     return None
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Polls ``condition`` (every 5 ms) until it holds; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)
 
 
 @dataclass

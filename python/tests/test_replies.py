@@ -12,18 +12,11 @@ import pytest
 
 import fedcomm
 from fedcomm._acks import ACK_DELAY, _AckState
-from _reference_server import ReferenceServer, frame
+from _reference_server import ReferenceServer, frame, wait_until
 
 Server = Callable[..., ReferenceServer]
 MiB = 1024 * 1024
 
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 def test_replies_carry_the_request_number(server: Server) -> None:

@@ -13,19 +13,12 @@ import numpy as np
 import pytest
 
 import fedcomm
-from _reference_server import ReferenceServer, frame, handshake_body
+from _reference_server import ReferenceServer, frame, handshake_body, wait_until
 
 Server = Callable[..., ReferenceServer]
 MiB = 1024 * 1024
 SECRET = "correct horse battery staple 42"
 
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 class Events:

@@ -11,18 +11,11 @@ import numpy as np
 import pytest
 
 import fedcomm
-from _reference_server import ReferenceServer, encode_value, frame
+from _reference_server import ReferenceServer, encode_value, frame, wait_until
 
 Server = Callable[..., ReferenceServer]
 MiB = 1024 * 1024
 
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def test_float32_weights_bit_for_bit(server: Server) -> None:
