@@ -947,9 +947,11 @@ class Conn:
                 self._reject("resume", f'Resume refused: wrong token for client "{id_}"')
                 return True
             if session.state == "connected" or server.refuse_live > 0:
-                if session.state != "connected":
+                if session.state == "connected":
+                    server.early_refusals += 1  # the cut is not through on this side yet
+                else:
                     server.refuse_live -= 1
-                server.live_refusals += 1
+                    server.live_refusals += 1
                 self._reject(server.live_reason, f'Resume refused: client "{id_}" is still connected')
                 return True
             if resume["received"] > session.sent:
@@ -1051,8 +1053,10 @@ class ReferenceServer:
         self.acks = acks
         self.refuse_live = refuse_live
         self.live_reason = live_reason
-        #: Resumes refused as "still connected".
+        #: Resumes refused as "still connected" because of ``refuse_live``.
         self.live_refusals = 0
+        #: Resumes refused because the old connection was still open here.
+        self.early_refusals = 0
         self.reject = reject
         self.plain_reject = plain_reject
         self.skip_challenge = skip_challenge
