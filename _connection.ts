@@ -87,6 +87,19 @@ const ACK_DELAY_MS = 10;
 /** The body of a close frame. */
 const CLOSE_FRAME = controlFrame(CLOSE, new Uint8Array(0));
 
+/**
+ * Whether an error means the connection dropped (the peer vanished, the
+ * network cut it, even inside a frame), which a resume mends, rather than a
+ * peer breaking the protocol.
+ *
+ * @param error The error.
+ * @returns Whether it is a drop.
+ */
+export function isDrop(error: unknown): boolean {
+  return error instanceof PeerDisconnectedError ||
+    error instanceof ProtocolError && error.message.startsWith("Truncated frame");
+}
+
 /** A framed MessagePack session over one `Deno.Conn` at a time. */
 export class Connection implements LinkOwner {
   /** The client id, once known: errors name it. */
@@ -754,8 +767,7 @@ export class Connection implements LinkOwner {
     this.#dropLink(link, reason);
     this.#linkDropped.resolve();
     this.#linkDropped = Promise.withResolvers<void>();
-    const resumable = this.#grace > 0 && !this.#closing && !this.#handshaking &&
-      (reason instanceof PeerDisconnectedError || reason.message.startsWith("Truncated frame"));
+    const resumable = this.#grace > 0 && !this.#closing && !this.#handshaking && isDrop(reason);
     if (!resumable) {
       this.#end(reason);
       return;

@@ -5,7 +5,12 @@
  */
 
 import { type Secret, secretBytes } from "./_auth.ts";
-import { Connection, DEFAULT_HEARTBEAT_MS, DEFAULT_IDLE_TIMEOUT_MS } from "./_connection.ts";
+import {
+  Connection,
+  DEFAULT_HEARTBEAT_MS,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  isDrop,
+} from "./_connection.ts";
 import { checkMaxFrameBytes, type FrameOptions } from "./_frame.ts";
 import {
   greetServer,
@@ -323,11 +328,13 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
         );
       } catch (error) {
         // "busy", "live" (the server has not noticed yet that the old
-        // connection is dead), no answer, no server: try again. A refusal, a
-        // failed authentication or a server speaking nonsense: give up.
+        // connection is dead), no answer, no server, a connection cut again
+        // (even inside the welcome): try again. A refusal, a failed
+        // authentication or a server speaking nonsense: give up.
         const refused = error instanceof RejectedError
           ? error.reason !== "busy" && error.reason !== "live"
-          : error instanceof ProtocolError || error instanceof AuthenticationError;
+          : error instanceof ProtocolError && !isDrop(error) ||
+            error instanceof AuthenticationError;
         if (refused) {
           connection.end(
             new PeerDisconnectedError(

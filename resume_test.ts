@@ -276,3 +276,19 @@ Deno.test("broadcast() goes out at once to the clients that acknowledge, and wai
   assert.equal(server.stats()[0].unacknowledged, 18, "nothing queued past the bound");
   await mute[Symbol.asyncDispose]();
 });
+
+Deno.test("connect() tries again when the connection of a resume is cut inside its welcome", async () => {
+  await using server = listen({ clients: 1 });
+  await using proxy = new FaultProxy({ targetPort: server.port, seed: 12 });
+  await using client = await connect({ port: proxy.port });
+  await server.ready();
+  const cutWelcome = proxy.cut({ kind: "handshake", direction: "down" }); // the next connection
+  const cut = proxy.cut({ kind: "boundary", direction: "up", connection: 0 });
+  await client.send("ping"); // the cut follows it: the first resume is cut in its welcome
+  assert.ok(await cut);
+  assert.equal(((await cutWelcome) as { kind: string }).kind, "cut-handshake");
+  await until(() => client.state !== "resuming", "the client to resume or give up");
+  assert.equal(client.state, "connected", "a cut welcome is a drop: the client tried again");
+  assert.equal(client.resumes, 1);
+  assert.equal((await server.gather({ timeout: 10_000 })).get(0), "ping");
+});
