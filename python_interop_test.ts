@@ -11,7 +11,6 @@ import assert from "node:assert/strict";
 import { connect, listen, NdArray, ProtocolError } from "./mod.ts";
 import { decode, encode } from "./codec.ts";
 import { FaultProxy } from "./bench/_fault_proxy.ts";
-import type { TransferEvent } from "./events.ts";
 import { until } from "./test_util.ts";
 
 const PYTHON = "/usr/bin/python3";
@@ -412,12 +411,9 @@ Deno.test({
       await connect({ port: server.port, name: "deno-a", secret }),
       await connect({ port: server.port, name: "deno-b", secret }),
     ];
-    let cut: Promise<unknown> | undefined;
-    server.addEventListener("progress", (e: TransferEvent) => {
-      if (e.clientId === 2 && e.direction === "send" && e.loaded >= 4 * 1024 * 1024) {
-        cut ??= proxy.cut({ kind: "body", direction: "down", connection: 0 });
-      }
-    });
+    const resumed = new Promise<number>((resolve) =>
+      server.addEventListener("resume", (e) => resolve(e.clientId), { once: true })
+    );
     const child = new Deno.Command(PYTHON, {
       args: ["-c", COHORT_SCRIPT, PYTHON_DIR, String(proxy.port), secret],
       env: { PYTHONDONTWRITEBYTECODE: "1" },
@@ -436,6 +432,14 @@ Deno.test({
       assert.deepStrictEqual(server.stats()[2].props, { lang: "python", cores: 2 });
       // The proxy has forwarded the welcome: a cut from now on is one of the session.
       await until(() => proxy.live()[0]?.handshaking === false, "the welcome to reach Python");
+      // Armed before the broadcast, aimed at a body of 1 MiB or more: it lands inside the model
+      // whatever small frames go first, and however fast either side is.
+      const cut = proxy.cut({
+        kind: "body",
+        direction: "down",
+        connection: 0,
+        minBodyBytes: 1024 * 1024,
+      });
       // Values whose float32 products are exact or rounded: both sides must round alike.
       const weights = new Float32Array(4_000_000).map((_, i) => Math.fround(Math.sin(i) * 1e3));
       const broadcasting = server.broadcast({ round: 1, weights }, { timeout: 30_000 });
@@ -449,9 +453,12 @@ Deno.test({
         for (let i = 0; i < w.length; i++) update[i] = Math.fround(w[i] * 0.5) + client.id;
         await client.reply({ round, id: client.id, weights: update });
       }));
+      const fault = await cut;
+      assert.equal(fault?.kind, "cut-body");
+      assert.ok(fault.offset < 16_000_000, `the cut landed inside the model: ${fault.offset}`);
+      assert.equal(await resumed, 2);
       const answers = await server.gather({ timeout: 30_000 });
       await broadcasting;
-      assert.equal(((await cut) as { kind: string }).kind, "cut-body");
       assert.equal(server.stats()[2].resumes, 1);
       assert.equal(answers.size, 3);
       for (const [id, answer] of answers) {
@@ -469,11 +476,16 @@ Deno.test({
         );
       }
       await server.broadcast({ done: true });
+    } catch (error) {
+      // Our failure is the news: Python would only wait for a message that never comes.
+      child.kill();
+      await output;
+      throw error;
     } finally {
       for (const client of deno) await client.close();
-      const { code, stdout, stderr } = await output;
-      assert.equal(code, 0, new TextDecoder().decode(stderr));
-      assert.equal(new TextDecoder().decode(stdout).trim(), "python ok");
     }
+    const { code, stdout, stderr } = await output;
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    assert.equal(new TextDecoder().decode(stdout).trim(), "python ok");
   },
 });

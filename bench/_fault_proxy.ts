@@ -113,6 +113,12 @@ export interface CutOptions {
    * which apply to the next connection accepted.
    */
   connection?: number;
+  /**
+   * `body` cuts: aim only at a body of at least this many bytes (default 0:
+   * the next body), so that a cut armed before a large message lands inside
+   * it whatever small frames (acks, pings) go first.
+   */
+  minBodyBytes?: number;
 }
 
 /** Options for {@linkcode FaultProxy.stall}. */
@@ -229,6 +235,8 @@ interface PendingCut {
   readonly direction: Direction;
   /** Handshake cuts: inside the first frame's header (else inside its body). */
   readonly inHeader: boolean;
+  /** Body cuts: the smallest body to aim at. */
+  readonly minBodyBytes: number;
   /** The direction's offset when the cut was armed. */
   armedAt: number;
   /** The offset to cut at, once chosen. */
@@ -419,6 +427,7 @@ export class FaultProxy implements AsyncDisposable {
       kind: options.kind,
       direction,
       inHeader: this.#random() < 1 / 3,
+      minBodyBytes: options.minBodyBytes ?? 0,
       armedAt: 0,
       target: undefined,
       resolve,
@@ -614,7 +623,7 @@ export class FaultProxy implements AsyncDisposable {
         if (position === "boundary") cut.target = offset + 1 + Math.floor(random() * 3);
         break;
       case "body":
-        if (position === "body" && tracker.bodySeen === 0) {
+        if (position === "body" && tracker.bodySeen === 0 && tracker.length >= cut.minBodyBytes) {
           const { length } = tracker;
           cut.target = offset + (length >= 2 ? 1 + Math.floor(random() * (length - 1)) : 0);
         }
