@@ -333,25 +333,69 @@ export class Connection implements LinkOwner {
    * What a sender waits for after {@linkcode Connection.push}: the peer's
    * acknowledgement if the message lends memory (it is kept by reference)
    * or the outbox is full; the socket if more than 1 MiB waits unwritten
-   * (as backpressure, and the acknowledgement if the connection drops
-   * meanwhile); else nothing.
+   * (as backpressure); else nothing. A peer that is away (the session waits
+   * for its resume) is not waited for: the message waits in the outbox for
+   * the resume, in memory of its own if it lent the caller's
+   * ({@linkcode Outbox.keep}), so a dead peer never stalls the sender.
    *
    * @param seq The message's number.
    * @param borrowed Whether it lends the caller's memory.
    * @param deadline The caller's deadline.
+   * @param copies Copies of lent frames made so far (one per frame for a broadcast).
    * @returns The wait, or `undefined` if there is none.
    */
-  settled(seq: number, borrowed: boolean, deadline: Deadline): Promise<void> | undefined {
+  settled(
+    seq: number,
+    borrowed: boolean,
+    deadline: Deadline,
+    copies: WeakMap<readonly Uint8Array[], readonly Uint8Array[]> = new WeakMap(),
+  ): Promise<void> | undefined {
     const link = this.#link;
-    if (borrowed || this.outbox.full || link === undefined) {
-      return this.outbox.delivered(seq, deadline);
+    if (link === undefined) {
+      if (this.#over) return this.outbox.delivered(seq, deadline); // throws the end reason
+      if (borrowed) this.outbox.keep(seq, copies);
+      return undefined;
     }
-    if (!link.queue.congested) return undefined;
-    return within(link.queue.written(this.#lastMark), deadline).catch((error) => {
-      // The link dropped: the message waits in the outbox for the resume.
-      if (link.done && this.#link !== link) return this.outbox.delivered(seq, deadline);
-      throw error;
-    });
+    let wait: Promise<unknown>;
+    if (borrowed || this.outbox.full) wait = this.outbox.delivered(seq, deadline);
+    else if (link.queue.congested) wait = within(link.queue.written(this.#lastMark), deadline);
+    else return undefined;
+    const dropped = this.#linkDropped.promise;
+    return Promise.race([wait, dropped]).then(
+      () => this.#away(link, seq, borrowed, copies),
+      (error) => {
+        // A write that failed because the link dropped: the message waits for the resume.
+        if (link.done && this.#link !== link && !this.#over) {
+          return this.#away(link, seq, borrowed, copies);
+        }
+        throw error;
+      },
+    );
+  }
+
+  /** After a wait in `settled`: if `link` dropped meanwhile, keeps the message for the resume. */
+  #away(
+    link: Link,
+    seq: number,
+    borrowed: boolean,
+    copies: WeakMap<readonly Uint8Array[], readonly Uint8Array[]>,
+  ): void {
+    if (this.#link === link || seq <= this.outbox.acked) return;
+    if (this.#over) throw this.outbox.error;
+    if (borrowed) this.outbox.keep(seq, copies);
+  }
+
+  /**
+   * Waits while the outbox is full and the peer connected: until it
+   * acknowledged enough, or its connection dropped.
+   *
+   * @param deadline The caller's deadline.
+   * @returns Resolves when there is room, or the peer is away.
+   * @throws {Error} The session's end reason, or the deadline's error.
+   */
+  async room(deadline: Deadline): Promise<void> {
+    if (this.#link === undefined) return;
+    await Promise.race([this.outbox.room(deadline), this.#linkDropped.promise]);
   }
 
   /**

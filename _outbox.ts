@@ -11,6 +11,12 @@
  * `retainBytes` plus one message is held per session. Nothing unacknowledged
  * is ever dropped.
  *
+ * A message that lends the caller's memory (a broadcast's tensors) is kept
+ * by reference while its sender waits for the acknowledgement. If the peer
+ * drops first, the sender stops waiting for it (a dead peer must not stall a
+ * round) and {@linkcode Outbox.keep} replaces the reference with a copy,
+ * made once per frame and shared by every session that needs it.
+ *
  * @module
  */
 
@@ -162,6 +168,34 @@ export class Outbox {
       );
     }
     return frames;
+  }
+
+  /**
+   * Makes message `seq`, if still retained, hold memory of its own instead of
+   * the chunks it was given (which lend the sender's memory): one copy of the
+   * whole frame, shared through `copies` with every session given the same
+   * frame. The sender may then change its memory.
+   *
+   * @param seq The message's number.
+   * @param copies Copies made so far, by the chunks they copy.
+   */
+  keep(seq: number, copies: WeakMap<readonly Uint8Array[], readonly Uint8Array[]>): void {
+    if (seq <= this.acked || seq > this.sent) return;
+    const i = this.#head + (seq - this.acked - 1);
+    if (this.#offsets[i] >= 0) return; // already in a slab
+    const chunks = this.#frames[i] as readonly Uint8Array[];
+    let copy = copies.get(chunks);
+    if (copy === undefined) {
+      const whole = new Uint8Array(this.#sizes[i]);
+      let at = 0;
+      for (const chunk of chunks) {
+        whole.set(chunk, at);
+        at += chunk.byteLength;
+      }
+      copy = [whole];
+      copies.set(chunks, copy);
+    }
+    this.#frames[i] = copy;
   }
 
   /**

@@ -292,3 +292,63 @@ Deno.test("connect() tries again when the connection of a resume is cut inside i
   assert.equal(client.resumes, 1);
   assert.equal((await server.gather({ timeout: 10_000 })).get(0), "ping");
 });
+
+Deno.test("Server.broadcast() finishes for the live clients while a dropped client is away, and the away one gets the model as it was when it resumes", async () => {
+  // The default resumeTimeout (300 s): the dropped client stays a member all along.
+  await using server = listen({ clients: 3 });
+  const peer = await RawPeer.connect(server.port);
+  const { id, token } = await peer.handshake({ name: "killed-site" }) as {
+    id: number;
+    token: Uint8Array;
+  };
+  await using a = await connect({ port: server.port });
+  await using b = await connect({ port: server.port });
+  await server.ready();
+  await peer[Symbol.asyncDispose](); // no close frame: what a kill -9 leaves
+  await until(() => server.stats()[id].state === "resuming", "the server to see the drop");
+  const model = new Float32Array(256 * 1024).fill(0.5); // 1 MiB: it lends its memory
+  // Before the fix this waited for the away client's ack: TimeoutError after 20 s.
+  await server.broadcast({ round: 1, model }, { timeout: 20_000 });
+  model.fill(-1); // the caller reuses its memory as soon as the broadcast resolved
+  for (const client of [a, b]) {
+    const got = await client.recv({ timeout: 10_000 }) as { model: Float32Array };
+    assert.equal(got.model[0], 0.5);
+  }
+  await using back = await RawPeer.connect(server.port);
+  const welcome = await back.handshake({ name: "killed-site", resume: { id, token, received: 0 } });
+  assert.deepStrictEqual([welcome.type, welcome.resumed], ["welcome", true]);
+  const resent = await back.recv() as { round: number; model: Float32Array };
+  assert.equal(resent.round, 1);
+  assert.equal(resent.model.length, model.length);
+  assert.ok(
+    resent.model.every((x) => x === 0.5),
+    "the copy made at the drop, not the reused memory",
+  );
+});
+
+Deno.test("Server.broadcast() ends the session of an away client whose unacknowledged messages reached retainBytes, and goes on", async () => {
+  await using server = listen({ clients: 2, retainBytes: 1024 * 1024 });
+  const peer = await RawPeer.connect(server.port);
+  const { id } = await peer.handshake({ name: "killed-site" }) as { id: number };
+  await using live = await connect({ port: server.port });
+  await server.ready();
+  const left = new Promise<ClientEvent>((resolve) =>
+    server.addEventListener("leave", (e) => resolve(e), { once: true })
+  );
+  await peer[Symbol.asyncDispose]();
+  await until(() => server.stats()[id].state === "resuming", "the server to see the drop");
+  const model = new Float32Array(384 * 1024); // 1.5 MiB: one fills the away client's outbox
+  await server.broadcast({ model }, { timeout: 20_000 });
+  await live.recv({ timeout: 10_000 });
+  assert.equal(server.stats()[id].state, "resuming");
+  await server.broadcast({ model }, { timeout: 20_000 });
+  await live.recv({ timeout: 10_000 });
+  const event = await left;
+  assert.equal(event.clientId, id);
+  assert.ok(event.error instanceof PeerDisconnectedError, String(event.error));
+  assert.match(
+    event.error.message,
+    /^Client "0" fell behind while away: \d+ bytes of unacknowledged messages reached retainBytes \(1048576\)/,
+  );
+  assert.equal(server.stats()[id].state, "gone");
+});

@@ -23,6 +23,7 @@ import type { Arrival } from "./_inbox.ts";
 import { encodeFrame } from "./_encode_frame.ts";
 import { checkMaxFrameBytes } from "./_frame.ts";
 import { gatherFrom, uploadsFrom } from "./_gather.ts";
+import { DEFAULT_RETAIN_BYTES } from "./_outbox.ts";
 import { Members } from "./_members.ts";
 import type {
   BroadcastOptions,
@@ -35,6 +36,7 @@ import type {
   UploadsOptions,
 } from "./_server_types.ts";
 import { checkTimeout, startDeadline, type WaitOptions, within } from "./_wait.ts";
+import { PeerDisconnectedError } from "./errors.ts";
 import { type Logger, RefuseEvent, type ServerEventMap } from "./events.ts";
 
 export type {
@@ -102,6 +104,7 @@ export class Server extends EventTarget implements AsyncDisposable {
   readonly #logger: Logger | undefined;
   readonly #admission: Admission;
   readonly #budget: ByteBudget;
+  readonly #retainBytes: number;
   #closed: Promise<void> | undefined;
 
   /**
@@ -127,6 +130,7 @@ export class Server extends EventTarget implements AsyncDisposable {
     if (retain !== undefined && !(Number.isSafeInteger(retain) && retain > 0)) {
       throw new RangeError(`Invalid retainBytes: "${retain}" is not a positive integer`);
     }
+    this.#retainBytes = retain ?? DEFAULT_RETAIN_BYTES;
     this.#budget = new ByteBudget(
       options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES,
       clients,
@@ -282,10 +286,16 @@ export class Server extends EventTarget implements AsyncDisposable {
    * Sends the same value to every client (by default; see
    * {@linkcode Server.gather} for who that is) or to `options.ids`. The value
    * is encoded once, and its large binaries are written to each socket
-   * straight from your memory and kept (not copied) until each client
-   * acknowledged them, so a client that resumes after a drop still gets them:
-   * do not change them until this resolves. Small values are copied and
-   * this resolves once they are queued.
+   * straight from your memory and kept (not copied) until each connected
+   * client acknowledged them: do not change them until this resolves. Small
+   * values are copied and this resolves once they are queued.
+   *
+   * A client that is away (its connection dropped and the server waits for
+   * its resume) is not waited for: it gets the message when it resumes, from
+   * one copy made for all the clients away, so you may change your memory as
+   * soon as this resolves. A client away that already holds `retainBytes` of
+   * unacknowledged messages is dropped instead (a `leave` event), so that a
+   * dead site neither stalls a round nor grows the server's memory.
    *
    * A client answers with `client.reply()`; its replies to earlier messages
    * than this one are late from now on (see the `late` event).
@@ -294,14 +304,14 @@ export class Server extends EventTarget implements AsyncDisposable {
    * @param options The target ids, cancellation and time limit.
    * @returns Resolves when the message is queued for every target, or, for a
    * value that lends large binaries (or a congested client), when every
-   * target acknowledged it.
+   * connected target acknowledged it.
    * @throws {FedcommError} If a fixed cohort has not joined yet.
    * @throws {TypeError} If an id is not an integer or is listed twice, or the value cannot be encoded.
    * @throws {RangeError} If an id is not a member's.
    * @throws {FrameTooLargeError} If the value encodes to more than `maxFrameBytes`.
    * @throws {PeerDisconnectedError} If a target client is gone for good (the others still get it).
-   * @throws {TimeoutError} If the acknowledgements did not come in time (a client that is
-   * resuming still gets the message when it is back, so keep its memory unchanged).
+   * @throws {TimeoutError} If a connected client did not acknowledge in time (it may still
+   * be sending it from your memory: keep it unchanged until that client is gone or acked).
    */
   async broadcast(value: unknown, options?: BroadcastOptions): Promise<void> {
     const ids = this.#members.targets(options?.ids, "broadcast");
@@ -356,13 +366,15 @@ export class Server extends EventTarget implements AsyncDisposable {
       clientIds: [...unwritten],
     }));
     const waits: Promise<void>[] = [];
+    // A frame that lends the caller's memory is copied once for all the clients that are away.
+    const copies = new WeakMap<readonly Uint8Array[], readonly Uint8Array[]>();
     const push = (i: number): void => {
       const id = ids[i];
       unwritten.delete(id);
       const connection = this.#connections.get(id)!;
       const { chunks, borrowed } = frameOf(i);
       const seq = connection.push(chunks, this.#members.sendProgress(id));
-      const settled = connection.settled(seq, borrowed, deadline);
+      const settled = connection.settled(seq, borrowed, deadline, copies);
       if (settled === undefined) return;
       unwritten.add(id);
       waits.push(
@@ -373,19 +385,26 @@ export class Server extends EventTarget implements AsyncDisposable {
       );
     };
     // A client whose unacknowledged messages fill its outbox gets this one
-    // once it acknowledged some (memory stays bounded per client); the others
-    // get it at once.
+    // once it acknowledged some (memory stays bounded per client), or is
+    // dropped if it is away (#fellBehind); the others get it at once.
     const later: Promise<void>[] = [];
     for (let i = 0; i < ids.length; i++) {
-      const { outbox } = this.#connections.get(ids[i])!;
+      const connection = this.#connections.get(ids[i])!;
+      const { outbox } = connection;
       try {
         if (!outbox.full) push(i);
+        else if (connection.state === "resuming") this.#fellBehind(ids[i], outbox.bytes);
         else {
           unwritten.add(ids[i]);
           later.push(
             (async () => {
-              while (outbox.full) await outbox.room(deadline);
-              push(i);
+              while (outbox.full && connection.state === "connected") {
+                await connection.room(deadline);
+              }
+              if (outbox.full && connection.state === "resuming") {
+                unwritten.delete(ids[i]);
+                this.#fellBehind(ids[i], outbox.bytes);
+              } else push(i);
             })().catch((e) => void failures.push(e)),
           );
         }
@@ -396,6 +415,23 @@ export class Server extends EventTarget implements AsyncDisposable {
     if (later.length > 0) await within(Promise.all(later), deadline);
     if (waits.length > 0) await within(Promise.all(waits), deadline);
     if (failures.length > 0) throw failures[0];
+  }
+
+  /**
+   * A client that is away already holds `retainBytes` of unacknowledged
+   * messages: waiting for it to come back would stall the round for every
+   * other client, and retaining more would let a dead site grow the
+   * server's memory without bound. Its session ends (a `leave` event); it
+   * is no longer a target.
+   */
+  #fellBehind(id: number, retained: number): void {
+    this.#connections.get(id)!.end(
+      new PeerDisconnectedError(
+        `Client "${id}" fell behind while away: ${retained} bytes of unacknowledged ` +
+          `messages reached retainBytes (${this.#retainBytes}); its session is over`,
+        { clientId: id },
+      ),
+    );
   }
 
   /** A late reply was dropped by a receiving call. */
