@@ -144,6 +144,8 @@ export class Connection implements LinkOwner {
   #grace = 0;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #droppedAt = 0;
+  /** Why the last connection dropped. */
+  #dropReason: Error | undefined;
   #lastAddr: Deno.Addr;
   #lastRtt: number | undefined;
   /** Bytes written by the links that are gone. */
@@ -213,6 +215,15 @@ export class Connection implements LinkOwner {
   /** Whether the session is connected, waiting for a resume, or over. */
   get state(): SessionState {
     return this.#over ? "gone" : this.#link === undefined ? "resuming" : "connected";
+  }
+
+  /**
+   * While the session waits for the peer to resume: since when (a
+   * `performance.now()` time) and why its connection dropped.
+   */
+  get away(): { readonly since: number; readonly reason: Error } | undefined {
+    if (this.#over || this.#link !== undefined || this.#dropReason === undefined) return undefined;
+    return { since: this.#droppedAt, reason: this.#dropReason };
   }
 
   /** Milliseconds since the last byte from the peer. */
@@ -817,6 +828,7 @@ export class Connection implements LinkOwner {
       return;
     }
     this.#droppedAt = performance.now();
+    this.#dropReason = reason;
     this.#graceTimer = setTimeout(() => {
       this.#graceTimer = undefined;
       this.#end(

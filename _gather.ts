@@ -25,10 +25,12 @@ import type { Connection } from "./_connection.ts";
 import type { Arrival } from "./_inbox.ts";
 import type { GatherOptions, GatherResult, Upload, UploadsOptions } from "./_server_types.ts";
 import { Notifier, startDeadline, type WaitOptions } from "./_wait.ts";
-import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
+import { FedcommError, PeerDisconnectedError, TimeoutError } from "./errors.ts";
 
-/** What the calls here use of a client's connection. */
-export type Source = Pick<Connection, "inbox" | "meter" | "messagesSent">;
+/** What the calls here use of a client's connection (`away`: whether it is resuming, and why). */
+export type Source =
+  & Pick<Connection, "inbox" | "meter" | "messagesSent">
+  & Partial<Pick<Connection, "away">>;
 
 /**
  * Told of each late reply dropped: the client, the message (taken: its value
@@ -167,6 +169,21 @@ function isDeadline(error: unknown, options: WaitOptions | undefined): error is 
   return error instanceof TimeoutError && error !== options?.signal?.reason;
 }
 
+/**
+ * Why a client asked gave no answer when a gather settled: it is away (its
+ * connection dropped and it has not resumed), else `otherwise`.
+ */
+function unanswered(id: number, source: Source, what: string, otherwise: () => Error): Error {
+  const away = source.away;
+  if (away === undefined) return otherwise();
+  const ms = Math.round(performance.now() - away.since);
+  return new PeerDisconnectedError(
+    `${capitalise(what)}: client "${id}" is away: its connection dropped ${ms} ms ago ` +
+      `and it has not resumed: ${away.reason.message}`,
+    { clientId: id, cause: away.reason },
+  );
+}
+
 /** `"gatherSettled"` → `"GatherSettled"`. */
 function capitalise(what: string): string {
   return `${what[0].toUpperCase()}${what.slice(1)}`;
@@ -253,13 +270,17 @@ export async function gatherFrom(
     } else if (source.inbox.ended !== undefined) {
       failed.set(id, source.inbox.ended);
       pending.delete(id);
-      if (strict && taken.size + pending.size < required) throw failed.values().next().value;
+      if (taken.size + pending.size < required) {
+        if (strict) throw failed.values().next().value;
+        unreachable = true; // gatherSettled: waiting longer cannot make the quorum
+      }
     }
   };
   let deadline: TimeoutError | undefined;
+  let unreachable = false;
   try {
     for (const id of list) collect(id);
-    while (pending.size > 0 && !graceTimer.over) {
+    while (pending.size > 0 && !graceTimer.over && !unreachable) {
       let changed: number[];
       try {
         changed = await watch.changed();
@@ -275,14 +296,23 @@ export async function gatherFrom(
     putBack();
     throw error;
   }
+  const failures = failed.size;
   for (const id of pending) {
     failed.set(
       id,
-      deadline ?? new TimeoutError(
-        `${capitalise(what)}: client "${id}" did not answer within the grace of ${grace} ms ` +
-          `after ${required} of ${list.length} clients answered`,
-        { clientIds: [id] },
-      ),
+      unanswered(id, sources.get(id)!, what, () =>
+        deadline ??
+          (unreachable
+            ? new FedcommError(
+              `${capitalise(what)}: client "${id}" was not waited for: the quorum of ` +
+                `${required} can no longer be reached (${failures} of ${list.length} failed)`,
+              { clientId: id },
+            )
+            : new TimeoutError(
+              `${capitalise(what)}: client "${id}" did not answer within the grace of ` +
+                `${grace} ms after ${required} of ${list.length} clients answered`,
+              { clientIds: [id] },
+            ))),
     );
   }
   const received = new Map<number, unknown>();

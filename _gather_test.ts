@@ -10,7 +10,7 @@ import {
 } from "./_gather.ts";
 import { type Arrival, Inbox } from "./_inbox.ts";
 import type { Upload } from "./_server_types.ts";
-import { PeerDisconnectedError, ProtocolError, TimeoutError } from "./errors.ts";
+import { FedcommError, PeerDisconnectedError, ProtocolError, TimeoutError } from "./errors.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -548,4 +548,49 @@ Deno.test("uploadsFrom() rejects min with an infinite count", async () => {
       message: 'Invalid min for uploads: a quorum needs a finite count, not "Infinity"',
     },
   );
+});
+
+Deno.test("gatherFrom() in gatherSettled mode settles at once when the quorum can no longer be reached, as gather does", async () => {
+  const connections = clients(4);
+  connections.get(0)!.inbox.push("answer 0", 1);
+  const result = gatherFrom(connections, ids(4), "gatherSettled", false, {
+    min: 3,
+    timeout: 10_000,
+  }, noLate);
+  connections.get(1)!.inbox.end(new PeerDisconnectedError('Client "1" disconnected'));
+  connections.get(2)!.inbox.end(new PeerDisconnectedError('Client "2" disconnected'));
+  const { received, failed, quorum } = await result;
+  assert.deepStrictEqual(received, new Map([[0, "answer 0"]]));
+  assert.equal(quorum, false);
+  assert.ok(failed.get(1) instanceof PeerDisconnectedError);
+  assert.ok(failed.get(2) instanceof PeerDisconnectedError);
+  const skipped = failed.get(3)!;
+  assert.ok(skipped instanceof FedcommError && !(skipped instanceof TimeoutError), String(skipped));
+  assert.equal(
+    skipped.message,
+    'GatherSettled: client "3" was not waited for: the quorum of 3 can no longer be reached (2 of 4 failed)',
+  );
+  assert.equal(skipped.clientId, 3);
+});
+
+Deno.test("gatherFrom() lists a client that is away with a PeerDisconnectedError naming its drop", async () => {
+  const connections = clients(2);
+  const drop = new PeerDisconnectedError('Client "1" disconnected', { clientId: 1 });
+  const away = { since: performance.now(), reason: drop };
+  const sources = new Map<number, Source>([[0, connections.get(0)!], [1, {
+    ...connections.get(1)!,
+    away,
+  }]]);
+  connections.get(0)!.inbox.push("answer 0", 1);
+  const { received, failed } = await gatherFrom(sources, ids(2), "gatherSettled", false, {
+    min: 1,
+  }, noLate);
+  assert.deepStrictEqual(received, new Map([[0, "answer 0"]]));
+  const error = failed.get(1)!;
+  assert.ok(error instanceof PeerDisconnectedError, String(error));
+  assert.match(
+    error.message,
+    /^GatherSettled: client "1" is away: its connection dropped \d+ ms ago and it has not resumed: Client "1" disconnected$/,
+  );
+  assert.equal(error.cause, drop);
 });

@@ -150,10 +150,12 @@ export interface GatherResult {
   /** The answers, by client id, in the order of the ids asked for. */
   readonly received: Map<number, unknown>;
   /**
-   * The clients that gave no answer, with why: `PeerDisconnectedError`,
-   * `ProtocolError`, a `FrameTooLargeError` or `TimeoutError` (at the
-   * deadline, or not answered within `grace` after the quorum; the two
-   * messages differ).
+   * The clients that gave no answer, with why: `PeerDisconnectedError` (it
+   * left, or it is away: its connection dropped and it has not resumed yet,
+   * the drop being the `cause`), `ProtocolError`, a `FrameTooLargeError`,
+   * `TimeoutError` (at the deadline, or not answered within `grace` after the
+   * quorum; the two messages differ), or a `FedcommError` saying it was not
+   * waited for because the quorum could no longer be reached.
    */
   readonly failed: Map<number, Error>;
   /**

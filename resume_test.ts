@@ -313,7 +313,14 @@ Deno.test("Server.broadcast() finishes for the live clients while a dropped clie
   for (const client of [a, b]) {
     const got = await client.recv({ timeout: 10_000 }) as { model: Float32Array };
     assert.equal(got.model[0], 0.5);
+    await client.reply({ id: client.id });
   }
+  // The round closes on the quorum of the live clients, and says why the other is missing.
+  const { received, failed } = await server.gatherSettled({ min: 2, timeout: 20_000 });
+  assert.deepStrictEqual([...received.keys()], [a.id, b.id]);
+  const missing = failed.get(id);
+  assert.ok(missing instanceof PeerDisconnectedError, String(missing));
+  assert.match(missing.message, /^GatherSettled: client "0" is away: its connection dropped/);
   await using back = await RawPeer.connect(server.port);
   const welcome = await back.handshake({ name: "killed-site", resume: { id, token, received: 0 } });
   assert.deepStrictEqual([welcome.type, welcome.resumed], ["welcome", true]);

@@ -493,10 +493,14 @@ export class Server extends EventTarget implements AsyncDisposable {
    * dropped as in `gather` and counted in `late`.
    *
    * It completes when every client asked answered or failed; with `min`, also
-   * once `min` answered and `grace` ms passed since the `min`-th answer; and
-   * at the deadline. The clients still silent then are in `failed` with a
-   * `TimeoutError` (its message says whether the deadline or the grace ran
-   * out); `quorum` says whether `min` (default: all asked) answered.
+   * once `min` answered and `grace` ms passed since the `min`-th answer, or
+   * at once when so many failed that `min` answers cannot come any more (as
+   * `gather({ min })` fails then); and at the deadline. The clients still
+   * silent then are in `failed`: a client that is away (dropped, not resumed)
+   * with a `PeerDisconnectedError` saying so, the others with a `TimeoutError`
+   * (its message says whether the deadline or the grace ran out) or, for an
+   * unreachable quorum, a `FedcommError` saying they were not waited for;
+   * `quorum` says whether `min` (default: all asked) answered.
    *
    * @param options The clients (default: all), the quorum, cancellation and time limit.
    * @returns The answers by client id (in the order of the ids), the clients that gave
