@@ -709,6 +709,29 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "uploads() leaves no reference to an upload in its connection once the loop moved on",
+  ignore: gc === undefined, // needs --v8-flags=--expose-gc, as `deno task test` passes
+  async fn() {
+    // Each connection's reading must not pin its last body until its next
+    // frame: 16 idle clients would otherwise hold 16 models (issue 14).
+    await using c = await cluster(4);
+    await Promise.all(c.clients.map((client) => client.send(new Float32Array(4 << 20))));
+    // In a function of its own: the test's registers would keep the last value.
+    const refs = await (async () => {
+      const refs: WeakRef<ArrayBufferLike>[] = [];
+      for await (const { value } of c.server.uploads({ timeout: 20_000 })) {
+        refs.push(new WeakRef((value as Float32Array).buffer));
+      }
+      return refs;
+    })();
+    assert.equal(refs.length, 4);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    gc!();
+    assert.equal(refs.filter((ref) => ref.deref() !== undefined).length, 0, "uploads still alive");
+  },
+});
+
 Deno.test("listen() pings an idle connection, times the pong, and ignores the peer's heartbeats", async () => {
   await using server = listen({ clients: 1, heartbeatMs: 20 });
   await using peer = await RawPeer.connect(server.port);
