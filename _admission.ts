@@ -30,8 +30,9 @@ import {
   welcome,
   welcomeFrame,
 } from "./_handshake.ts";
-import { pause, startDeadline } from "./_wait.ts";
-import { PeerDisconnectedError } from "./errors.ts";
+import { spokeTls } from "./_tls.ts";
+import { pause, startDeadline, within } from "./_wait.ts";
+import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
 import { formatAddress, type Logger } from "./events.ts";
 
 /** The default cap on connections in their handshake at once. */
@@ -197,7 +198,8 @@ export class Admission {
     logger?.debug?.("Connection accepted", { address: formatAddress(address) });
     let joined = false;
     let name: string | undefined;
-    const refuse = async (refusal: Refusal) => {
+    /** Tells the refused peer why (or, where it cannot read a reject, nothing), then closes. */
+    const refuse = async (refusal: Refusal | { reason: "tls"; message: string }) => {
       deps.refused(refusal.reason, refusal.message, address, name);
       logger?.warn?.("Handshake refused", {
         address: formatAddress(address),
@@ -205,13 +207,27 @@ export class Admission {
         reason: refusal.reason,
         message: refusal.message,
       });
-      await reject(connection, refusal);
+      if (refusal.reason === "tls") await connection.close();
+      else await reject(connection, refusal);
     };
     try {
       using deadline = startDeadline(
         { timeout: this.#handshakeTimeout, signal: this.#abort.signal },
         () => ({ what: "Handshake", detail: formatAddress(address), clientIds: [] }),
       );
+      if ("handshake" in conn) {
+        // A TLS server: the TLS handshake first, so that its failure is told as itself.
+        try {
+          await within((conn as Deno.TlsConn).handshake(), deadline);
+        } catch (error) {
+          if (error instanceof TimeoutError) throw error;
+          return await refuse({
+            reason: "tls",
+            message: `TLS handshake failed: ${error instanceof Error ? error.message : error}: ` +
+              "the client may not speak TLS, or may not trust this server's certificate",
+          });
+        }
+      }
       const hello = await greetClient(connection, deadline, this.#keys);
       if ("reason" in hello) return await refuse(hello);
       name = hello.name;
@@ -255,7 +271,13 @@ export class Admission {
       members.welcomed(connection);
     } catch (error) {
       // The peer timed out, left, or sent garbage before it had an id: drop it.
-      if (!joined) {
+      if (!joined && spokeTls(error)) {
+        await refuse({
+          reason: "tls",
+          message: "Client speaks TLS, this server does not: start the server with tls, " +
+            "or connect without tls",
+        });
+      } else if (!joined) {
         const reason = error instanceof Error && error.name === "TimeoutError"
           ? "timeout"
           : "error";

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { spokeTls } from "./_tls.ts";
 import {
   connect,
   type ConnectOptions,
@@ -157,6 +158,12 @@ export async function probe(options: ProbeOptions): Promise<ProbeResult> {
       throw new TimeoutError(
         `No answer within ${options.timeoutMs} ms from ${where}: ` +
           `not a fedcomm server, or one that is stuck`,
+        { cause: error },
+      );
+    }
+    if (error instanceof ProtocolError && spokeTls(error.cause)) {
+      throw new Error(
+        `Server speaks TLS: pass --tls-ca FILE (its CA certificate): ${where} answered with a TLS record`,
         { cause: error },
       );
     }

@@ -295,7 +295,7 @@ Deno.test("cli.ts run as a program exits with main()'s code", async () => {
   equal(bad.stderr, 'error: Unknown flag: --nope\nhint: run "fedcomm probe --help"\n');
 });
 
-Deno.test("main() probe reports TLS and mutual authentication, and a server that requires a secret", async () => {
+Deno.test("main() probe reports TLS and mutual authentication, a server that requires a secret, and TLS it lacks or distrusts", async () => {
   const tls = new URL("./testdata/tls/", import.meta.url);
   const secret = "probe secret, thirty-two bytes..";
   await using server = listen({
@@ -312,6 +312,16 @@ Deno.test("main() probe reports TLS and mutual authentication, and a server that
     await Deno.writeTextFile(secretFile, `${secret}\n`);
     const ca = new URL("ca.pem", tls).pathname;
     const address = `127.0.0.1:${server.port}`;
+    const plain = capture();
+    equal(await main(["probe", address], plain), 1);
+    match(plain.stderr.join("\n"), /Server speaks TLS: pass --tls-ca FILE \(its CA certificate\)/);
+    const untrusted = capture();
+    const otherCa = new URL("other_ca.pem", tls).pathname;
+    equal(await main(["probe", address, "--tls-ca", otherCa], untrusted), 1);
+    match(
+      untrusted.stderr.join("\n"),
+      /TLS certificate verification failed .*: pass its CA in tls\.caCerts/,
+    );
     const refused = capture();
     const flags = ["--tls-ca", ca, "--tls-name", "localhost"];
     equal(await main(["probe", address, ...flags], refused), 1);

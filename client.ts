@@ -12,6 +12,7 @@ import {
   isDrop,
 } from "./_connection.ts";
 import { checkMaxFrameBytes, type FrameOptions } from "./_frame.ts";
+import { clientTlsError, serverSpeaksTls, spokeTls } from "./_tls.ts";
 import {
   greetServer,
   HANDSHAKE_FRAME_BYTES,
@@ -107,11 +108,13 @@ export interface ConnectTlsOptions {
  * @param options The server's address and the limits.
  * @returns The client, with its `id`.
  * @throws {RejectedError} If the server refuses the client (`reason`: full, version, auth, …).
- * @throws {AuthenticationError} If the server cannot prove it knows `secret`.
- * @throws {ProtocolError} If the server answers nonsense.
+ * @throws {AuthenticationError} If the server cannot prove it knows `secret`, or its TLS
+ * certificate is not trusted (pass its CA in `tls.caCerts`) or not for the name checked.
+ * @throws {ProtocolError} If the server answers nonsense, or speaks TLS to a client without `tls`.
+ * @throws {PeerDisconnectedError} If the server closes the connection first (with `tls`: a
+ * server that does not speak TLS).
  * @throws {TimeoutError} If the server does not answer in time.
  * @throws {Deno.errors.ConnectionRefused} If nothing listens there (unless `waitForServer`).
- * @throws {Deno.errors.InvalidData} If the server's TLS certificate is not trusted.
  * @throws {RangeError} If `secret` is shorter than 16 bytes, `name` is not 1–128 bytes, `props`
  * break their limits, or a limit is invalid.
  * @throws {TypeError} If `props` is not a map of strings, numbers, booleans or `null`.
@@ -174,12 +177,14 @@ async function handshake(
     ), timeout);
   const signal = cancel ? AbortSignal.any([timer.signal, cancel]) : timer.signal;
   try {
+    const where = `${hostname}:${options.port}`;
     const tcp = await dial(hostname, options.port, signal, waitForServer);
     let conn: Deno.Conn = tcp;
     if (options.tls !== undefined) {
       tcp.setNoDelay(true);
+      let tls: Deno.TlsConn | undefined;
       try {
-        const tls = await Deno.startTls(tcp, {
+        tls = await Deno.startTls(tcp, {
           hostname: options.tls.hostname ?? hostname,
           caCerts: options.tls.caCerts,
         });
@@ -188,8 +193,12 @@ async function handshake(
         using deadline = deadlineOf(signal);
         await within(tls.handshake(), deadline);
       } catch (error) {
-        tcp.close();
-        throw error;
+        try {
+          (tls ?? tcp).close(); // startTls took over the TCP connection
+        } catch {
+          // Closed already.
+        }
+        throw clientTlsError(error, where, options.tls.hostname ?? hostname);
       }
     }
     const connection = new Connection(conn, {
@@ -209,7 +218,7 @@ async function handshake(
       return { connection, welcome };
     } catch (error) {
       await connection.close();
-      throw error;
+      throw options.tls === undefined && spokeTls(error) ? serverSpeaksTls(where, error) : error;
     }
   } finally {
     clearTimeout(timeoutId);

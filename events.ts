@@ -170,7 +170,11 @@ export class LateReplyEvent extends Event {
 
 /** Options of a {@linkcode RefuseEvent}. */
 export interface RefuseEventInit extends EventInit {
-  /** The reason sent in the reject, or `"busy"`/`"timeout"`/`"error"` when none could be sent. */
+  /**
+   * The reason sent in the reject, or `"busy"`/`"timeout"`/`"error"` when none
+   * could be sent, or `"tls"` when the peer's TLS did not match the server's
+   * (a TLS handshake that failed, or TLS spoken to a plain server).
+   */
   reason: string;
   /** The explanation. */
   message: string;

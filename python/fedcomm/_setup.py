@@ -22,6 +22,7 @@ from ._state import _ClientState
 from .errors import (
     AuthenticationError,
     FedcommTimeoutError,
+    FrameTooLargeError,
     PeerDisconnectedError,
     ProtocolError,
 )
@@ -62,7 +63,10 @@ class _Setup(_ClientState):
         raw.setblocking(False)
         if self._context is not None:
             self._sock = self._start_tls(raw, self._context, self._hostname, deadline)
-        self._reader = FrameReader(HANDSHAKE_FRAME_BYTES, "the handshake limit")
+        # Before the welcome the smaller of the two limits applies (PROTOCOL.md §3.1).
+        self._reader = FrameReader(
+            min(HANDSHAKE_FRAME_BYTES, self.max_frame_bytes), "the handshake limit"
+        )
         self._handshake(handshake, deadline)
         assert handshake.welcome is not None
         self._reader.set_limit(self.max_frame_bytes, "max_frame_bytes")
@@ -220,7 +224,8 @@ class _Setup(_ClientState):
                 ) from error
             except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError) as error:
                 raise PeerDisconnectedError(
-                    f"Server closed the connection during the TLS handshake: {where}"
+                    f"Server closed the connection during the TLS handshake: {where}: it may not "
+                    f"speak TLS (connect without tls if it does not): {error}"
                 ) from error
             except ssl.SSLError as error:
                 raise ProtocolError(
@@ -234,7 +239,15 @@ class _Setup(_ClientState):
     def _handshake(self, handshake: Handshake, deadline: Optional[float]) -> Dict[str, Any]:
         self._write_blocking(handshake.hello(), deadline)
         while True:
-            body = self._read_frame_blocking(deadline)
+            try:
+                body = self._read_frame_blocking(deadline)
+            except FrameTooLargeError as error:
+                if self._context is None and _is_tls_record(error.size):
+                    raise ProtocolError(
+                        "Server speaks TLS: pass tls=<its CA's PEM file> (or tls=True for a public "
+                        f"CA): {self.host}:{self.port} answered with a TLS record, not a fedcomm frame"
+                    ) from error
+                raise
             if body is None:
                 raise PeerDisconnectedError(
                     f"Server closed the connection during the handshake, without a welcome: "
@@ -293,6 +306,12 @@ class _Setup(_ClientState):
             reader.filled(n)
             self._bytes_received += n
             self._last_heard = time.monotonic()
+
+
+def _is_tls_record(length: int) -> bool:
+    """Whether a frame header's length is really a TLS record header (content
+    type 20-23, version 3.x): a server that speaks TLS."""
+    return 0x14 <= length >> 24 <= 0x17 and (length >> 16) & 0xFF == 3
 
 
 def _connected(sock: socket.socket) -> bool:

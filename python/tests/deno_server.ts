@@ -21,13 +21,13 @@
  * Round lines: `{round, answers: [{id, round, name, type, length, sum}],
  * failed?: {id: error}, late?: {id: count}, quorum?}`. Event lines: `{event:
  * "join" | "disconnect" | "resume" | "leave", id, name, props, error?}` and
- * `{event: "late", id, replyTo, latest, round}`. Last line: `{done: true}` or
+ * `{event: "late", id, replyTo, latest, round}`, `{event: "refuse", reason, message, name?}`. Last line: `{done: true}` or
  * `{error}`.
  *
  * @module
  */
 
-import { type ClientEvent, type LateReplyEvent, listen } from "../../mod.ts";
+import { type ClientEvent, type LateReplyEvent, listen, type RefuseEvent } from "../../mod.ts";
 
 interface Config {
   clients: number;
@@ -103,6 +103,9 @@ for (const type of ["join", "disconnect", "resume", "leave"] as const) {
 server.addEventListener("late", (event: LateReplyEvent) => {
   const { round } = event.value as Answer;
   print({ event: "late", id: event.clientId, replyTo: event.replyTo, latest: event.latest, round });
+});
+server.addEventListener("refuse", (event: RefuseEvent) => {
+  print({ event: "refuse", reason: event.reason, message: event.message, name: event.name });
 });
 print({ port: server.port });
 try {

@@ -235,7 +235,20 @@ def test_tls(deno: Callable[..., DenoServer], certs: Dict[str, str]) -> None:
     server = deno(clients=1, tls={"cert": certs["cert"], "key": certs["key"]}, secret=SECRET)
     with pytest.raises(fedcomm.AuthenticationError, match="TLS certificate verification failed"):
         fedcomm.connect("127.0.0.1", server.port, tls=certs["other_ca"], secret=SECRET)
+    with pytest.raises(fedcomm.ProtocolError, match=r"^Server speaks TLS: pass tls=.*TLS record"):
+        fedcomm.connect("127.0.0.1", server.port, secret=SECRET, timeout=10)
     clients = Clients(1, server.port, tls=certs["ca"], secret=SECRET)
+    check_rounds(server, 1, 1000, 1)
+    clients.join()
+
+
+def test_tls_client_to_plain_server(deno: Callable[..., DenoServer], certs: Dict[str, str]) -> None:
+    server = deno(clients=1)
+    with pytest.raises(fedcomm.PeerDisconnectedError, match=r"during the TLS handshake: .*it may not speak TLS"):
+        fedcomm.connect("127.0.0.1", server.port, tls=certs["ca"], timeout=10)
+    refused = server.wait_event("refuse")
+    assert refused[0]["reason"] == "tls"
+    clients = Clients(1, server.port)
     check_rounds(server, 1, 1000, 1)
     clients.join()
 

@@ -65,8 +65,16 @@ def test_hostname_mismatch(server: Server, certs: Dict[str, str]) -> None:
 
 def test_plain_client_to_tls_server(server: Server, certs: Dict[str, str]) -> None:
     srv = tls_server(server, certs, allow_errors=True)
+    # Python's ssl server resets the connection (a Deno server answers with a
+    # TLS alert, which the client names: test_deno_server.py).
     with pytest.raises(fedcomm.FedcommError):
         fedcomm.connect("127.0.0.1", srv.port, timeout=3)
+
+
+def test_tls_client_to_plain_server(server: Server) -> None:
+    srv = server(1, allow_errors=True)
+    with pytest.raises(fedcomm.PeerDisconnectedError, match=r"during the TLS handshake: .*it may not speak TLS"):
+        fedcomm.connect("127.0.0.1", srv.port, tls=True, timeout=3)
 
 
 def test_tls_and_auth(server: Server, certs: Dict[str, str]) -> None:
