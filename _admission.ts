@@ -184,7 +184,7 @@ export class Admission {
     const logger = this.#logger;
     const connection = new Connection(conn, {
       maxFrameBytes: deps.maxFrameBytes,
-      handshakeFrameBytes: HANDSHAKE_FRAME_BYTES,
+      handshakeFrameBytes: Math.min(HANDSHAKE_FRAME_BYTES, deps.maxFrameBytes),
       heartbeatMs: this.#heartbeatMs,
       idleTimeout: this.#idleTimeout,
       retainBytes: this.#retainBytes,

@@ -93,7 +93,10 @@ export function propsProblem(props: unknown): string | undefined {
 
 /** What the client learns from the server's welcome. */
 export interface Welcome {
-  /** This client's id, from 0 to `clients − 1`. */
+  /**
+   * This client's id: `0 … clients − 1` with fixed membership; with open
+   * membership ids are never reused, so they grow past `clients`.
+   */
   readonly id: number;
   /** How many clients the server serves. */
   readonly clients: number;

@@ -13,7 +13,8 @@ import type { Logger } from "./events.ts";
 export interface ListenOptions extends FrameOptions {
   /**
    * How many clients to wait for; they get ids `0 … clients − 1` in order of
-   * arrival. With `open`, the most clients connected at once.
+   * arrival. With `open`, the most clients connected at once (ids then grow
+   * past it, as they are never reused).
    */
   clients: number;
   /**

@@ -204,7 +204,7 @@ async function handshake(
     const connection = new Connection(conn, {
       peerIsServer: true,
       maxFrameBytes: options.maxFrameBytes,
-      handshakeFrameBytes: HANDSHAKE_FRAME_BYTES,
+      handshakeFrameBytes: Math.min(HANDSHAKE_FRAME_BYTES, options.maxFrameBytes),
       heartbeatMs: options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
       idleTimeout: options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS,
     });

@@ -1,9 +1,15 @@
 import assert from "node:assert/strict";
 import { connect } from "./client.ts";
 import { encode } from "./codec.ts";
-import { PeerDisconnectedError, ProtocolError, TimeoutError } from "./errors.ts";
+import {
+  FrameTooLargeError,
+  PeerDisconnectedError,
+  ProtocolError,
+  TimeoutError,
+} from "./errors.ts";
 import { FrameReader } from "./framing.ts";
 import { listen } from "./server.ts";
+import { until } from "./test_util.ts";
 
 /** A port on which nothing listens (it was free a moment ago). */
 function freePort(): number {
@@ -297,4 +303,31 @@ Deno.test("send() and recv() keep order in both directions", async () => {
   assert.deepStrictEqual(got, Array.from({ length: n }, (_, i) => i));
   for (let i = 0; i < n; i++) await server.broadcast(-1 - i);
   for (let i = 0; i < n; i++) assert.equal(await client.recv(), -1 - i);
+});
+
+Deno.test("connect() applies its maxFrameBytes before the welcome when it is below 64 KiB", async () => {
+  await using server = listen({ clients: 1 });
+  // The welcome is over 64 bytes: a client that accepts no more must refuse it.
+  const error = await connect({ port: server.port, maxFrameBytes: 64, timeout: 10_000 })
+    .then(() => undefined, (error) => error);
+  assert.ok(error instanceof FrameTooLargeError, String(error));
+  assert.equal(error.limit, 64);
+});
+
+Deno.test("listen() applies its maxFrameBytes to the hello when it is below 64 KiB", async () => {
+  await using server = listen({ clients: 1, maxFrameBytes: 256 });
+  const refused: string[] = [];
+  server.addEventListener("refuse", (event) => refused.push(event.message));
+  await assert.rejects(
+    connect({
+      port: server.port,
+      props: Object.fromEntries([1, 2, 3, 4].map((i) => [`pad${i}`, "x".repeat(250)])),
+      timeout: 10_000,
+    }),
+    PeerDisconnectedError,
+  );
+  await until(() => refused.length === 1, "the refuse event");
+  assert.match(refused[0], /Frame too large: \d+ bytes exceeds maxFrameBytes 256/);
+  await using client = await connect({ port: server.port, timeout: 10_000 });
+  assert.equal(client.id, 0);
 });

@@ -9,7 +9,7 @@
  * order of arrival ({@linkcode Server.uploads}).
  *
  * Every message is one MessagePack value in a length-delimited frame on TCP
- * or TLS (see PROTOCOL.md, version 2). Typed arrays keep their type and
+ * or TLS (see PROTOCOL.md, version 3). Typed arrays keep their type and
  * travel in the msgpack-numpy convention, so numpy clients interoperate; a
  * broadcast is encoded once, and large tensors are written from and read
  * into place without copies. Clients can be required to prove they know a

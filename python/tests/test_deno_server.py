@@ -253,6 +253,13 @@ def test_tls_client_to_plain_server(deno: Callable[..., DenoServer], certs: Dict
     clients.join()
 
 
+def test_max_frame_bytes_below_64_kib_applies_to_the_welcome(deno: Callable[..., DenoServer]) -> None:
+    server = deno(clients=1)
+    with pytest.raises(fedcomm.FrameTooLargeError) as info:
+        fedcomm.connect("127.0.0.1", server.port, max_frame_bytes=64, timeout=10)
+    assert info.value.limit == 64
+
+
 def test_large_broadcast_progress_and_pings(deno: Callable[..., DenoServer]) -> None:
     size = 4 * 1024 * 1024  # 16 MiB of float32
     server = deno(clients=1, size=size, hold=500)
