@@ -72,6 +72,9 @@ export class Members {
   readonly #grace: number;
   readonly #namedSecrets: boolean;
   #nextId = 0;
+  /** Traffic of members whose place was taken, so the server's totals only go up. */
+  #bytesSentForgotten = 0;
+  #bytesReceivedForgotten = 0;
   readonly #events: EventTarget;
   readonly #logger: Logger | undefined;
   #closed = false;
@@ -183,8 +186,27 @@ export class Members {
   }
 
   #forget(id: number): void {
+    const c = this.connections.get(id);
+    if (c !== undefined) {
+      this.#bytesSentForgotten += c.bytesSent;
+      this.#bytesReceivedForgotten += c.bytesReceived;
+    }
     this.connections.delete(id);
     this.#members.delete(id);
+  }
+
+  /** Bytes sent to every member the server had, including those forgotten. */
+  get bytesSent(): number {
+    let sum = this.#bytesSentForgotten;
+    for (const c of this.connections.values()) sum += c.bytesSent;
+    return sum;
+  }
+
+  /** Bytes received from every member the server had, including those forgotten. */
+  get bytesReceived(): number {
+    let sum = this.#bytesReceivedForgotten;
+    for (const c of this.connections.values()) sum += c.bytesReceived;
+    return sum;
   }
 
   /**
@@ -398,33 +420,43 @@ export class Members {
   }
 
   /**
-   * Each member's statistics, by id.
+   * Each member's statistics, in order of id.
    *
    * @returns One entry per member.
    */
   stats(): ClientStats[] {
-    return [...this.#members].map(([id, m]) => {
-      const c = m.connection;
-      return {
-        id,
-        name: m.name,
-        props: m.props,
-        authenticated: m.authenticated,
-        address: formatAddress(c.remoteAddr),
-        state: c.state,
-        error: c.ended,
-        bytesSent: c.bytesSent,
-        bytesReceived: c.bytesReceived,
-        messagesSent: c.messagesSent,
-        messagesReceived: c.messagesReceived,
-        silentMs: c.silentFor,
-        rttMs: c.rtt,
-        queued: c.inbox.size,
-        unacknowledged: c.outbox.unacked,
-        resumes: c.resumes,
-        lateReplies: m.lateReplies,
-      };
-    });
+    return [...this.#members.keys()].sort((a, b) => a - b).map((id) => this.statsOf(id)!);
+  }
+
+  /**
+   * One member's statistics.
+   *
+   * @param id The member's id.
+   * @returns Its statistics, or `undefined` if no member has that id.
+   */
+  statsOf(id: number): ClientStats | undefined {
+    const m = this.#members.get(id);
+    if (m === undefined) return undefined;
+    const c = m.connection;
+    return {
+      id,
+      name: m.name,
+      props: m.props,
+      authenticated: m.authenticated,
+      address: formatAddress(c.remoteAddr),
+      state: c.state,
+      error: c.ended,
+      bytesSent: c.bytesSent,
+      bytesReceived: c.bytesReceived,
+      messagesSent: c.messagesSent,
+      messagesReceived: c.messagesReceived,
+      silentMs: c.silentFor,
+      rttMs: c.rtt,
+      queued: c.inbox.size,
+      unacknowledged: c.outbox.unacked,
+      resumes: c.resumes,
+      lateReplies: m.lateReplies,
+    };
   }
 }
 

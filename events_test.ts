@@ -51,6 +51,28 @@ Deno.test("TransferEvent progress of a 64 MiB broadcast climbs to the exact tota
   assertClimbsTo(received, total, "client receive");
 });
 
+Deno.test("Server.stats() finds a member by id after another left, and the byte totals only go up", async () => {
+  await using server = listen({ clients: 1, open: true, resumeTimeout: 0, heartbeatMs: 0 });
+  const a = await connect({ port: server.port, name: "a", heartbeatMs: 0 });
+  await server.ready({ clients: 1 });
+  await a.send("x".repeat(10_000));
+  await server.gather({ timeout: 10_000 });
+  const left = new Promise((resolve) => server.addEventListener("leave", resolve, { once: true }));
+  await a.close();
+  await left;
+  const [sent, received] = [server.bytesSent, server.bytesReceived];
+  assert.ok(received > 10_000, `${received} bytes received`);
+  // b takes a's place: a is forgotten, b has id 1 and is the only entry.
+  await using b = await connect({ port: server.port, name: "b", heartbeatMs: 0 });
+  assert.equal(b.id, 1);
+  await until(() => server.stats().length === 1, "a to be forgotten");
+  assert.equal(server.stats(1).name, "b");
+  assert.deepStrictEqual(server.stats().map((s) => s.id), [1]);
+  assert.throws(() => server.stats(0), RangeError);
+  assert.ok(server.bytesSent >= sent, `bytesSent went down: ${server.bytesSent} < ${sent}`);
+  assert.ok(server.bytesReceived >= received, `bytesReceived went down: ${server.bytesReceived}`);
+});
+
 Deno.test("Server.stats() counts exactly the bytes and messages moved each way", async () => {
   await using server = listen({ clients: 2, heartbeatMs: 0 });
   await using a = await connect({ port: server.port, heartbeatMs: 0, name: "a" });
@@ -71,16 +93,14 @@ Deno.test("Server.stats() counts exactly the bytes and messages moved each way",
     assert.equal(s.state, "connected");
     assert.match(s.address, /^127\.0\.0\.1:\d+$/);
     await until(
-      () => server.stats()[i].bytesReceived === client.bytesSent,
-      `client ${i}: bytes up (${
-        server.stats()[i].bytesReceived
-      } received, ${client.bytesSent} sent)`,
+      () => server.stats(i).bytesReceived === client.bytesSent,
+      `client ${i}: bytes up (${server.stats(i).bytesReceived} received, ${client.bytesSent} sent)`,
     );
     // Acknowledgements keep flowing a little after the messages: wait for the last.
     await until(
-      () => server.stats()[i].bytesSent === client.bytesReceived,
+      () => server.stats(i).bytesSent === client.bytesReceived,
       `client ${i}: bytes down (${
-        server.stats()[i].bytesSent
+        server.stats(i).bytesSent
       } sent, ${client.bytesReceived} received)`,
     );
     assert.equal(s.messagesSent, client.messagesReceived);
@@ -113,7 +133,7 @@ Deno.test("Server join and leave events name the client, and leave says why", as
   assert.equal(leave.clientId, 1);
   assert.ok(leave.error instanceof PeerDisconnectedError);
   assert.deepStrictEqual(server.connected, [0]);
-  assert.equal(server.stats()[1].state, "gone");
+  assert.equal(server.stats(1).state, "gone");
   assert.ok(logged.includes("Client joined") && logged.includes("Client left"));
   assert.equal(first.id, 0);
 });

@@ -429,7 +429,7 @@ Deno.test({
         "deno-b",
         "python-site",
       ]);
-      assert.deepStrictEqual(server.stats()[2].props, { lang: "python", cores: 2 });
+      assert.deepStrictEqual(server.stats(2).props, { lang: "python", cores: 2 });
       // The proxy has forwarded the welcome: a cut from now on is one of the session.
       await until(() => proxy.live()[0]?.handshaking === false, "the welcome to reach Python");
       // Armed before the broadcast, aimed at a body of 1 MiB or more: it lands inside the model
@@ -459,7 +459,7 @@ Deno.test({
       assert.equal(await resumed, 2);
       const answers = await server.gather({ timeout: 30_000 });
       await broadcasting;
-      assert.equal(server.stats()[2].resumes, 1);
+      assert.equal(server.stats(2).resumes, 1);
       assert.equal(answers.size, 3);
       for (const [id, answer] of answers) {
         const { round, weights: got } = answer as { round: number; weights: Float32Array };

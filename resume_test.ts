@@ -54,9 +54,9 @@ Deno.test("connect() resumes a session cut mid-way through a 64 MiB upload: it a
   await sending;
   const fault = await cut;
   assert.equal((fault as { kind: string }).kind, "cut-body");
-  assert.equal(server.stats()[0].resumes, 1);
+  assert.equal(server.stats(0).resumes, 1);
   assert.equal(client.resumes, 1);
-  assert.equal(server.stats()[0].messagesReceived, 2, "nothing received twice");
+  assert.equal(server.stats(0).messagesReceived, 2, "nothing received twice");
   assert.deepStrictEqual(
     events.toSorted(),
     ["client disconnect", "client resume", "server disconnect", "server resume"],
@@ -125,7 +125,7 @@ Deno.test("listen() declares a client behind a stalled proxy dead, and the clien
   await stalling;
   await server.broadcast("still here");
   assert.equal(await client.recv({ timeout: 5_000 }), "still here");
-  assert.equal(server.stats()[0].state, "connected");
+  assert.equal(server.stats(0).state, "connected");
 });
 
 Deno.test("listen() refuses a resume with a wrong token or for a live client, and accepts the real one", async () => {
@@ -160,14 +160,14 @@ Deno.test("listen() refuses a resume with a wrong token or for a live client, an
   );
   // The connection drops without a close: the real token resumes, with the same id.
   await peer[Symbol.asyncDispose]();
-  await until(() => server.stats()[0].state === "resuming", "the server to see the drop");
+  await until(() => server.stats(0).state === "resuming", "the server to see the drop");
   await using back = await RawPeer.connect(server.port);
   const resumed = await back.handshake({ resume: { id: 0, token, received: 0 } });
   assert.deepStrictEqual(
     [resumed.type, resumed.id, resumed.resumed, resumed.received],
     ["welcome", 0, true, 0],
   );
-  assert.equal(server.stats()[0].state, "connected");
+  assert.equal(server.stats(0).state, "connected");
   // And now that token is live again: a replay is refused.
   assert.equal((await refuse({ id: 0, token, received: 0 })).reason, "live");
   await server.broadcast("to both");
@@ -189,7 +189,7 @@ Deno.test("listen() ends a session not resumed within resumeTimeout: gather name
   assert.equal(error.clientId, 0);
   assert.equal(error.message, 'Client "0" did not resume within 300 ms');
   assert.equal((await left).clientId, 0);
-  assert.equal(server.stats()[0].state, "gone");
+  assert.equal(server.stats(0).state, "gone");
 });
 
 Deno.test("close() ends the session at once: the server does not wait for a resume", async () => {
@@ -205,7 +205,7 @@ Deno.test("close() ends the session at once: the server does not wait for a resu
   assert.ok(performance.now() - t0 < 5_000);
   assert.deepStrictEqual([...received], [[1, "b"]]);
   assert.equal(failed.get(0)?.message, 'Client "0" closed the session');
-  assert.equal(server.stats()[0].state, "gone");
+  assert.equal(server.stats(0).state, "gone");
 });
 
 Deno.test("connect() with resume: false ends the session at a drop", async () => {
@@ -267,13 +267,13 @@ Deno.test("broadcast() goes out at once to the clients that acknowledge, and wai
   for (let i = 0; i < 17; i++) await server.broadcast(chunk);
   // The 18th fills the mute peer's outbox: it is queued for both, then waits for an ack.
   await assert.rejects(server.broadcast(chunk, { timeout: 300 }), { name: "TimeoutError" });
-  assert.equal(server.stats()[0].unacknowledged, 18);
+  assert.equal(server.stats(0).unacknowledged, 18);
   for (let i = 0; i < 18; i++) await client.recv({ timeout: 5_000 });
   // The next one waits for room for the mute peer only: the live client has it at once.
   const next = server.broadcast("next", { timeout: 300 });
   assert.equal(await client.recv({ timeout: 5_000 }), "next", "the live client is not held back");
   await assert.rejects(next, { name: "TimeoutError" });
-  assert.equal(server.stats()[0].unacknowledged, 18, "nothing queued past the bound");
+  assert.equal(server.stats(0).unacknowledged, 18, "nothing queued past the bound");
   await mute[Symbol.asyncDispose]();
 });
 
@@ -305,7 +305,7 @@ Deno.test("Server.broadcast() finishes for the live clients while a dropped clie
   await using b = await connect({ port: server.port });
   await server.ready();
   await peer[Symbol.asyncDispose](); // no close frame: what a kill -9 leaves
-  await until(() => server.stats()[id].state === "resuming", "the server to see the drop");
+  await until(() => server.stats(id).state === "resuming", "the server to see the drop");
   const model = new Float32Array(256 * 1024).fill(0.5); // 1 MiB: it lends its memory
   // Before the fix this waited for the away client's ack: TimeoutError after 20 s.
   await server.broadcast({ round: 1, model }, { timeout: 20_000 });
@@ -343,11 +343,11 @@ Deno.test("Server.broadcast() ends the session of an away client whose unacknowl
     server.addEventListener("leave", (e) => resolve(e), { once: true })
   );
   await peer[Symbol.asyncDispose]();
-  await until(() => server.stats()[id].state === "resuming", "the server to see the drop");
+  await until(() => server.stats(id).state === "resuming", "the server to see the drop");
   const model = new Float32Array(384 * 1024); // 1.5 MiB: one fills the away client's outbox
   await server.broadcast({ model }, { timeout: 20_000 });
   await live.recv({ timeout: 10_000 });
-  assert.equal(server.stats()[id].state, "resuming");
+  assert.equal(server.stats(id).state, "resuming");
   await server.broadcast({ model }, { timeout: 20_000 });
   await live.recv({ timeout: 10_000 });
   const event = await left;
@@ -357,5 +357,5 @@ Deno.test("Server.broadcast() ends the session of an away client whose unacknowl
     event.error.message,
     /^Client "0" fell behind while away: \d+ bytes of unacknowledged messages reached retainBytes \(1048576\)/,
   );
-  assert.equal(server.stats()[id].state, "gone");
+  assert.equal(server.stats(id).state, "gone");
 });

@@ -187,18 +187,20 @@ export class Server extends EventTarget implements AsyncDisposable {
     return ids;
   }
 
-  /** Bytes received from the members, frame headers included. */
+  /**
+   * Bytes received from the members, frame headers included: every member the
+   * server had, so the total only goes up for the life of the server.
+   */
   get bytesReceived(): number {
-    let sum = 0;
-    for (const c of this.#connections.values()) sum += c.bytesReceived;
-    return sum;
+    return this.#members.bytesReceived;
   }
 
-  /** Bytes sent to the members, frame headers included. */
+  /**
+   * Bytes sent to the members, frame headers included: every member the
+   * server had, so the total only goes up for the life of the server.
+   */
   get bytesSent(): number {
-    let sum = 0;
-    for (const c of this.#connections.values()) sum += c.bytesSent;
-    return sum;
+    return this.#members.bytesSent;
   }
 
   /**
@@ -235,9 +237,11 @@ export class Server extends EventTarget implements AsyncDisposable {
   }
 
   /**
-   * Each joined client: address, state, traffic, last heard from, round-trip time.
+   * Each member: address, state, traffic, last heard from, round-trip time.
    *
-   * @returns One entry per client that joined, by id.
+   * @returns One entry per member (connected, resuming, or gone and not yet
+   * replaced), in order of id. The index is not the id once a member has
+   * left: use {@linkcode Server.stats} with an id, or each entry's `id`.
    *
    * @example
    * ```ts
@@ -255,8 +259,31 @@ export class Server extends EventTarget implements AsyncDisposable {
    * assert.equal(stats.bytesReceived, client.bytesSent);
    * ```
    */
-  stats(): ClientStats[] {
-    return this.#members.stats();
+  stats(): ClientStats[];
+  /**
+   * One member's statistics, by id.
+   *
+   * @param id The client's id.
+   * @returns Its address, state, traffic, last heard from, round-trip time.
+   * @throws {RangeError} If no member has that id (never given, or gone and replaced).
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { connect, listen } from "@fedcomm/fedcomm";
+   *
+   * await using server = listen({ clients: 1 });
+   * await using client = await connect({ port: server.port, name: "site-a" });
+   * await server.ready();
+   * assert.equal(server.stats(client.id).name, "site-a");
+   * ```
+   */
+  stats(id: number): ClientStats;
+  stats(id?: number): ClientStats[] | ClientStats {
+    if (id === undefined) return this.#members.stats();
+    const stats = this.#members.statsOf(id);
+    if (stats === undefined) throw new RangeError(`Unknown client id: "${id}" is not a member`);
+    return stats;
   }
 
   /**
