@@ -200,10 +200,11 @@ export class Admission {
     let name: string | undefined;
     /** Tells the refused peer why (or, where it cannot read a reject, nothing), then closes. */
     const refuse = async (refusal: Refusal | { reason: "tls"; message: string }) => {
-      deps.refused(refusal.reason, refusal.message, address, name);
+      const claimed = "name" in refusal ? refusal.name ?? name : name;
+      deps.refused(refusal.reason, refusal.message, address, claimed);
       logger?.warn?.("Handshake refused", {
         address: formatAddress(address),
-        name,
+        name: claimed,
         reason: refusal.reason,
         message: refusal.message,
       });

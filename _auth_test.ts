@@ -5,6 +5,7 @@ import { AuthenticationError, RejectedError } from "./errors.ts";
 import type { RefuseEvent } from "./events.ts";
 import { listen } from "./server.ts";
 import { encode } from "./codec.ts";
+import { until } from "./test_util.ts";
 
 const SECRET = "0123456789abcdef0123456789abcdef";
 
@@ -59,6 +60,27 @@ Deno.test("listen() with auth refuses a wrong secret and a client without one, t
   assert.equal(good.id, 0);
   assert.ok(refusals.some((e) => e.reason === "auth"));
   for (const event of refusals) assert.ok(!event.message.includes(SECRET));
+});
+
+Deno.test("listen() reports a wrong secret as a refuse event with reason auth and the claimed name, logged at warn", async () => {
+  const warnings: [string, Record<string, unknown>][] = [];
+  const logger = {
+    warn: (message: string, fields: Record<string, unknown>) => warnings.push([message, fields]),
+  };
+  await using server = listen({ clients: 1, auth: { secret: SECRET }, logger });
+  const refusals: RefuseEvent[] = [];
+  server.addEventListener("refuse", (event) => refusals.push(event));
+  await assert.rejects(
+    connect({ port: server.port, name: "site-7", secret: "the wrong secret, 32 bytes long." }),
+    AuthenticationError,
+  );
+  await until(() => refusals.length === 1, "the refuse event");
+  assert.equal(refusals[0].reason, "auth");
+  assert.equal(refusals[0].name, "site-7");
+  assert.match(refusals[0].message, /^Authentication failed for "site-7": the client left after/);
+  assert.equal(warnings.length, 1);
+  assert.equal(warnings[0][1].reason, "auth");
+  assert.equal(warnings[0][1].name, "site-7");
 });
 
 Deno.test("listen() with per-client secrets admits each name with its own secret", async () => {

@@ -24,7 +24,13 @@ import type { Connection } from "./_connection.ts";
 import { handshakeFrame, PlainFrame } from "./_control.ts";
 import { encodeFrame } from "./_encode_frame.ts";
 import { type Deadline, startDeadline } from "./_wait.ts";
-import { AuthenticationError, ProtocolError, RejectedError, type RejectReason } from "./errors.ts";
+import {
+  AuthenticationError,
+  PeerDisconnectedError,
+  ProtocolError,
+  RejectedError,
+  type RejectReason,
+} from "./errors.ts";
 
 /** The protocol version this library speaks. */
 export const PROTOCOL_VERSION = 3;
@@ -122,6 +128,8 @@ export interface Refusal {
   readonly message: string;
   /** Whether to send it as a plain MessagePack frame (to a version 1 peer). */
   readonly plain?: boolean;
+  /** The name the hello claimed, for the server's event and log (never sent). */
+  readonly name?: string;
 }
 
 /** Who a client said it is, once the server accepted its handshake. */
@@ -358,8 +366,9 @@ export async function greetClient(
   if (keys === undefined) return { ...known, authenticated: false };
   const clientNonce = hello.nonce;
   if (!(clientNonce instanceof Uint8Array) || clientNonce.byteLength !== NONCE_BYTES) {
-    return { reason: "auth", message: "Authentication required: the hello has no nonce" };
+    return { reason: "auth", name, message: "Authentication required: the hello has no nonce" };
   }
+  const forName = name === undefined ? "" : ` for "${name}"`;
   // An unknown name gets a challenge under a random key, so a prober learns
   // nothing about which names exist.
   const key = await keys(name) ?? await importSecret(nonce());
@@ -370,15 +379,24 @@ export async function greetClient(
     nonce: serverNonce,
     proof: await prove(key, "server", clientNonce, serverNonce, name ?? ""),
   });
-  const auth = await connection.nextHandshake(deadline);
-  if (!isRecord(auth) || auth.type !== "auth" || auth.fedcomm !== PROTOCOL_VERSION) {
-    return { reason: "malformed", message: `Invalid handshake: expected an "auth" map` };
-  }
-  if (!await verify(key, "client", auth.proof, clientNonce, serverNonce, name ?? "")) {
+  let auth: unknown;
+  try {
+    auth = await connection.nextHandshake(deadline);
+  } catch (error) {
+    if (!(error instanceof PeerDisconnectedError)) throw error;
+    // A client checks the server's proof first, and leaves when it fails.
     return {
       reason: "auth",
-      message: `Authentication failed${name === undefined ? "" : ` for "${name}"`}`,
+      name,
+      message: `Authentication failed${forName}: the client left after the server's proof ` +
+        "(its secret differs from the server's, or it is not this server's client)",
     };
+  }
+  if (!isRecord(auth) || auth.type !== "auth" || auth.fedcomm !== PROTOCOL_VERSION) {
+    return { reason: "malformed", name, message: `Invalid handshake: expected an "auth" map` };
+  }
+  if (!await verify(key, "client", auth.proof, clientNonce, serverNonce, name ?? "")) {
+    return { reason: "auth", name, message: `Authentication failed${forName}` };
   }
   return { ...known, authenticated: true };
 }

@@ -216,7 +216,10 @@ def test_authentication(deno: Callable[..., DenoServer]) -> None:
         fedcomm.connect("127.0.0.1", server.port)
     assert info.value.reason == "auth"
     with pytest.raises(fedcomm.AuthenticationError, match="proof does not match"):
-        fedcomm.connect("127.0.0.1", server.port, secret="incorrect horse battery staple 1")
+        fedcomm.connect("127.0.0.1", server.port, secret="incorrect horse battery staple 1", name="site-9")
+    refused = server.wait_event("refuse", count=2)
+    assert [(e["reason"], e.get("name")) for e in refused] == [("auth", None), ("auth", "site-9")]
+    assert refused[1]["message"].startswith('Authentication failed for "site-9": the client left after')
     clients = Clients(1, server.port, secret=SECRET)
     check_rounds(server, 1, 1000, 1)
     clients.join()
