@@ -48,7 +48,12 @@ import { DEFAULT_RETAIN_BYTES, Outbox } from "./_outbox.ts";
 import { type Deadline, NO_DEADLINE, within } from "./_wait.ts";
 import { own } from "./_slab.ts";
 import { decode } from "./codec.ts";
-import { FrameTooLargeError, PeerDisconnectedError, ProtocolError } from "./errors.ts";
+import {
+  FrameTooLargeError,
+  PeerDisconnectedError,
+  ProtocolError,
+  TruncatedFrameError,
+} from "./errors.ts";
 
 /** Options for a {@linkcode Connection}. */
 export interface ConnectionOptions {
@@ -96,8 +101,7 @@ const CLOSE_FRAME = controlFrame(CLOSE, new Uint8Array(0));
  * @returns Whether it is a drop.
  */
 export function isDrop(error: unknown): boolean {
-  return error instanceof PeerDisconnectedError ||
-    error instanceof ProtocolError && error.message.startsWith("Truncated frame");
+  return error instanceof PeerDisconnectedError || error instanceof TruncatedFrameError;
 }
 
 /** A framed MessagePack session over one `Deno.Conn` at a time. */
@@ -793,10 +797,7 @@ export class Connection implements LinkOwner {
 
   /** Names the peer in an error from the reader; I/O errors mean the peer is gone. */
   #describe(error: unknown): Error {
-    if (
-      error instanceof FrameTooLargeError ||
-      error instanceof Error && error.name === "ProtocolError"
-    ) {
+    if (error instanceof FrameTooLargeError || error instanceof ProtocolError) {
       (error as { clientId?: number }).clientId ??= this.clientId;
       error.message = `${error.message}: from ${this.#peer()}`;
       return error;

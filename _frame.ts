@@ -12,7 +12,7 @@
  * @module
  */
 
-import { FrameTooLargeError, ProtocolError } from "./errors.ts";
+import { FrameTooLargeError, TruncatedFrameError } from "./errors.ts";
 
 /** Bytes of the length prefix. */
 export const HEADER_BYTES = 4;
@@ -160,21 +160,18 @@ export class FrameDecoder {
    * Checks that a stream ended between frames.
    *
    * @param w The bytes left undecoded at the end of the stream.
-   * @throws {ProtocolError} If the stream ended inside a header or a body.
+   * @throws {TruncatedFrameError} If the stream ended inside a header or a body.
    */
   decodeEof(w: ByteWindow): void {
     const left = w.end - w.start;
     if (this.#state !== HEAD) {
-      throw new ProtocolError(
-        `Truncated frame: expected ${this.#state} bytes, received ${left}`,
-        { clientId: this.clientId },
-      );
+      throw new TruncatedFrameError(this.#state, left, { clientId: this.clientId });
     }
     if (left > 0) {
-      throw new ProtocolError(
-        `Truncated frame: expected ${HEADER_BYTES} header bytes, received ${left}`,
-        { clientId: this.clientId },
-      );
+      throw new TruncatedFrameError(HEADER_BYTES, left, {
+        clientId: this.clientId,
+        inHeader: true,
+      });
     }
   }
 }

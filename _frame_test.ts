@@ -9,7 +9,7 @@ import {
   HEADER_BYTES,
   MAX_FRAME_BYTES_LIMIT,
 } from "./_frame.ts";
-import { FrameTooLargeError, ProtocolError } from "./errors.ts";
+import { FrameTooLargeError, TruncatedFrameError } from "./errors.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -233,27 +233,29 @@ Deno.test("FrameDecoder.decodeEof() accepts the end of the stream between frames
   decoder.decodeEof({ buf: new Uint8Array(0), start: 0, end: 0 });
 });
 
-Deno.test("FrameDecoder.decodeEof() throws ProtocolError inside a header", () => {
+Deno.test("FrameDecoder.decodeEof() throws TruncatedFrameError inside a header", () => {
   const decoder = new FrameDecoder();
   decoder.clientId = 3;
   const w = windowOf(new Uint8Array([0, 0, 0, 10]), 2);
   assert.equal(decoder.decode(w), undefined);
   assert.throws(() => decoder.decodeEof(w), (error: unknown) => {
-    assert.ok(error instanceof ProtocolError);
+    assert.ok(error instanceof TruncatedFrameError);
     assert.equal(error.message, "Truncated frame: expected 4 header bytes, received 2");
+    assert.deepStrictEqual([error.expected, error.received, error.inHeader], [4, 2, true]);
     assert.equal(error.clientId, 3);
     return true;
   });
 });
 
-Deno.test("FrameDecoder.decodeEof() throws ProtocolError inside a body", () => {
+Deno.test("FrameDecoder.decodeEof() throws TruncatedFrameError inside a body", () => {
   const decoder = new FrameDecoder();
   decoder.clientId = 4;
   const w = windowOf(frame(pattern(10)), HEADER_BYTES + 3);
   assert.equal(decoder.decode(w), undefined);
   assert.throws(() => decoder.decodeEof(w), (error: unknown) => {
-    assert.ok(error instanceof ProtocolError);
+    assert.ok(error instanceof TruncatedFrameError);
     assert.equal(error.message, "Truncated frame: expected 10 bytes, received 3");
+    assert.deepStrictEqual([error.expected, error.received, error.inHeader], [10, 3, false]);
     assert.equal(error.clientId, 4);
     return true;
   });
@@ -263,7 +265,7 @@ Deno.test("FrameDecoder.decodeEof() throws ProtocolError inside a body", () => {
   assert.equal(empty.decode(w2), undefined);
   assertThrowsExactly(
     () => empty.decodeEof(w2),
-    ProtocolError,
+    TruncatedFrameError,
     "Truncated frame: expected 10 bytes, received 0",
   );
 });

@@ -7,6 +7,7 @@
  * | --- | --- |
  * | {@linkcode PeerDisconnectedError} | the peer closed or lost the connection, or went silent |
  * | {@linkcode ProtocolError} | the peer sent bytes that break the protocol |
+ * | {@linkcode TruncatedFrameError} | the stream ended inside a frame (a `ProtocolError`; on a connection, a drop) |
  * | {@linkcode RejectedError} | the server refused this client in the handshake |
  * | {@linkcode AuthenticationError} | the server could not prove it knows the shared secret |
  * | {@linkcode TimeoutError} | a waiting call ran out of time |
@@ -104,6 +105,56 @@ export class ProtocolError extends FedcommError {
   constructor(message: string, options?: FedcommErrorOptions) {
     super(message, options);
     this.name = "ProtocolError";
+  }
+}
+
+/**
+ * The byte stream ended inside a frame: in its 4-byte header or its body. On
+ * a connection this is how a dropped link looks, so a session resumes after
+ * it as after any other drop.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ProtocolError, TruncatedFrameError } from "@fedcomm/fedcomm";
+ *
+ * const error = new TruncatedFrameError(10, 3, { clientId: 1 });
+ * assert.ok(error instanceof ProtocolError);
+ * assert.equal(error.message, "Truncated frame: expected 10 bytes, received 3");
+ * assert.deepStrictEqual([error.expected, error.received, error.clientId], [10, 3, 1]);
+ * ```
+ */
+export class TruncatedFrameError extends ProtocolError {
+  /** The bytes the frame needed: its body length, or 4 for a header. */
+  readonly expected: number;
+  /** The bytes of it that arrived. */
+  readonly received: number;
+  /** Whether the stream ended inside the header. */
+  readonly inHeader: boolean;
+
+  /**
+   * Creates the error.
+   *
+   * @param expected The bytes the frame needed.
+   * @param received The bytes of it that arrived.
+   * @param options The client id concerned, and `inHeader` when the header was cut.
+   */
+  constructor(
+    expected: number,
+    received: number,
+    options?: FedcommErrorOptions & { inHeader?: boolean },
+  ) {
+    const inHeader = options?.inHeader ?? false;
+    super(
+      `Truncated frame: expected ${expected} ${
+        inHeader ? "header " : ""
+      }bytes, received ${received}`,
+      options,
+    );
+    this.name = "TruncatedFrameError";
+    this.expected = expected;
+    this.received = received;
+    this.inHeader = inHeader;
   }
 }
 

@@ -119,7 +119,7 @@ export class FrameEncoderStream extends TransformStream<Uint8Array, Uint8Array> 
  *
  * Errors the stream with a `FrameTooLargeError` (a `RangeError`) when a
  * header announces more than `maxFrameBytes` (before buffering any of that
- * body), and with a `ProtocolError` when the input ends inside a frame.
+ * body), and with a `TruncatedFrameError` (a `ProtocolError`) when the input ends inside a frame.
  *
  * @example
  * ```ts

@@ -92,6 +92,7 @@ export {
   RejectedError,
   type RejectReason,
   TimeoutError,
+  TruncatedFrameError,
 } from "./errors.ts";
 export { DEFAULT_MAX_FRAME_BYTES, type FrameOptions } from "./_frame.ts";
 export { PROTOCOL_VERSION } from "./_handshake.ts";

@@ -48,6 +48,7 @@ from .errors import (
     PeerDisconnectedError,
     ProtocolError,
     RejectedError,
+    TruncatedFrameError,
 )
 
 #: The version of this package.
@@ -75,6 +76,7 @@ __all__ = [
     "QUEUE_LIMIT_BYTES",
     "RejectedError",
     "ResumeCallback",
+    "TruncatedFrameError",
     "__version__",
     "connect",
     "decode",

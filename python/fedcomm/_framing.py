@@ -21,7 +21,7 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from .errors import FrameTooLargeError, ProtocolError
+from .errors import FrameTooLargeError, TruncatedFrameError
 
 __all__ = [
     "ACK",
@@ -183,21 +183,14 @@ class FrameReader:
         """Called at end of stream: raises if it fell inside a frame.
 
         Raises:
-            ProtocolError: The stream ended inside a header or a body.
+            TruncatedFrameError: The stream ended inside a header or a body.
         """
         if self._large is not None:
-            raise ProtocolError(
-                f"Truncated frame: expected {len(self._large)} bytes, "
-                f"received {self._large_fill}"
-            )
+            raise TruncatedFrameError(len(self._large), self._large_fill)
         available = self._end - self._start
         if available == 0:
             return
         if available < HEADER_BYTES:
-            raise ProtocolError(
-                f"Truncated frame: expected 4 header bytes, received {available}"
-            )
+            raise TruncatedFrameError(HEADER_BYTES, available, in_header=True)
         (length,) = HEADER.unpack_from(self._buf, self._start)
-        raise ProtocolError(
-            f"Truncated frame: expected {length} bytes, received {available - HEADER_BYTES}"
-        )
+        raise TruncatedFrameError(length, available - HEADER_BYTES)

@@ -29,7 +29,13 @@ from ._framing import (
 from ._outframe import _control
 from ._progress import Progress, _call_progress
 from ._state import _ClientState
-from .errors import FedcommError, FrameTooLargeError, PeerDisconnectedError, ProtocolError
+from .errors import (
+    FedcommError,
+    FrameTooLargeError,
+    PeerDisconnectedError,
+    ProtocolError,
+    TruncatedFrameError,
+)
 
 #: The I/O thread stops reading while more than this many body bytes wait in the queue.
 QUEUE_LIMIT_BYTES = 64 * 1024 * 1024
@@ -76,7 +82,7 @@ class _Receiver(_ClientState):
             if n == 0:
                 try:
                     reader.check_eof()
-                except ProtocolError as error:
+                except TruncatedFrameError as error:
                     self._lost(error)  # a frame cut by the drop: it is sent again whole
                     return False
                 self._lost(

@@ -45,11 +45,9 @@ _TRY_SECONDS = 10.0
 
 def _retryable(refusal: RejectedError) -> bool:
     """Whether a refused resume may succeed later: the server is busy, or
-    has not noticed yet that the old connection is dead (reason ``live``, or
-    ``resume`` with a message saying the client is still connected)."""
-    return refusal.reason in ("busy", "live") or (
-        refusal.reason == "resume" and "still connected" in refusal.message
-    )
+    has not noticed yet that the old connection is dead (reason ``live``).
+    Decided by the reason alone, never by the message."""
+    return refusal.reason in ("busy", "live")
 
 
 def _call(callback: Optional[Callable[[Any], None]], argument: Any, what: str) -> None:

@@ -11,7 +11,8 @@ catch: :class:`PeerDisconnectedError` is a :class:`ConnectionError`,
     FedcommError
     ├── PeerDisconnectedError   (also ConnectionError)
     ├── ProtocolError
-    │   └── RejectedError       (.reason, .message)
+    │   ├── RejectedError       (.reason, .message)
+    │   └── TruncatedFrameError (.expected, .received)
     ├── AuthenticationError
     ├── FedcommTimeoutError     (also TimeoutError)
     └── FrameTooLargeError      (also ValueError)
@@ -27,6 +28,7 @@ __all__ = [
     "PeerDisconnectedError",
     "ProtocolError",
     "RejectedError",
+    "TruncatedFrameError",
 ]
 
 
@@ -53,6 +55,29 @@ class ProtocolError(FedcommError):
     of more messages than were sent, a reply from the server), a bad
     handshake answer, an unsupported protocol version, or a TLS handshake
     failure other than certificate verification."""
+
+
+class TruncatedFrameError(ProtocolError):
+    """The byte stream ended inside a frame (its 4-byte header or its body).
+
+    On a connection this is how a dropped link looks: the session resumes
+    after it as after any other drop.
+
+    Attributes:
+        expected: The bytes the frame needed (its body length, or 4 for a header).
+        received: The bytes of it that arrived.
+        in_header: Whether the stream ended inside the header.
+    """
+
+    def __init__(self, expected: int, received: int, in_header: bool = False) -> None:
+        part = "header bytes" if in_header else "bytes"
+        super().__init__(f"Truncated frame: expected {expected} {part}, received {received}")
+        self.expected = expected
+        self.received = received
+        self.in_header = in_header
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.expected, self.received, self.in_header))
 
 
 class RejectedError(ProtocolError):

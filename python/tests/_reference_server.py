@@ -1009,8 +1009,9 @@ class ReferenceServer:
         grace: Seconds a session waits for a resume after a drop (0: none).
         acks: Acknowledge the clients' messages (settable later).
         refuse_live: Refuse this many resumes as "still connected".
-        live_reason: The reason of those rejects (the design's "resume"; the
-            Deno library says "live").
+        live_reason: The reason of those rejects: "live", as PROTOCOL.md §6.3
+            says ("resume", which means the session is over, to test that the
+            client decides by the reason alone).
         reject: Reject every hello with this reason.
         plain_reject: Send that reject as plain MessagePack (the version 1 form).
         skip_challenge: Welcome at once even if authentication is configured.
@@ -1033,7 +1034,7 @@ class ReferenceServer:
         grace: float = 0.0,
         acks: bool = True,
         refuse_live: int = 0,
-        live_reason: str = "resume",
+        live_reason: str = "live",
         reject: Optional[str] = None,
         plain_reject: bool = False,
         skip_challenge: bool = False,

@@ -112,9 +112,19 @@ def test_messages_sent_while_resuming_arrive_in_order(server: Server) -> None:
         assert srv.live_refusals == 3 and client.resumes == 1
 
 
-@pytest.mark.parametrize("reason", ["resume", "live"])  # (the design's reason, and Deno's)
-def test_still_connected_is_retried_with_backoff(server: Server, reason: str) -> None:
-    srv = server(1, grace=5, refuse_live=2, live_reason=reason)
+def test_a_resume_reject_is_final_whatever_its_message(server: Server) -> None:
+    """Only the reason decides (PROTOCOL.md §6.3): ``resume`` means the
+    session is over, even with the words of a ``live`` reject."""
+    srv = server(1, grace=5, refuse_live=1, live_reason="resume")
+    with fedcomm.connect("127.0.0.1", srv.port) as client:
+        srv.session(0).conns[-1].cut()
+        with pytest.raises(fedcomm.PeerDisconnectedError, match="Session lost"):
+            client.recv(timeout=10)
+        assert srv.live_refusals == 1 and client.resumes == 0
+
+
+def test_still_connected_is_retried_with_backoff(server: Server) -> None:
+    srv = server(1, grace=5, refuse_live=2)
     events = Events()
     with fedcomm.connect("127.0.0.1", srv.port, on_resume=events.resume) as client:
         session = srv.session(0)
@@ -213,7 +223,7 @@ def test_reference_server_refuses_wrong_and_live_tokens(server: Server) -> None:
         assert (reject["reason"], reject["message"]) == ("resume", 'Resume refused: wrong token for client "0"')
         hello["resume"]["token"] = token
         reject = raw_hello(srv.port, hello)
-        assert (reject["reason"], reject["message"]) == ("resume", 'Resume refused: client "0" is still connected')
+        assert (reject["reason"], reject["message"]) == ("live", 'Resume refused: client "0" is still connected')
         hello["resume"]["id"] = 7
         assert raw_hello(srv.port, hello)["message"] == 'Resume refused: no session "7"'
         client.send("still here", timeout=30)

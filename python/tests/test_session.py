@@ -161,8 +161,8 @@ def test_frame_too_large_from_server(server: Server) -> None:
          fedcomm.ProtocolError, "Unexpected handshake message after the welcome"),
         (frame(b"\x92\x01"), fedcomm.ProtocolError, "Malformed MessagePack"),
         (frame(b"\x01\x02"), fedcomm.ProtocolError, "Malformed MessagePack"),
-        ((100).to_bytes(4, "big") + b"cut", fedcomm.ProtocolError, "Truncated frame: expected 100 bytes, received 3"),
-        (b"\x00\x00", fedcomm.ProtocolError, "Truncated frame: expected 4 header bytes"),
+        ((100).to_bytes(4, "big") + b"cut", fedcomm.TruncatedFrameError, "Truncated frame: expected 100 bytes, received 3"),
+        (b"\x00\x00", fedcomm.TruncatedFrameError, "Truncated frame: expected 4 header bytes"),
     ],
 )
 def test_garbage_from_server(server: Server, garbage: bytes, error: type, match: str) -> None:
