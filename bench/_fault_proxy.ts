@@ -12,7 +12,16 @@
  * - **stalls** a connection: stops forwarding in one or both directions for
  *   a while (reading nothing either, so TCP pushes back on the sender), then
  *   goes on; longer than the peers' idle timeout, so dead-peer detection
- *   fires.
+ *   fires;
+ * - **shapes** a link (`_link_shape.ts`), per connection or per client name
+ *   and per direction: added one-way latency, seeded jitter (bytes never
+ *   reordered), bandwidth (a token bucket), with at most `queueBytes` held
+ *   per direction before it stops reading, so TCP pushes back. Set it with
+ *   {@linkcode FaultProxyOptions.shape} (for every connection, or by a
+ *   function of the client's name, asked again once its hello names it) or
+ *   {@linkcode FaultProxy.setShape} (a live connection). A stall stops the
+ *   reading; the bytes already in the delay line still arrive. A cut
+ *   delivers the bytes before it (after their delay), then closes.
  *
  * Faults are counted by kind ({@linkcode FaultKind}). A connection is in its
  * handshake until the server's `welcome` (or `reject`, a `c1 03` control
@@ -30,6 +39,9 @@
 
 import { decode } from "../codec.ts";
 import { type Random, seededRandom } from "../examples/random.ts";
+import { checkLinkShapes, LinkShaper, type LinkShapes } from "./_link_shape.ts";
+
+export type { LinkShape, LinkShapes } from "./_link_shape.ts";
 
 /** Where a requested cut should land. */
 export type CutKind =
@@ -99,6 +111,25 @@ export interface FaultProxyOptions {
   seed?: number;
   /** How far ahead a `random` cut may land, in bytes (default 1 MiB). */
   randomWindow?: number;
+  /**
+   * How to shape each connection's link (default: not at all). Either the
+   * shapes of every connection, or a function asked at each connection's
+   * accept (`name` undefined) and again once its hello names the client; its
+   * answer (`undefined`: unshaped) applies to the bytes read from then on.
+   * The hello is read before it is forwarded, so a shape by name covers the
+   * whole connection. A function that throws or answers a malformed shape
+   * closes that connection, and {@linkcode FaultProxy.stop} rejects with the
+   * error.
+   */
+  shape?: LinkShapes | ((client: ShapedClient) => LinkShapes | undefined);
+}
+
+/** What {@linkcode FaultProxyOptions.shape} is told about a connection. */
+export interface ShapedClient {
+  /** The proxied connection's number. */
+  readonly connection: number;
+  /** The client's name from its hello; `undefined` until the hello is read. */
+  readonly name: string | undefined;
 }
 
 /** Options for {@linkcode FaultProxy.cut}. */
@@ -143,6 +174,14 @@ export interface ProxiedConnection {
   readonly up: number;
   /** Bytes forwarded server → client. */
   readonly down: number;
+  /** Bytes held by the up link's shaper now (read, not yet written). */
+  readonly queuedUp: number;
+  /** Bytes held by the down link's shaper now. */
+  readonly queuedDown: number;
+  /** The most bytes the up link's shaper held at once. */
+  readonly peakQueuedUp: number;
+  /** The most bytes the down link's shaper held at once. */
+  readonly peakQueuedDown: number;
 }
 
 const HEADER_BYTES = 4;
@@ -258,13 +297,20 @@ class Pair {
     down: undefined,
   };
   readonly trackers: Record<Direction, FrameTracker>;
+  readonly shapers: Record<Direction, LinkShaper>;
   readonly #closing: Promise<void>;
   readonly #signalClosed: () => void;
   readonly #stallEnds = new Set<() => void>();
+  readonly #onName: (pair: Pair) => void;
 
-  constructor(id: number, client: Deno.TcpConn) {
+  constructor(id: number, client: Deno.TcpConn, seed: number, onName: (pair: Pair) => void) {
     this.id = id;
     this.client = client;
+    this.#onName = onName;
+    this.shapers = {
+      up: new LinkShaper((bytes) => writeAll(this.server!, bytes), { seed: seed * 2 + 1 }),
+      down: new LinkShaper((bytes) => writeAll(this.client, bytes), { seed: seed * 2 + 2 }),
+    };
     const { promise, resolve } = Promise.withResolvers<void>();
     this.#closing = promise;
     this.#signalClosed = resolve;
@@ -283,12 +329,21 @@ class Pair {
     }
     if (typeof message !== "object" || message === null) return;
     const { type, name } = message as { type?: unknown; name?: unknown };
-    if (direction === "up" && type === "hello" && typeof name === "string") this.name = name;
+    if (direction === "up" && type === "hello" && typeof name === "string") {
+      this.name = name;
+      this.#onName(this);
+    }
     if (direction === "down" && (type === "welcome" || type === "reject")) {
       this.handshaking = false;
       this.trackers.up.capture = false;
       this.trackers.down.capture = false;
     }
+  }
+
+  /** Shapes both directions from now on (`undefined`: unshaped). */
+  setShape(shapes: LinkShapes | undefined): void {
+    this.shapers.up.shape = shapes?.up ?? {};
+    this.shapers.down.shape = shapes?.down ?? {};
   }
 
   /** Stops forwarding in `direction` for `ms` (or until the pair closes). */
@@ -327,6 +382,8 @@ class Pair {
       }
     }
     for (const end of [...this.#stallEnds]) end();
+    this.shapers.up.close();
+    this.shapers.down.close();
     this.cut?.resolve(undefined);
     this.cut = undefined;
     this.#signalClosed();
@@ -355,18 +412,27 @@ export class FaultProxy implements AsyncDisposable {
   readonly #counts: Record<FaultKind, number>;
   readonly #faults: Fault[] = [];
   readonly #accepting: Promise<void>;
+  readonly #seed: number;
+  readonly #shape: FaultProxyOptions["shape"];
+  #shapeError: unknown = undefined;
   #accepted = 0;
   #stopped: Promise<void> | undefined;
 
   /**
    * Starts listening on 127.0.0.1.
    *
-   * @param options The server's address, the proxy's port, the seed.
+   * @param options The server's address, the proxy's port, the seed, the links' shapes.
+   * @throws {TypeError} When `shape` is neither a function nor well-formed shapes.
+   * @throws {RangeError} When a field of `shape` is out of range.
    */
   constructor(options: FaultProxyOptions) {
+    const { shape } = options;
+    if (shape !== undefined && typeof shape !== "function") checkLinkShapes(shape, "shape");
+    this.#shape = shape;
     this.#targetHostname = options.targetHostname ?? "127.0.0.1";
     this.#targetPort = options.targetPort;
-    this.#random = seededRandom(options.seed ?? 1);
+    this.#seed = options.seed ?? 1;
+    this.#random = seededRandom(this.#seed);
     this.#randomWindow = options.randomWindow ?? 1 << 20;
     this.#counts = Object.fromEntries(FAULT_KINDS.map((kind) => [kind, 0])) as Record<
       FaultKind,
@@ -409,7 +475,29 @@ export class FaultProxy implements AsyncDisposable {
       handshaking: pair.handshaking,
       up: pair.trackers.up.offset,
       down: pair.trackers.down.offset,
+      queuedUp: pair.shapers.up.queued,
+      queuedDown: pair.shapers.down.queued,
+      peakQueuedUp: pair.shapers.up.peakQueued,
+      peakQueuedDown: pair.shapers.down.peakQueued,
     }));
+  }
+
+  /**
+   * Shapes a live connection's link from now on, replacing its shapes (bytes
+   * already queued keep their times; none are reordered).
+   *
+   * @param connection The connection's number.
+   * @param shapes The shapes of both directions (`{}`: unshaped).
+   * @returns Whether there was such a live connection.
+   * @throws {TypeError} When the shapes are malformed.
+   * @throws {RangeError} When a field is out of range.
+   */
+  setShape(connection: number, shapes: LinkShapes): boolean {
+    checkLinkShapes(shapes);
+    const pair = this.#pairs.get(connection);
+    if (pair === undefined || pair.closed) return false;
+    pair.setShape(shapes);
+    return true;
   }
 
   /**
@@ -487,6 +575,7 @@ export class FaultProxy implements AsyncDisposable {
       for (const pair of this.#pairs.values()) pair.close();
       await this.#accepting;
       while (this.#tasks.size > 0) await Promise.all(this.#tasks);
+      if (this.#shapeError !== undefined) throw this.#shapeError;
     })();
     return this.#stopped;
   }
@@ -503,6 +592,22 @@ export class FaultProxy implements AsyncDisposable {
     );
     if (candidates.length === 0) return undefined;
     return candidates[Math.floor(this.#random() * candidates.length)];
+  }
+
+  /** Asks `options.shape` for the pair's shapes; a failure closes the pair. */
+  #applyShape(pair: Pair): void {
+    const shape = this.#shape;
+    if (shape === undefined) return;
+    try {
+      const shapes = typeof shape === "function"
+        ? shape({ connection: pair.id, name: pair.name })
+        : shape;
+      if (shapes !== undefined) checkLinkShapes(shapes, "shape()");
+      pair.setShape(shapes);
+    } catch (error) {
+      this.#shapeError ??= error;
+      pair.close();
+    }
   }
 
   #record(fault: Fault): void {
@@ -522,7 +627,9 @@ export class FaultProxy implements AsyncDisposable {
           conn.close();
           break;
         }
-        const pair = new Pair(this.#accepted++, conn);
+        const id = this.#accepted++;
+        const pair = new Pair(id, conn, this.#seed * 65_537 + id, (p) => this.#applyShape(p));
+        this.#applyShape(pair);
         const cut = this.#handshakeCuts.shift();
         if (cut !== undefined) pair.cut = cut;
         this.#pairs.set(pair.id, pair);
@@ -555,20 +662,26 @@ export class FaultProxy implements AsyncDisposable {
 
   async #pump(pair: Pair, direction: Direction): Promise<void> {
     const from = direction === "up" ? pair.client : pair.server!;
-    const to = direction === "up" ? pair.server! : pair.client;
+    const shaper = pair.shapers[direction];
     const buffer = new Uint8Array(READ_BUFFER_BYTES);
     try {
       while (!pair.closed) {
         const n = await from.read(buffer);
-        if (n === null) break;
+        if (n === null) {
+          // What is still in the delay line arrives before the close.
+          await shaper.drain();
+          break;
+        }
         await pair.gate(direction);
         if (pair.closed) break;
         const { forward, fault } = this.#scan(pair, direction, buffer.subarray(0, n));
-        if (forward.byteLength > 0) await writeAll(to, forward);
+        // The shaper writes to the other socket (at once when the link is unshaped).
+        if (forward.byteLength > 0 && !pair.closed) await shaper.push(forward);
         if (fault !== undefined) {
           const cut = pair.cut!;
           pair.cut = undefined;
           this.#record(fault);
+          await shaper.drain();
           pair.close();
           cut.resolve(fault);
           break;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { encode } from "../codec.ts";
-import { type Fault, FaultProxy } from "./_fault_proxy.ts";
+import { type Fault, FaultProxy, type FaultProxyOptions, type LinkShapes } from "./_fault_proxy.ts";
 
 /** A whole frame: 4-byte big-endian length, then the body. */
 function frame(body: Uint8Array): Uint8Array {
@@ -91,7 +91,7 @@ function endPosition(bytes: Uint8Array): { position: string; frames: number } {
  * answers a welcome, and hands its side of the
  * connection to the test; the client side is connected through the proxy.
  */
-async function setup(seed: number): Promise<
+async function setup(seed: number, options: Partial<FaultProxyOptions> = {}): Promise<
   {
     proxy: FaultProxy;
     client: Deno.TcpConn;
@@ -100,7 +100,12 @@ async function setup(seed: number): Promise<
   }
 > {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const proxy = new FaultProxy({ targetPort: listener.addr.port, seed, randomWindow: 4096 });
+  const proxy = new FaultProxy({
+    targetPort: listener.addr.port,
+    seed,
+    randomWindow: 4096,
+    ...options,
+  });
   const client = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
   const server = await listener.accept();
   listener.close();
@@ -279,4 +284,140 @@ Deno.test("FaultProxy.stop() closes every socket and ends stalls and pending cut
   assert.deepEqual(await readAll(s.server), new Uint8Array(0), "the server sees EOF");
   await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: s.proxy.port }));
   await s[Symbol.asyncDispose]();
+});
+
+/** Round trips of a 1-byte ping from the client and a 1-byte pong from the server, in ms. */
+async function pingPong(client: Deno.Conn, server: Deno.Conn, times: number): Promise<number[]> {
+  const rtts: number[] = [];
+  for (let i = 0; i < times; i++) {
+    const started = performance.now();
+    await writeAll(client, new Uint8Array([i]));
+    assert.deepEqual(await readExactly(server, 1), new Uint8Array([i]));
+    await writeAll(server, new Uint8Array([i + 100]));
+    assert.deepEqual(await readExactly(client, 1), new Uint8Array([i + 100]));
+    rtts.push(performance.now() - started);
+  }
+  return rtts;
+}
+
+Deno.test("FaultProxy() with a 100 ms one-way latency makes a round trip take at least 200 ms", async () => {
+  const link = { latencyMs: 100 };
+  await using s = await setup(20, { shape: { up: link, down: link } });
+  const rtts = await pingPong(s.client, s.server, 3);
+  for (const rtt of rtts) assert.ok(rtt >= 200, `round trip of ${rtt.toFixed(1)} ms`);
+  // Only one direction delayed: half of it.
+  assert.ok(s.proxy.setShape(0, { up: link }));
+  for (const rtt of await pingPong(s.client, s.server, 2)) assert.ok(rtt >= 100);
+});
+
+Deno.test("FaultProxy() with a 20 Mbit/s limit takes at least 0.9 s for 2.5 MB", async () => {
+  const link = { bitsPerSecond: 20e6 };
+  await using s = await setup(21, { shape: { up: link, down: link } });
+  for (const direction of ["up", "down"] as const) {
+    const [from, to] = direction === "up" ? [s.client, s.server] : [s.server, s.client];
+    const sent = payload(2_500_000);
+    const started = performance.now();
+    const writing = writeAll(from, sent);
+    const got = await readExactly(to, sent.byteLength);
+    const seconds = (performance.now() - started) / 1000;
+    await writing;
+    // 2.5 MB × 8 / 20 Mbit/s = 1.0 s, less the first full bucket (25 kB, 10 ms).
+    assert.ok(seconds >= 0.9, `${direction}: 2.5 MB in ${seconds.toFixed(3)} s`);
+    assert.deepEqual(got, sent);
+  }
+});
+
+Deno.test("FaultProxy() with jitter keeps every byte in order, both ways at once", async () => {
+  const link = { latencyMs: 20, jitterMs: 20 };
+  await using s = await setup(22, { shape: { up: link, down: link } });
+  const chunks = (seed: number) =>
+    Array.from({ length: 400 }, (_, i) => payload(1 + ((i * seed) % 300)));
+  const up = chunks(7);
+  const down = chunks(11);
+  const send = async (conn: Deno.Conn, parts: Uint8Array[]) => {
+    for (const [i, part] of parts.entries()) {
+      await writeAll(conn, part);
+      if (i % 40 === 0) await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+  };
+  const [, , gotUp, gotDown] = await Promise.all([
+    send(s.client, up),
+    send(s.server, down),
+    readExactly(s.server, concat(up).byteLength),
+    readExactly(s.client, concat(down).byteLength),
+  ]);
+  assert.deepEqual(gotUp, concat(up));
+  assert.deepEqual(gotDown, concat(down));
+});
+
+Deno.test("FaultProxy() holds at most queueBytes (plus one read) per direction and pushes back", async () => {
+  const queueBytes = 128 * 1024;
+  // 8 Mbit/s = 1 MB/s: the proxy reads far faster than it may write.
+  await using s = await setup(23, {
+    shape: { up: { latencyMs: 50, bitsPerSecond: 8e6, queueBytes } },
+  });
+  const sent = payload(1_000_000);
+  const writing = writeAll(s.client, sent);
+  const got = await readExactly(s.server, sent.byteLength);
+  await writing;
+  assert.deepEqual(got, sent);
+  const [live] = s.proxy.live();
+  assert.ok(live.peakQueuedUp > queueBytes, `peak ${live.peakQueuedUp}: the bound was reached`);
+  assert.ok(live.peakQueuedUp <= queueBytes + 64 * 1024, `peak ${live.peakQueuedUp}`);
+  assert.equal(live.queuedUp, 0);
+  assert.equal(live.peakQueuedDown, 0, "the down link is not shaped");
+});
+
+Deno.test("FaultProxy() shapes a client by the name in its hello", async () => {
+  const asked: { connection: number; name: string | undefined }[] = [];
+  const shape = (client: { connection: number; name: string | undefined }) => {
+    asked.push({ ...client });
+    return client.name === "site-0" ? { down: { latencyMs: 150 } } : undefined;
+  };
+  await using s = await setup(24, { shape });
+  assert.deepEqual(asked, [{ connection: 0, name: undefined }, { connection: 0, name: "site-0" }]);
+  for (const rtt of await pingPong(s.client, s.server, 2)) assert.ok(rtt >= 150, `${rtt} ms`);
+});
+
+Deno.test("FaultProxy.cut() on a shaped link delivers the bytes before the cut, late", async () => {
+  await using s = await setup(25, { shape: { down: { latencyMs: 100 } } });
+  const cut = s.proxy.cut({ kind: "body", direction: "down" });
+  const sent = payload(50_000);
+  const started = performance.now();
+  await writeAll(s.server, sent).catch(() => {});
+  const got = await readAll(s.client);
+  assert.ok(performance.now() - started >= 100);
+  const fault = await cut as Fault;
+  assert.equal(fault.kind, "cut-body");
+  assert.equal(fault.offset, WELCOME.byteLength + got.byteLength);
+  assert.ok(got.byteLength > 4 && got.byteLength < sent.byteLength, `got ${got.byteLength}`);
+  assert.deepEqual(got, sent.subarray(0, got.byteLength));
+});
+
+Deno.test("FaultProxy() rejects malformed shapes with TypeError and RangeError", async () => {
+  const bad: [unknown, ErrorConstructor][] = [
+    [{ up: { latencyMs: -5 } }, RangeError],
+    [{ down: { bitsPerSecond: 0 } }, RangeError],
+    [{ up: { delay: 5 } }, TypeError],
+    [{ sideways: {} }, TypeError],
+    [42, TypeError],
+  ];
+  for (const [shape, type] of bad) {
+    assert.throws(() => new FaultProxy({ targetPort: 1, shape: shape as LinkShapes }), type);
+  }
+  await using s = await setup(26);
+  assert.throws(() => s.proxy.setShape(0, { up: { jitterMs: -1 } }), RangeError);
+  assert.equal(s.proxy.setShape(99, {}), false);
+});
+
+Deno.test("FaultProxy.stop() rejects with the error of a shape function that threw", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const proxy = new FaultProxy({
+    targetPort: listener.addr.port,
+    shape: () => ({ up: { latencyMs: -1 } }),
+  });
+  using client = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+  assert.deepEqual(await readAll(client), new Uint8Array(0), "the connection is closed");
+  listener.close();
+  await assert.rejects(proxy.stop(), RangeError);
 });

@@ -1,6 +1,10 @@
 /**
  * The fault-injection soak: `deno task soak [--rounds 20] [--clients 4]
- * [--seed 1] [--model-bytes 1048576] [--long] [--no-kill] [--verbose]`.
+ * [--seed 1] [--model-bytes 1048576] [--long] [--no-kill] [--shaped |
+ * --no-shaped] [--shaped-rounds 6] [--verbose]`. By default it runs the
+ * fault soak, then the shaped scenario ({@linkcode runShapedSoak}: one site
+ * behind a 100 ms RTT, 20 Mbit/s link shaped by the proxy, another killed for
+ * good, rounds ending on the quorum of the rest).
  *
  * A fedcomm server (`open`, short `resumeTimeout`, `idleTimeout` and
  * `heartbeatMs`), the fault proxy (`_fault_proxy.ts`) in front of it, and one
@@ -36,7 +40,7 @@ import { parseArgs } from "node:util";
 import { seededRandom, shuffle } from "../examples/random.ts";
 import type { ClientEvent, LateReplyEvent } from "../events.ts";
 import { listen, type Server } from "../server.ts";
-import { FAULT_KINDS, type FaultKind, FaultProxy } from "./_fault_proxy.ts";
+import { FAULT_KINDS, type FaultKind, FaultProxy, type LinkShape } from "./_fault_proxy.ts";
 import { modelFor, type SoakReply, type SoakRequest, updateFor } from "./soak_client.ts";
 
 /** Options of {@linkcode runSoak}. */
@@ -262,6 +266,21 @@ class Sessions {
   }
 }
 
+/** The command line of a site's process, connecting to `port` (the proxy's). */
+function siteArgs(port: number, name: string): string[] {
+  return [
+    "run",
+    "--quiet",
+    "--allow-net=127.0.0.1",
+    CLIENT_SCRIPT.pathname,
+    `--port=${port}`,
+    `--name=${name}`,
+    `--idle-timeout=${IDLE_TIMEOUT_MS}`,
+    `--heartbeat=${HEARTBEAT_MS}`,
+    "--verbose",
+  ];
+}
+
 function sameArrays(a: Float32Array, b: Float32Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
@@ -355,17 +374,6 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   }
 
   const sites = Array.from({ length: clients }, (_, i) => `site-${i}`);
-  const clientArgs = (name: string) => [
-    "run",
-    "--quiet",
-    "--allow-net=127.0.0.1",
-    CLIENT_SCRIPT.pathname,
-    `--port=${proxy.port}`,
-    `--name=${name}`,
-    `--idle-timeout=${IDLE_TIMEOUT_MS}`,
-    `--heartbeat=${HEARTBEAT_MS}`,
-    "--verbose",
-  ];
   const processes = new Map<string, SiteProcess>();
   const quickExits = new Map<string, number>();
   const onExit = (site: SiteProcess, code: number, stderr: string) => {
@@ -379,7 +387,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     else problem(`${site.name} exited ${count} times in a row on start: not started again`);
   };
   for (const name of sites) {
-    const site = new SiteProcess(name, clientArgs(name), onExit);
+    const site = new SiteProcess(name, siteArgs(proxy.port, name), onExit);
     processes.set(name, site);
     site.start();
   }
@@ -721,6 +729,298 @@ export function passed(report: SoakReport): boolean {
     report.roundsCompleted === report.rounds && report.problems.length === 0;
 }
 
+/** The shaped site's link, each way: 50 ± 5 ms (a 100 ms round trip) and 20 Mbit/s. */
+export const WAN_LINK: LinkShape = { latencyMs: 50, jitterMs: 5, bitsPerSecond: 20e6 };
+
+/** Options of {@linkcode runShapedSoak}. */
+export interface ShapedSoakOptions {
+  /** Rounds to run. */
+  rounds: number;
+  /** Sites (client processes), at least 3: one behind {@linkcode WAN_LINK}, one killed. */
+  clients: number;
+  /** The PRNG seed (the proxy's jitter, the moment of the kill). */
+  seed: number;
+  /** Bytes of the model (a multiple of 4), the same every round. */
+  modelBytes: number;
+  /** Stop starting rounds after this many ms. */
+  timeLimitMs: number;
+  /** Progress lines; default nowhere. */
+  log?: (line: string) => void;
+}
+
+/** What {@linkcode runShapedSoak} found. */
+export interface ShapedSoakReport {
+  /** Rounds asked for. */
+  rounds: number;
+  /** Rounds that reached their quorum with every live site's answer checked. */
+  roundsCompleted: number;
+  /** The site behind {@linkcode WAN_LINK}. */
+  shapedSite: string;
+  /** The site killed before round 0 (after it joined) and not started again. */
+  deadSite: string;
+  /** The quorum of each round (`gatherSettled({ min })`): every site but the dead one. */
+  min: number;
+  /** Rounds in which the dead site was asked and reported failed (not hung). */
+  deadFailed: number;
+  /** The shortest round, in seconds (the shaped site's answer is in every quorum). */
+  fastestRoundSeconds: number;
+  /** The slowest round, in seconds. */
+  slowestRoundSeconds: number;
+  /** What physics allows at least for a round: the model down and the update up the shaped link. */
+  lowerBoundSeconds: number;
+  /** The shaped site's ping round trip as the server measured it last, in ms. */
+  shapedRttMs: number | undefined;
+  /** Whether every round's aggregate over the sites that answered equals the fault-free one. */
+  aggregatesEqual: boolean;
+  /** Anything that went wrong, one line each. */
+  problems: string[];
+  /** How long it took, in seconds. */
+  seconds: number;
+}
+
+/** How long a shaped round may take before it is a failure. */
+const SHAPED_ROUND_TIMEOUT_MS = 30_000;
+
+/**
+ * Runs the shaped scenario: `site-0` sits behind {@linkcode WAN_LINK} in
+ * both directions (the proxy shapes it by the name in its hello), the last
+ * site is killed (SIGKILL) once all joined and not started again, and each round
+ * broadcasts the model and ends on the quorum of the others
+ * (`gatherSettled({ min, grace })`). Checked: every round reaches its
+ * quorum, every live site answers it once with intact weights and an
+ * unbroken message count, the dead site is reported failed rather than
+ * waited for, the aggregate of the sites that answered equals the
+ * fault-free one, and no round is faster than the shaped link allows.
+ *
+ * @param options Rounds, sites, seed, model size.
+ * @returns What it found.
+ */
+export async function runShapedSoak(options: ShapedSoakOptions): Promise<ShapedSoakReport> {
+  const started = performance.now();
+  const { rounds, clients, log } = options;
+  if (clients < 3) throw new RangeError("the shaped soak needs at least 3 clients");
+  const random = seededRandom(options.seed * 104_729 + 3);
+  const problems: string[] = [];
+  const problem = (line: string) => {
+    problems.push(line);
+    log?.(`PROBLEM ${line}`);
+  };
+  const sites = Array.from({ length: clients }, (_, i) => `site-${i}`);
+  const shapedSite = sites[0];
+  const deadSite = sites[clients - 1];
+  const live = sites.slice(0, -1);
+  const min = live.length;
+  let roundsCompleted = 0;
+  let deadFailed = 0;
+  let aggregatesEqual = true;
+  let fastest = Infinity;
+  let slowest = 0;
+  let shapedRttMs: number | undefined;
+  let stopping = false;
+
+  await using server = listen({
+    clients: clients * 2 + 2,
+    open: true,
+    resumeTimeout: RESUME_TIMEOUT_MS,
+    idleTimeout: IDLE_TIMEOUT_MS,
+    heartbeatMs: HEARTBEAT_MS,
+    handshakeTimeout: 5000,
+  });
+  await using proxy = new FaultProxy({
+    targetPort: server.port,
+    seed: options.seed,
+    shape: ({ name }) => name === shapedSite ? { up: WAN_LINK, down: WAN_LINK } : undefined,
+  });
+  const sessions = new Sessions();
+  server.addEventListener("join", (e: ClientEvent) => {
+    sessions.join(e.clientId, e.name);
+    log?.(`join ${e.name} as ${e.clientId}`);
+  });
+  server.addEventListener("leave", (e: ClientEvent) => {
+    sessions.leave(e.clientId);
+    log?.(`leave ${e.name} ${e.clientId}: ${e.error?.message ?? "closed"}`);
+  });
+  server.addEventListener("late", (e: LateReplyEvent) => {
+    problem(`late reply of client ${e.clientId}: no round of this scenario asks twice`);
+  });
+
+  const processes = new Map<string, SiteProcess>();
+  for (const name of sites) {
+    const site = new SiteProcess(name, siteArgs(proxy.port, name), (site, code, stderr) => {
+      if (stopping) return;
+      const tail = stderr.trim().split("\n").slice(-5).join(" | ");
+      problem(`${site.name}'s process exited by itself (code ${code}): ${tail}`);
+    });
+    processes.set(name, site);
+    site.start();
+  }
+
+  const length = options.modelBytes / 4;
+  const bytesPerSecond = WAN_LINK.bitsPerSecond! / 8;
+  const burst = bytesPerSecond / 100; // the shaper's default bucket: 10 ms
+  const oneWay = (WAN_LINK.latencyMs! - WAN_LINK.jitterMs!) / 1000;
+  const lowerBoundSeconds = 2 * (Math.max(0, options.modelBytes - burst) / bytesPerSecond + oneWay);
+
+  try {
+    await waitForSites(sessions, sites, 30_000);
+    log?.(`all ${clients} sites joined; ${shapedSite} shaped, ${deadSite} to be killed`);
+    // Dead before round 0 (after it joined), never started again: it cannot
+    // answer, so every quorum needs the shaped site.
+    await sleep(random() * 200);
+    await processes.get(deadSite)!.kill();
+    log?.(`killed ${deadSite}`);
+    for (let round = 0; round < rounds; round++) {
+      if (performance.now() - started > options.timeLimitMs) {
+        problem(`time limit of ${options.timeLimitMs} ms reached after ${round} rounds`);
+        break;
+      }
+      const roundStarted = performance.now();
+      const weights = modelFor(round, length);
+      const asked = sites.filter((site) => sessions.current.has(site));
+      const ids = asked.map((site) => sessions.current.get(site)!);
+      const request: SoakRequest = { round, attempt: 1, weights };
+      sessions.sending(ids, round, 1);
+      server.broadcast(request, { ids, timeout: SEND_TIMEOUT_MS }).catch((error) => {
+        if (error?.name !== "PeerDisconnectedError") {
+          problem(`sending round ${round}: ${describe(error)}`);
+        }
+      });
+      const result = await server.gatherSettled({
+        ids,
+        min,
+        grace: GRACE_MS,
+        timeout: SHAPED_ROUND_TIMEOUT_MS,
+      });
+      const seconds = (performance.now() - roundStarted) / 1000;
+      const answers = new Map<string, SoakReply>();
+      for (const [id, value] of result.received) {
+        const site = sessions.nameOf.get(id)!;
+        const reply = value as SoakReply;
+        if (reply.site !== site || reply.round !== round || reply.attempt !== 1) {
+          problem(`${site} (client ${id}) answered ${reply.site} round ${reply.round}`);
+          continue;
+        }
+        if (reply.taken !== sessions.sent.get(id) || reply.lastReceived !== reply.taken) {
+          problem(
+            `${site} had taken ${reply.taken} messages (lastReceived ${reply.lastReceived}) ` +
+              `when answering message ${sessions.sent.get(id)}`,
+          );
+        }
+        if (reply.repeats > 0 || reply.outOfOrder > 0) problem(`${site}: a request taken twice`);
+        if (!reply.weightsOk) problem(`${site}: the weights of round ${round} arrived changed`);
+        if (site === deadSite) problem(`${deadSite} answered after it was killed`);
+        if (answers.has(site)) problem(`${site} answered round ${round} twice`);
+        answers.set(site, reply);
+      }
+      for (const [id, error] of result.failed) {
+        const site = sessions.nameOf.get(id)!;
+        log?.(`round ${round}: ${site} (client ${id}) failed: ${describe(error)}`);
+        if (site === deadSite) deadFailed++;
+      }
+      const missing = live.filter((site) => !answers.has(site));
+      if (!result.quorum || missing.length > 0) {
+        problem(`round ${round}: no quorum (${answers.size}/${min}), missing ${missing}`);
+        aggregatesEqual = false;
+      } else {
+        roundsCompleted++;
+        fastest = Math.min(fastest, seconds);
+        slowest = Math.max(slowest, seconds);
+        const sum = new Float32Array(length);
+        const expected = new Float32Array(length);
+        // The sites that answered, in site order.
+        for (const site of sites.filter((site) => answers.has(site))) {
+          const update = answers.get(site)!.update;
+          const clean = updateFor(round, site, length);
+          for (let i = 0; i < length; i++) {
+            sum[i] += update[i];
+            expected[i] += clean[i];
+          }
+        }
+        if (!sameArrays(sum, expected)) {
+          aggregatesEqual = false;
+          problem(`round ${round}: the aggregate differs from the fault-free one`);
+        }
+      }
+      const rtt = server.stats().find((s) => s.name === shapedSite && s.state === "connected");
+      shapedRttMs = rtt?.rttMs ?? shapedRttMs;
+      log?.(
+        `round ${round}: ${answers.size}/${asked.length} answered ` +
+          `(quorum ${result.quorum}), ${seconds.toFixed(2)} s`,
+      );
+    }
+  } catch (error) {
+    problem(`the shaped soak failed: ${describe(error)}`);
+  } finally {
+    stopping = true;
+    const dead = processes.get(deadSite)!;
+    processes.delete(deadSite);
+    if (!dead.exited) problem(`${deadSite} was not killed`);
+    await stopSites(server, sessions, processes, problem);
+    await proxy.stop().catch((error) => problem(`the proxy: ${describe(error)}`));
+  }
+  if (roundsCompleted > 0 && fastest < lowerBoundSeconds) {
+    problem(
+      `a round took ${fastest.toFixed(3)} s, less than the shaped link allows ` +
+        `(${lowerBoundSeconds.toFixed(3)} s): the link was not shaped`,
+    );
+  }
+  const rttFloor = 2 * oneWay * 1000;
+  if (shapedRttMs === undefined) problem(`no round trip measured for ${shapedSite}`);
+  else if (shapedRttMs < rttFloor) {
+    problem(`${shapedSite}'s round trip is ${shapedRttMs.toFixed(1)} ms, under ${rttFloor} ms`);
+  }
+  if (rounds > 1 && deadFailed < 1) problem(`${deadSite} was never reported failed`);
+  return {
+    rounds,
+    roundsCompleted,
+    shapedSite,
+    deadSite,
+    min,
+    deadFailed,
+    fastestRoundSeconds: roundsCompleted > 0 ? fastest : 0,
+    slowestRoundSeconds: slowest,
+    lowerBoundSeconds,
+    shapedRttMs,
+    aggregatesEqual,
+    problems,
+    seconds: (performance.now() - started) / 1000,
+  };
+}
+
+/**
+ * Formats a shaped report as plain lines.
+ *
+ * @param report What {@linkcode runShapedSoak} found.
+ * @returns The lines.
+ */
+export function formatShapedReport(report: ShapedSoakReport): string[] {
+  const rtt = report.shapedRttMs === undefined ? "none" : `${report.shapedRttMs.toFixed(1)} ms`;
+  return [
+    `shaped rounds completed on quorum ${report.min}/${report.min + 1}: ` +
+    `${report.roundsCompleted}/${report.rounds}`,
+    `shaped site: ${report.shapedSite} (50 ± 5 ms each way, 20 Mbit/s), ping round trip ${rtt}`,
+    `dead site: ${report.deadSite} (killed before round 0), reported failed in ${report.deadFailed} rounds`,
+    `shaped round time: ${report.fastestRoundSeconds.toFixed(2)}-${
+      report.slowestRoundSeconds.toFixed(2)
+    } s (physics: at least ${report.lowerBoundSeconds.toFixed(2)} s)`,
+    `shaped aggregates equal fault-free: ${report.aggregatesEqual ? "yes" : "no"}`,
+    `shaped problems: ${report.problems.length}`,
+    ...report.problems.map((line) => `  ${line}`),
+    `shaped time: ${report.seconds.toFixed(1)} s`,
+  ];
+}
+
+/**
+ * Whether a shaped report passes: every round on its quorum, aggregates equal, no problem.
+ *
+ * @param report What {@linkcode runShapedSoak} found.
+ * @returns True if it passes.
+ */
+export function passedShaped(report: ShapedSoakReport): boolean {
+  return report.roundsCompleted === report.rounds && report.aggregatesEqual &&
+    report.problems.length === 0;
+}
+
 const USAGE = `Usage: deno task soak [options]
 
   --rounds N        rounds to run (default 20; 200 with --long)
@@ -730,6 +1030,10 @@ const USAGE = `Usage: deno task soak [options]
                     16× with --long)
   --long            a longer run: 200 rounds, a time limit of 30 minutes (about 3 minutes)
   --no-kill         do not kill and restart client processes
+  --shaped          run only the shaped scenario (site-0 behind a 100 ms RTT, 20 Mbit/s link,
+                    the last site killed for good, rounds ending on the quorum of the others)
+  --no-shaped       run only the fault soak (by default both run, the fault soak first)
+  --shaped-rounds N rounds of the shaped scenario (default 6; 30 with --long)
   --verbose         print each round and fault on stderr`;
 
 function positiveInteger(name: string, value: string | undefined, fallback: number): number {
@@ -749,6 +1053,8 @@ function positiveInteger(name: string, value: string | undefined, fallback: numb
  */
 export async function main(args: string[]): Promise<number> {
   let options: SoakOptions;
+  let scenarios: { faults: boolean; shaped: boolean };
+  let shapedRounds: number;
   try {
     const { values } = parseArgs({
       args,
@@ -760,6 +1066,9 @@ export async function main(args: string[]): Promise<number> {
         long: { type: "boolean", default: false },
         kill: { type: "boolean", default: true },
         "no-kill": { type: "boolean", default: false },
+        shaped: { type: "boolean", default: false },
+        "no-shaped": { type: "boolean", default: false },
+        "shaped-rounds": { type: "string" },
         verbose: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -768,6 +1077,11 @@ export async function main(args: string[]): Promise<number> {
       console.log(USAGE);
       return 0;
     }
+    if (values.shaped && values["no-shaped"]) {
+      throw new TypeError("--shaped and --no-shaped exclude each other");
+    }
+    scenarios = { faults: !values.shaped, shaped: !values["no-shaped"] };
+    shapedRounds = positiveInteger("shaped-rounds", values["shaped-rounds"], values.long ? 30 : 6);
     const modelBytes = positiveInteger("model-bytes", values["model-bytes"], 1 << 20);
     if (modelBytes % 4 !== 0) throw new TypeError("--model-bytes must be a multiple of 4");
     options = {
@@ -780,20 +1094,43 @@ export async function main(args: string[]): Promise<number> {
       timeLimitMs: values.long ? 30 * 60_000 : 100_000,
       log: values.verbose ? (line) => console.error(line) : undefined,
     };
+    if (scenarios.shaped && options.clients < 3) {
+      throw new TypeError("the shaped scenario needs --clients 3 or more");
+    }
   } catch (error) {
     console.error(`error: ${(error as Error).message}\n\n${USAGE}`);
     return 2;
   }
   const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-  console.log(
-    `fedcomm soak: seed ${options.seed}, ${options.clients} clients, ${options.rounds} rounds, ` +
-      `model ${mib(options.modelBytes)} (every fifth round ${
-        mib(options.modelBytes * options.largeFactor)
-      }), kills ${options.kill ? "on" : "off"}`,
-  );
-  const report = await runSoak(options);
-  for (const line of formatReport(report)) console.log(line);
-  return passed(report) ? 0 : 1;
+  let ok = true;
+  if (scenarios.faults) {
+    console.log(
+      `fedcomm soak: seed ${options.seed}, ${options.clients} clients, ${options.rounds} rounds, ` +
+        `model ${mib(options.modelBytes)} (every fifth round ${
+          mib(options.modelBytes * options.largeFactor)
+        }), kills ${options.kill ? "on" : "off"}`,
+    );
+    const report = await runSoak(options);
+    for (const line of formatReport(report)) console.log(line);
+    ok &&= passed(report);
+  }
+  if (scenarios.shaped) {
+    console.log(
+      `fedcomm shaped soak: seed ${options.seed}, ${options.clients} clients, ` +
+        `${shapedRounds} rounds, model ${mib(options.modelBytes)}`,
+    );
+    const report = await runShapedSoak({
+      rounds: shapedRounds,
+      clients: options.clients,
+      seed: options.seed,
+      modelBytes: options.modelBytes,
+      timeLimitMs: options.timeLimitMs,
+      log: options.log,
+    });
+    for (const line of formatShapedReport(report)) console.log(line);
+    ok &&= passedShaped(report);
+  }
+  return ok ? 0 : 1;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));
