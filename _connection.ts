@@ -114,12 +114,36 @@ export class Connection implements LinkOwner {
   messagesReceived = 0;
   /** How many times the session resumed on a new connection. */
   resumes = 0;
+  /** Late replies dropped: on arrival here, or when a receiving call met them first. */
+  lateReplies = 0;
+  /** Of those, how many were dropped while `latest` was the last message sent. */
+  readonly lateSince: { latest: number; count: number } = { latest: 0, count: 0 };
+
+  /**
+   * Counts a late reply dropped while message `latest` was the last one sent.
+   *
+   * @param latest The number of the last message sent to the peer.
+   */
+  countLate(latest: number): void {
+    this.lateReplies++;
+    if (this.lateSince.latest !== latest) {
+      this.lateSince.latest = latest;
+      this.lateSince.count = 0;
+    }
+    this.lateSince.count++;
+  }
   /** Called as the body of a received frame arrives: bytes done and its total. */
   onReceiveProgress: ((done: number, total: number) => void) | undefined;
   /** Called once when the session ends (not after `close()`), with why. */
   onEnd: ((error: Error) => void) | undefined;
   /** Called when the connection drops and the session waits for a resume. */
   onDrop: ((error: Error) => void) | undefined;
+  /**
+   * Called for a reply that is late on arrival (it answers message `replyTo`,
+   * and message `latest` was sent since): it is acknowledged and counted as
+   * received, but never queued.
+   */
+  onLateReply: ((replyTo: number, value: unknown, latest: number) => void) | undefined;
   /** The messages received, waiting to be taken. */
   readonly inbox: Inbox = new Inbox();
   /** The messages sent, until acknowledged. */
@@ -661,7 +685,13 @@ export class Connection implements LinkOwner {
       return;
     }
     this.messagesReceived++;
-    this.inbox.push(value, body.byteLength, reservation, replying);
+    const latest = this.outbox.sent;
+    if (replying > 0 && replying < latest && this.onLateReply !== undefined) {
+      // Another message was sent since the one it answers: no call may take it.
+      reservation?.release();
+      this.countLate(latest);
+      this.onLateReply(replying, value, latest);
+    } else this.inbox.push(value, body.byteLength, reservation, replying);
     this.#received(link, body.byteLength);
   }
 

@@ -29,7 +29,7 @@ import { FedcommError, PeerDisconnectedError, TimeoutError } from "./errors.ts";
 
 /** What the calls here use of a client's connection (`away`: whether it is resuming, and why). */
 export type Source =
-  & Pick<Connection, "inbox" | "meter" | "messagesSent">
+  & Pick<Connection, "inbox" | "meter" | "messagesSent" | "lateSince" | "countLate">
   & Partial<Pick<Connection, "away">>;
 
 /**
@@ -46,21 +46,19 @@ export type LateHandler = (clientId: number, arrival: Arrival, latest: number) =
  * @param id The client id.
  * @param source Its connection.
  * @param onLate Told of each late reply dropped.
- * @param late Counts of late replies by client id, incremented here.
  * @returns The next answer, or `undefined` if none waits.
  */
 export function peekAnswer(
   id: number,
   source: Source,
   onLate: LateHandler,
-  late?: Map<number, number>,
 ): Arrival | undefined {
   while (true) {
     const head = source.inbox.peek();
     const latest = source.messagesSent;
     if (head === undefined || head.replyTo === 0 || head.replyTo >= latest) return head;
     source.inbox.take(); // releases its reservation: the value goes to the listener
-    late?.set(id, (late.get(id) ?? 0) + 1);
+    source.countLate(latest);
     onLate(id, head, latest);
   }
 }
@@ -72,16 +70,14 @@ export function peekAnswer(
  * @param id The client id.
  * @param source Its connection.
  * @param onLate Told of each late reply dropped.
- * @param late Counts of late replies by client id, incremented here.
  * @returns The answer, or `undefined` if none waits.
  */
 export function takeAnswer(
   id: number,
   source: Source,
   onLate: LateHandler,
-  late?: Map<number, number>,
 ): Arrival | undefined {
-  return peekAnswer(id, source, onLate, late) === undefined ? undefined : source.inbox.take();
+  return peekAnswer(id, source, onLate) === undefined ? undefined : source.inbox.take();
 }
 
 /** A validated quorum. */
@@ -249,7 +245,6 @@ export async function gatherFrom(
   // others) and put back at the front of their queues if the gather fails.
   const taken = new Map<number, Arrival>();
   const failed = new Map<number, Error>();
-  const late = new Map<number, number>();
   const putBack = (): void => {
     for (const [id, arrival] of taken) {
       const { inbox, meter } = sources.get(id)!;
@@ -262,7 +257,7 @@ export async function gatherFrom(
   const collect = (id: number): void => {
     if (!pending.has(id)) return;
     const source = sources.get(id)!;
-    const arrival = takeAnswer(id, source, onLate, late);
+    const arrival = takeAnswer(id, source, onLate);
     if (arrival !== undefined) {
       taken.set(id, arrival);
       pending.delete(id);
@@ -319,6 +314,13 @@ export async function gatherFrom(
   for (const id of list) {
     const arrival = taken.get(id);
     if (arrival !== undefined) received.set(id, arrival.value);
+  }
+  // Late replies are dropped on arrival or when met here, and counted by each
+  // connection: those dropped since the message this call answers was sent.
+  const late = new Map<number, number>();
+  for (const id of list) {
+    const { messagesSent, lateSince } = sources.get(id)!;
+    if (lateSince.latest === messagesSent && lateSince.count > 0) late.set(id, lateSince.count);
   }
   return { received, failed, late, quorum: received.size >= required };
 }

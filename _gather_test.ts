@@ -20,12 +20,27 @@ interface FakeSource extends Source {
   messagesSent: number;
 }
 
+/** The late-reply count of a fake connection, as `Connection` keeps it. */
+function lateCounter(): Pick<Source, "lateSince" | "countLate"> {
+  const lateSince = { latest: 0, count: 0 };
+  return {
+    lateSince,
+    countLate(latest: number): void {
+      if (lateSince.latest !== latest) Object.assign(lateSince, { latest, count: 0 });
+      lateSince.count++;
+    },
+  };
+}
+
 /** `n` clients by id, each having been sent `sent` messages. */
 function clients(n: number, sent = 1): Map<number, FakeSource> {
   return new Map(
     Array.from(
       { length: n },
-      (_, id) => [id, { inbox: new Inbox(), meter: new Meter(), messagesSent: sent }],
+      (
+        _,
+        id,
+      ) => [id, { inbox: new Inbox(), meter: new Meter(), messagesSent: sent, ...lateCounter() }],
     ),
   );
 }
@@ -101,12 +116,11 @@ Deno.test("takeAnswer() drops late replies before the answer, counts them and ca
   source.inbox.push("to 3", 1, undefined, 3);
   source.inbox.push("after", 1);
   const { calls, onLate } = lateLog();
-  const late = new Map<number, number>();
-  assert.equal(takeAnswer(0, source, onLate, late)!.value, "to 3");
+  assert.equal(takeAnswer(0, source, onLate)!.value, "to 3");
   assert.deepStrictEqual(calls, [[0, "to 1", 1, 3], [0, "to 2", 2, 3]]);
-  assert.deepStrictEqual(late, new Map([[0, 2]]));
-  assert.equal(takeAnswer(0, source, onLate, late)!.value, "after");
-  assert.equal(takeAnswer(0, source, onLate, late), undefined);
+  assert.deepStrictEqual(source.lateSince, { latest: 3, count: 2 });
+  assert.equal(takeAnswer(0, source, onLate)!.value, "after");
+  assert.equal(takeAnswer(0, source, onLate), undefined);
 });
 
 Deno.test("takeAnswer() releases the receive budget held by a late reply", () => {

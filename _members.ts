@@ -35,7 +35,6 @@ interface Member {
   readonly props: Props;
   readonly authenticated: boolean;
   readonly token: Uint8Array | undefined;
-  lateReplies: number;
 }
 
 /** How the members are admitted. */
@@ -169,7 +168,6 @@ export class Members {
       props: hello.props,
       authenticated: hello.authenticated,
       token,
-      lateReplies: 0,
     });
     return { id, token };
   }
@@ -263,6 +261,8 @@ export class Members {
       });
       this.#dispatch("disconnect", member, error);
     };
+    connection.onLateReply = (replyTo, value, latest) =>
+      this.late(clientId, { replyTo, value }, latest);
     connection.onEnd = (error) => {
       this.#logger?.info?.("Client left", {
         id: clientId,
@@ -311,15 +311,13 @@ export class Members {
   }
 
   /**
-   * A late reply was dropped: count it, hand it to `late` listeners.
+   * A late reply was dropped (and counted by its connection): log it, hand it to `late` listeners.
    *
    * @param clientId The client.
    * @param arrival The reply.
    * @param latest The latest message number sent to that client.
    */
-  late(clientId: number, arrival: Arrival, latest: number): void {
-    const member = this.#members.get(clientId);
-    if (member !== undefined) member.lateReplies++;
+  late(clientId: number, arrival: Pick<Arrival, "replyTo" | "value">, latest: number): void {
     this.#logger?.debug?.("Late reply dropped", {
       id: clientId,
       replyTo: arrival.replyTo,
@@ -455,7 +453,7 @@ export class Members {
       queued: c.inbox.size,
       unacknowledged: c.outbox.unacked,
       resumes: c.resumes,
-      lateReplies: m.lateReplies,
+      lateReplies: c.lateReplies,
     };
   }
 }

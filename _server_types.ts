@@ -161,8 +161,9 @@ export interface GatherResult {
   readonly failed: Map<number, Error>;
   /**
    * How many late replies (answers to an earlier message than the last one
-   * sent to that client) were dropped during this call, by client id; only
-   * clients that sent some are listed. Each was also a `late` event.
+   * sent to that client) were dropped since that last message was sent, by
+   * client id: on arrival, or by this call; only clients that sent some are
+   * listed. Each was also a `late` event.
    */
   readonly late: Map<number, number>;
   /** Whether `received.size` reached `min` (without `min`: every client asked answered). */

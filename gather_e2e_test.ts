@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { connect } from "./client.ts";
 import { TimeoutError } from "./errors.ts";
 import { listen, type Upload } from "./server.ts";
-import { cluster } from "./test_util.ts";
+import { cluster, until } from "./test_util.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -43,6 +43,32 @@ Deno.test("Server.gatherSettled() drops a late reply, dispatches it as a late ev
   assert.equal(result.quorum, true);
   assert.deepStrictEqual(late, [{ clientId: 0, replyTo: 1, latest: 2, value: "answer to 1" }]);
   assert.equal(c.server.stats(0).lateReplies, 1);
+});
+
+Deno.test("Server drops and counts a late reply when it arrives, with no call receiving", async () => {
+  await using c = await cluster(1);
+  const [client] = c.clients;
+  const late: LateFields[] = [];
+  c.server.addEventListener("late", (event: Event) => {
+    const { clientId, replyTo, latest, value } = event as unknown as LateFields;
+    late.push({ clientId, replyTo, latest, value });
+  });
+  await c.server.broadcast("round 1");
+  await c.server.broadcast("round 2");
+  assert.equal(await client.recv({ timeout: 10_000 }), "round 1");
+  await client.reply("answer to 1");
+  await until(() => late.length === 1, "the late event");
+  assert.deepStrictEqual(late, [{ clientId: 0, replyTo: 1, latest: 2, value: "answer to 1" }]);
+  const stats = c.server.stats(0);
+  assert.equal(stats.lateReplies, 1);
+  assert.equal(stats.queued, 0, "a late reply is not queued");
+  assert.equal(stats.messagesReceived, 1, "but it was received (and acknowledged)");
+  // The round's gather sees it as late for its round, and takes the real answer.
+  assert.equal(await client.recv({ timeout: 10_000 }), "round 2");
+  await client.reply("answer to 2");
+  const result = await c.server.gatherSettled({ timeout: 10_000 });
+  assert.deepStrictEqual(result.received, new Map([[0, "answer to 2"]]));
+  assert.deepStrictEqual(result.late, new Map([[0, 1]]));
 });
 
 Deno.test("Server.gatherSettled() never takes a straggler's round-1 reply for its round-2 answer", async () => {
