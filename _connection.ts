@@ -52,6 +52,7 @@ import {
   FrameTooLargeError,
   PeerDisconnectedError,
   ProtocolError,
+  SendTimeoutError,
   TruncatedFrameError,
 } from "./errors.ts";
 
@@ -596,6 +597,7 @@ export class Connection implements LinkOwner {
    * @throws {TypeError} If the value has no MessagePack form.
    * @throws {FrameTooLargeError} If it encodes to more than the send limit.
    * @throws {PeerDisconnectedError} If the session is over.
+   * @throws {SendTimeoutError} If the deadline fired: before the value was queued, or after.
    */
   async send(
     value: unknown,
@@ -604,7 +606,11 @@ export class Connection implements LinkOwner {
     deadline: Deadline = NO_DEADLINE,
   ): Promise<void> {
     // Checked again after each wake: concurrent senders take turns.
-    while (this.outbox.full) await this.outbox.room(deadline);
+    try {
+      while (this.outbox.full) await this.outbox.room(deadline);
+    } catch (error) {
+      throw SendTimeoutError.from(error, false);
+    }
     const { chunks, borrowed } = encodeFrame(
       value,
       this.#sendMaxFrameBytes,
@@ -613,7 +619,9 @@ export class Connection implements LinkOwner {
     );
     const seq = this.push(chunks, progress, true);
     const wait = this.settled(seq, borrowed, deadline);
-    if (wait !== undefined) await wait;
+    if (wait !== undefined) {
+      await wait.catch((error) => Promise.reject(SendTimeoutError.from(error, true)));
+    }
   }
 
   /** Whether reading must pause: the inbox is full, or a handshake message awaits `open`. */

@@ -473,19 +473,38 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
    * the same way and go out when the session resumes.
    *
    * @param value The value (see `codec.ts` for the types).
+   * @param options Cancellation and time limit of the wait for room or acknowledgement.
    * @returns Resolves when the value is queued or acknowledged, as above.
    * @throws {TypeError} If the value has no MessagePack form.
    * @throws {FrameTooLargeError} If it encodes to more than the frame limit (the smaller
    * of this client's `maxFrameBytes` and the server's, from its welcome).
    * @throws {PeerDisconnectedError} If the session is over.
+   * @throws {SendTimeoutError} If time ran out: `queued` says whether the value
+   * was queued (it will be delivered: do not send it again) or not (send it again).
    */
-  send(value: unknown): Promise<void> {
-    if (!this.#progress) return this.#connection.send(value);
-    return this.#connection.send(value, (loaded, total) =>
-      this.dispatchEvent(
-        new TransferEvent({ clientId: this.id, direction: "send", loaded, total }),
-      ));
+  send(value: unknown, options?: WaitOptions): Promise<void> {
+    return this.#send(value, 0, options);
   }
+
+  /** Sends with progress events (when listened to) within the caller's deadline. */
+  #send(value: unknown, to: number, options: WaitOptions | undefined): Promise<void> {
+    const connection = this.#connection;
+    const progress = this.#progress ? this.#sendProgress : undefined;
+    // Without a deadline (the common small send), nothing more is allocated.
+    if (options?.signal === undefined && options?.timeout === undefined) {
+      return connection.send(value, progress, to);
+    }
+    const deadline = startDeadline(options, () => ({
+      what: to > 0 ? "Reply" : "Send",
+      detail: `${connection.outbox.unacked} earlier messages not acknowledged`,
+      clientIds: [this.id],
+    }));
+    return connection.send(value, progress, to, deadline).finally(() => deadline[Symbol.dispose]());
+  }
+
+  readonly #sendProgress = (loaded: number, total: number): void => {
+    this.dispatchEvent(new TransferEvent({ clientId: this.id, direction: "send", loaded, total }));
+  };
 
   /**
    * Answers a message from the server: by default the last one taken by
@@ -495,12 +514,14 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
    * {@linkcode Client.send}.
    *
    * @param value The answer.
-   * @param options `to`: the number of the message answered (default {@linkcode Client.lastReceived}).
+   * @param options `to`: the number of the message answered (default
+   * {@linkcode Client.lastReceived}); cancellation and time limit, as for `send`.
    * @returns Resolves when the value is queued or acknowledged, as for `send`.
    * @throws {RangeError} If no message was received yet, or `to` is not a received message's number.
    * @throws {TypeError} If the value has no MessagePack form.
    * @throws {FrameTooLargeError} If it encodes to more than the frame limit.
    * @throws {PeerDisconnectedError} If the session is over.
+   * @throws {SendTimeoutError} If time ran out, as for `send`.
    *
    * @example One round: take the model, answer with the update
    * ```ts
@@ -517,7 +538,7 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
    * assert.deepStrictEqual(answers.get(0), new Float32Array([2, 4]));
    * ```
    */
-  reply(value: unknown, options?: { to?: number }): Promise<void> {
+  reply(value: unknown, options?: { to?: number } & WaitOptions): Promise<void> {
     const to = options?.to ?? this.#taken;
     const received = this.#connection.messagesReceived;
     if (!Number.isSafeInteger(to) || to < 1 || to > received) {
@@ -527,11 +548,7 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
           : `Invalid reply: "${to}" is not the number of a received message (1 to ${received})`,
       );
     }
-    if (!this.#progress) return this.#connection.send(value, undefined, to);
-    return this.#connection.send(value, (loaded, total) =>
-      this.dispatchEvent(
-        new TransferEvent({ clientId: this.id, direction: "send", loaded, total }),
-      ), to);
+    return this.#send(value, to, options);
   }
 
   /**

@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
+import { FaultProxy } from "./bench/_fault_proxy.ts";
 import { connect } from "./client.ts";
 import { encode } from "./codec.ts";
 import {
   FrameTooLargeError,
   PeerDisconnectedError,
   ProtocolError,
+  SendTimeoutError,
   TimeoutError,
 } from "./errors.ts";
 import { FrameReader } from "./framing.ts";
@@ -331,4 +333,32 @@ Deno.test("listen() applies its maxFrameBytes to the hello when it is below 64 K
   assert.match(refused[0], /Frame too large: \d+ bytes exceeds maxFrameBytes 256/);
   await using client = await connect({ port: server.port, timeout: 10_000 });
   assert.equal(client.id, 0);
+});
+
+Deno.test("send() that times out says whether the value was queued: SendTimeoutError.queued", async () => {
+  await using server = listen({ clients: 1 });
+  await using proxy = new FaultProxy({ targetPort: server.port, seed: 21 });
+  await using client = await connect({ port: proxy.port });
+  await server.ready();
+  // No acknowledgement reaches the client for 3 s: a 64 MiB tensor (kept
+  // until acknowledged) fills its retention.
+  const stalled = proxy.stall({ ms: 3_000, direction: "down", connection: 0 });
+  const queued = await client.send(new Float32Array(16 << 20), { timeout: 300 })
+    .then(() => undefined, (error) => error);
+  assert.ok(queued instanceof SendTimeoutError, String(queued));
+  assert.equal(queued.queued, true);
+  assert.match(
+    queued.message,
+    /^Send timed out after 300 ms: .*: queued, not acknowledged yet: it will be delivered, do not send it again$/,
+  );
+  const notQueued = await client.send("next", { timeout: 200 }).then(() => undefined, (e) => e);
+  assert.ok(notQueued instanceof SendTimeoutError, String(notQueued));
+  assert.equal(notQueued.queued, false);
+  assert.match(notQueued.message, /: not queued: nothing was sent, send it again$/);
+  await stalled;
+  // The queued one arrives once; the other never did, and can be sent again.
+  await client.send("next again", { timeout: 20_000 });
+  const got = await Array.fromAsync(server.uploads({ count: 2, timeout: 20_000 }), (u) => u.value);
+  assert.equal((got[0] as Float32Array).length, 16 << 20);
+  assert.equal(got[1], "next again");
 });

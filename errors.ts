@@ -11,6 +11,7 @@
  * | {@linkcode RejectedError} | the server refused this client in the handshake |
  * | {@linkcode AuthenticationError} | the server could not prove it knows the shared secret |
  * | {@linkcode TimeoutError} | a waiting call ran out of time |
+ * | {@linkcode SendTimeoutError} | a send ran out of time (a `TimeoutError`): `queued` says whether to send again |
  * | {@linkcode FrameTooLargeError} | a frame over `maxFrameBytes`, received or to be sent (a `RangeError`) |
  *
  * @module
@@ -259,6 +260,65 @@ export class TimeoutError extends FedcommError {
     super(message, { clientId: clientIds[0], cause: options?.cause });
     this.name = "TimeoutError";
     this.clientIds = clientIds;
+  }
+}
+
+/**
+ * A send ran out of time; `queued` says whether to send again. Not queued:
+ * nothing was sent (earlier messages fill the retention, or the session is
+ * resuming), so send it again. Queued: it is in the session and will be
+ * delivered (sent again on a resume) though not acknowledged yet, so do not.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { SendTimeoutError, TimeoutError } from "@fedcomm/fedcomm";
+ *
+ * const error = new SendTimeoutError("Send timed out after 50 ms: not queued", {
+ *   queued: false,
+ *   clientIds: [2],
+ * });
+ * assert.ok(error instanceof TimeoutError);
+ * assert.equal(error.queued, false);
+ * assert.equal(error.clientId, 2);
+ * ```
+ */
+export class SendTimeoutError extends TimeoutError {
+  /** Whether the message was queued (it will be delivered: do not send it again). */
+  readonly queued: boolean;
+
+  /**
+   * Creates the error.
+   *
+   * @param message What timed out, and whether it was queued.
+   * @param options Whether it was queued, the client concerned and the deadline's error.
+   */
+  constructor(
+    message: string,
+    options: { queued: boolean; clientIds?: readonly number[]; cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "SendTimeoutError";
+    this.queued = options.queued;
+  }
+
+  /**
+   * The error of a send whose deadline fired, from the deadline's error.
+   *
+   * @param error The deadline's `TimeoutError` (anything else is returned as it is).
+   * @param queued Whether the message was queued when it fired.
+   * @returns The `SendTimeoutError`, or `error`.
+   */
+  static from(error: unknown, queued: boolean): unknown {
+    if (!(error instanceof TimeoutError) || error instanceof SendTimeoutError) return error;
+    const what = queued
+      ? "queued, not acknowledged yet: it will be delivered, do not send it again"
+      : "not queued: nothing was sent, send it again";
+    return new SendTimeoutError(`${error.message}: ${what}`, {
+      queued,
+      clientIds: error.clientIds,
+      cause: error,
+    });
   }
 }
 

@@ -91,6 +91,7 @@ export {
   ProtocolError,
   RejectedError,
   type RejectReason,
+  SendTimeoutError,
   TimeoutError,
   TruncatedFrameError,
 } from "./errors.ts";

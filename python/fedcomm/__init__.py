@@ -48,6 +48,7 @@ from .errors import (
     PeerDisconnectedError,
     ProtocolError,
     RejectedError,
+    SendTimeoutError,
     TruncatedFrameError,
 )
 
@@ -76,6 +77,7 @@ __all__ = [
     "QUEUE_LIMIT_BYTES",
     "RejectedError",
     "ResumeCallback",
+    "SendTimeoutError",
     "TruncatedFrameError",
     "__version__",
     "connect",

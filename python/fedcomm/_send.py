@@ -15,7 +15,7 @@ from ._io import _IOLoop
 from ._options import _fmt
 from ._outframe import _OutFrame
 from ._progress import ProgressCallback, _call_progress
-from .errors import FedcommTimeoutError, FrameTooLargeError
+from .errors import FrameTooLargeError, SendTimeoutError
 
 
 class _Sender(_IOLoop):
@@ -109,9 +109,10 @@ class _Sender(_IOLoop):
     def _send_timed_out(self, frame: _OutFrame, timeout: Optional[float]) -> BaseException:
         """The error of a send that ran out of time (called with the lock held)."""
         if frame.started:
-            return FedcommTimeoutError(
-                f"Send timed out after {_fmt(timeout)} s: the message is partly written; "
-                "it stays queued and will be delivered whole (do not send it again)"
+            return SendTimeoutError(
+                f"Send timed out after {_fmt(timeout)} s: the message is partly written: "
+                "queued, not acknowledged yet: it will be delivered, do not send it again",
+                queued=True,
             )
         self._outbox.remove(frame)
         if self._resuming:
@@ -123,4 +124,8 @@ class _Sender(_IOLoop):
             )
         else:
             why = "the server is not reading"
-        return FedcommTimeoutError(f"Send timed out after {_fmt(timeout)} s: {why} (nothing was sent)")
+        return SendTimeoutError(
+            f"Send timed out after {_fmt(timeout)} s: {why}: not queued: nothing was sent, "
+            "send it again",
+            queued=False,
+        )

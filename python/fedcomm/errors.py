@@ -15,6 +15,7 @@ catch: :class:`PeerDisconnectedError` is a :class:`ConnectionError`,
     │   └── TruncatedFrameError (.expected, .received)
     ├── AuthenticationError
     ├── FedcommTimeoutError     (also TimeoutError)
+    │   └── SendTimeoutError    (.queued)
     └── FrameTooLargeError      (also ValueError)
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "PeerDisconnectedError",
     "ProtocolError",
     "RejectedError",
+    "SendTimeoutError",
     "TruncatedFrameError",
 ]
 
@@ -116,6 +118,25 @@ class AuthenticationError(FedcommError):
 
 class FedcommTimeoutError(FedcommError, TimeoutError):
     """A connect, handshake, receive or send ran out of time."""
+
+
+class SendTimeoutError(FedcommTimeoutError):
+    """A send ran out of time; ``queued`` says whether to send it again.
+
+    Not queued: nothing was sent (earlier messages fill the retention, or the
+    session is resuming): send it again. Queued: it is partly written and stays
+    in the session, to be delivered whole (sent again on a resume): do not.
+
+    Attributes:
+        queued: Whether the message stays queued and will be delivered.
+    """
+
+    def __init__(self, message: str, queued: bool) -> None:
+        super().__init__(message)
+        self.queued = queued
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (str(self), self.queued))
 
 
 class FrameTooLargeError(FedcommError, ValueError):

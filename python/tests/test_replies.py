@@ -155,11 +155,13 @@ def test_retention_bound_blocks_sends(server: Server) -> None:
         client.send(chunk)
         client.send(chunk)  # 600 KiB retained < 1 MiB: it goes
         assert client.retained_bytes > MiB
-        with pytest.raises(fedcomm.FedcommTimeoutError) as info:
+        with pytest.raises(fedcomm.SendTimeoutError) as info:
             client.send(chunk, timeout=0.3)
+        assert info.value.queued is False
         assert str(info.value) == (
             f"Send timed out after 0.3 s: {client.retained_bytes} bytes of earlier messages "
-            "await the server's acknowledgement (retain_bytes 1048576) (nothing was sent)"
+            "await the server's acknowledgement (retain_bytes 1048576): not queued: nothing was "
+            "sent, send it again"
         )
         done = threading.Event()
 

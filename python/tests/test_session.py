@@ -272,8 +272,9 @@ def test_send_timeout_before_and_during_a_frame(server: Server) -> None:
         thread.start()
         time.sleep(0.3)
         # Queued behind the big frame, nothing of it written: the connection stays usable.
-        with pytest.raises(fedcomm.FedcommTimeoutError, match="nothing was sent"):
+        with pytest.raises(fedcomm.SendTimeoutError, match="not queued: nothing was sent") as info:
             client.send("small", timeout=0.2)
+        assert info.value.queued is False
         conn.reading = True
         thread.join(30)
         assert errors == []
@@ -283,8 +284,9 @@ def test_send_timeout_before_and_during_a_frame(server: Server) -> None:
 
         # Partly written: the message stays queued (it has its number) and is delivered whole.
         conn.reading = False
-        with pytest.raises(fedcomm.FedcommTimeoutError, match="stays queued and will be delivered whole"):
+        with pytest.raises(fedcomm.SendTimeoutError, match="partly written: queued") as info:
             client.send({"big": big}, timeout=0.3)
+        assert info.value.queued is True
         assert not client.closed
         big[:] = 7  # the client kept its own copy of the rest
         conn.reading = True
