@@ -234,9 +234,17 @@ export class Members {
     if (problem !== undefined) {
       // Still connected: the old connection may be dead and not yet known
       // to be (idleTimeout); the client tries again.
-      return member.connection.state === "connected"
-        ? { reason: "live", message: `Resume refused: client "${id}" is still connected` }
-        : { reason: "resume", message: `Resume refused: client "${id}": ${problem}` };
+      if (member.connection.state === "connected") {
+        return { reason: "live", message: `Resume refused: client "${id}" is still connected` };
+      }
+      // The client proved the session is its own, and the refusal tells it the
+      // session is over (PROTOCOL.md §6.3): end it here too, so that nothing
+      // waits for it any more (a wrong token or name leaves it to its owner).
+      const message = `Resume refused: client "${id}": ${problem}`;
+      member.connection.end(
+        new PeerDisconnectedError(`${message}: its session is over`, { clientId: id }),
+      );
+      return { reason: "resume", message };
     }
     void connection;
     return { session: member.connection, id };

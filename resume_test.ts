@@ -174,6 +174,27 @@ Deno.test("listen() refuses a resume with a wrong token or for a live client, an
   assert.equal(await back.recv(), "to both");
 });
 
+Deno.test("listen() ends a session whose proven resume it refuses, as it tells the client (§6.3)", async () => {
+  await using server = listen({ clients: 1, resumeTimeout: 60_000 });
+  const left: ClientEvent[] = [];
+  server.addEventListener("leave", (event) => left.push(event));
+  const peer = await RawPeer.connect(server.port);
+  const token = (await peer.handshake({ name: "site-a" })).token as Uint8Array;
+  await server.ready();
+  await peer[Symbol.asyncDispose]();
+  await until(() => server.stats(0).state === "resuming", "the server to see the drop");
+  // The right token, but it claims messages the server never sent: refused for good.
+  await using back = await RawPeer.connect(server.port);
+  const refused = await back.handshake({ resume: { id: 0, token, received: 5 } });
+  assert.deepStrictEqual([refused.type, refused.reason], ["reject", "resume"]);
+  assert.match(refused.message as string, /it says it received "5" messages, but 0 were sent/);
+  // The server does not wait 60 s for a resume that cannot come: the session is over now.
+  await until(() => left.length === 1, "the leave event");
+  assert.equal(server.stats(0).state, "gone");
+  assert.match(String(left[0].error), /Resume refused: client "0": .*: its session is over/);
+  await assert.rejects(server.gather({ timeout: 5_000 }), PeerDisconnectedError);
+});
+
 Deno.test("listen() ends a session not resumed within resumeTimeout: gather names the client", async () => {
   await using server = listen({ clients: 1, resumeTimeout: 300 });
   const peer = await RawPeer.connect(server.port);
