@@ -89,7 +89,11 @@ Deno.test("examples/login.ts admits users who prove their secret and refuses the
 
   const served = await server.finish(20_000);
   equal(served.code, 0, served.stderr);
-  match(served.stdout, /^refused from 127\.0\.0\.1:\d+.*: left during the handshake/m);
+  // The wrong password: the client left after the server's proof, told as auth.
+  match(
+    served.stdout,
+    /^refused from 127\.0\.0\.1:\d+ \("alice"\): auth: Authentication failed for "alice": the client left/m,
+  );
   match(served.stdout, /^refused from 127\.0\.0\.1:\d+.*: auth: Authentication required/m);
   match(served.stdout, /logged in: "bob" as client 1\n/);
   match(served.stdout, /all users left\n$/);
