@@ -288,6 +288,11 @@ export class Members {
     });
     this.#dispatch("join", member);
     this.changed.notify();
+    // Bytes that came in the same read as the hello (a second hello, a bad
+    // control frame) may have ended the session before these listeners were
+    // set: it leaves now, as it would have a moment later.
+    const ended = connection.ended;
+    if (connection.state === "gone" && ended !== undefined) connection.onEnd?.(ended);
   }
 
   /**

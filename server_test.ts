@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { type Client, connect } from "./client.ts";
 import { decode, encode } from "./codec.ts";
 import { PeerDisconnectedError, ProtocolError, TimeoutError } from "./errors.ts";
+import type { ClientEvent } from "./events.ts";
 import { listen, type Server, type Upload } from "./server.ts";
 import { cluster, RawPeer, until } from "./test_util.ts";
 
@@ -773,4 +774,46 @@ Deno.test("listen() does not declare dead a client it stopped reading (a full in
   const got = await Array.fromAsync(server.uploads({ count: 70, timeout: 20_000 }));
   assert.equal(got.length, 70);
   await Promise.all(sends);
+});
+
+Deno.test("listen() dispatches leave for a session that fails on bytes sent in the same write as its hello", async () => {
+  const frameOf = (body: Uint8Array) => {
+    const frame = new Uint8Array(4 + body.byteLength);
+    new DataView(frame.buffer).setUint32(0, body.byteLength);
+    frame.set(body, 4);
+    return frame;
+  };
+  const handshake = (message: Record<string, unknown>) =>
+    frameOf(new Uint8Array([0xc1, 0x03, ...encode(message)]));
+  const hello = handshake({ fedcomm: 3, type: "hello" });
+  const cases: [string, Uint8Array, RegExp][] = [
+    ["a second hello", hello, /Unexpected handshake message: the handshake is over/],
+    [
+      "an ack of nothing sent",
+      frameOf(new Uint8Array([0xc1, 0x04, 0, 0, 0, 0, 0, 0, 0, 9])),
+      /Invalid acknowledgement/,
+    ],
+    ["an unknown control frame", frameOf(new Uint8Array([0xc1, 0x09])), /Invalid control frame/],
+  ];
+  for (const [what, extra, message] of cases) {
+    await using server = listen({ clients: 1 });
+    const left = new Promise<ClientEvent>((resolve) =>
+      server.addEventListener("leave", resolve, { once: true })
+    );
+    await using peer = await RawPeer.connect(server.port);
+    const both = new Uint8Array(hello.byteLength + extra.byteLength);
+    both.set(hello);
+    both.set(extra, hello.byteLength);
+    await peer.write(both); // one write: the server reads them together
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const event = await Promise.race([
+      left,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`No leave event for ${what}`)), 5_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    assert.equal(event.clientId, 0, what);
+    assert.ok(event.error instanceof ProtocolError, `${what}: ${event.error}`);
+    assert.match(event.error.message, message, what);
+  }
 });
