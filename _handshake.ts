@@ -313,14 +313,23 @@ export async function greetClient(
 ): Promise<Hello | Refusal> {
   const hello = await connection.nextHandshake(deadline);
   if (hello instanceof PlainFrame) {
+    // A map with a `fedcomm` key is a hello in version 1 framing (§6.7),
+    // whatever number it claims: told as `version`, in a form it reads.
     const value = hello.value;
     const version = isRecord(value) ? value.fedcomm : undefined;
-    const other = version !== undefined && version !== PROTOCOL_VERSION;
+    if (version === undefined) {
+      return {
+        reason: "malformed",
+        message: "Invalid handshake: expected the hello in a control frame (c1 03)",
+        plain: true,
+      };
+    }
     return {
-      reason: other ? "version" : "malformed",
-      message: other
-        ? `Unsupported protocol version: client speaks "${version}", server ${PROTOCOL_VERSION}`
-        : "Invalid handshake: expected the hello in a control frame (c1 03)",
+      reason: "version",
+      message: version === PROTOCOL_VERSION
+        ? `Unsupported protocol version: client speaks "${version}" in a plain frame (version 1 ` +
+          `framing), server ${PROTOCOL_VERSION} reads the hello in a control frame (c1 03)`
+        : `Unsupported protocol version: client speaks "${version}", server ${PROTOCOL_VERSION}`,
       plain: true,
     };
   }

@@ -119,6 +119,16 @@ Deno.test("listen() rejects a hello with the wrong protocol version", async () =
     assert.match(answer.message as string, /client speaks "1"/);
   }
   {
+    // A version 3 hello in version 1 framing is a version mismatch too (§6.7).
+    await using peer = await RawPeer.connect(server.port);
+    await peer.send({ fedcomm: 3, type: "hello" });
+    const body = await peer.reader.read();
+    assert.ok(body !== null && body[0] !== 0xc1, "not a control frame");
+    const answer = decode(body) as Record<string, unknown>;
+    assert.deepStrictEqual([answer.type, answer.reason], ["reject", "version"]);
+    assert.match(answer.message as string, /client speaks "3" in a plain frame/);
+  }
+  {
     await using peer = await RawPeer.connect(server.port);
     await peer.send(["not", "a", "hello"]);
     const answer = await peer.recv() as Record<string, unknown>;
