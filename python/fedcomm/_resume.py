@@ -29,6 +29,7 @@ from .errors import (
     PeerDisconnectedError,
     ProtocolError,
     RejectedError,
+    TruncatedFrameError,
 )
 
 _log = logging.getLogger("fedcomm")
@@ -106,7 +107,8 @@ class _Resumer(_Setup):
                         refusal,
                     )
                 last = refusal
-            except (PeerDisconnectedError, FedcommTimeoutError, OSError) as failure:
+            except (PeerDisconnectedError, TruncatedFrameError, FedcommTimeoutError, OSError) as failure:
+                # A drop again, also one inside the challenge or the welcome (§7.2): try again.
                 last = failure
             except FedcommError as failure:  # protocol, authentication, frame size
                 return self._give_up(
