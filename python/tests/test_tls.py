@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fedcomm
-from _reference_server import ReferenceServer
+from _reference_server import ReferenceServer, wait_until
 
 Server = Callable[..., ReferenceServer]
 MiB = 1024 * 1024
@@ -84,8 +84,9 @@ def test_tls_and_auth(server: Server, certs: Dict[str, str]) -> None:
 
 
 def test_full_duplex_with_pings_over_tls(server: Server, certs: Dict[str, str]) -> None:
-    """Large frames both ways at once while both sides ping every 20 ms: reads
-    and writes of one SSL socket interleave inside frames without corruption."""
+    """Large frames both ways at once while both sides ping when idle for 20 ms:
+    reads and writes of one SSL socket interleave inside frames without
+    corruption, and heartbeats flow both ways over TLS."""
     srv = tls_server(server, certs, ping_interval=0.02)
     with fedcomm.connect("127.0.0.1", srv.port, tls=certs["ca"], heartbeat=0.02, idle_timeout=5) as client:
         conn = srv.conn(0)
@@ -100,7 +101,9 @@ def test_full_duplex_with_pings_over_tls(server: Server, certs: Dict[str, str]) 
         sender.join(20)
         for array in up:
             assert np.array_equal(conn.recv(timeout=20)["up"], array)
-        assert conn.pings_received > 0 or conn.frames.count(("pong", 10)) > 0
+        # Heartbeats go out only after 20 ms without a write, which the transfers
+        # above may never leave: once idle, both sides must ping within the second.
+        wait_until(lambda: conn.pings_received > 0 and conn.frames.count(("pong", 10)) > 0, timeout=5)
 
 
 def test_resume_over_tls(server: Server, certs: Dict[str, str]) -> None:
