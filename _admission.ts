@@ -2,13 +2,16 @@
  * Admission: the server's accept loop and the handshake of each new
  * connection, up to the moment the server gives it an id.
  *
- * Before a connection is admitted it holds little: at most
- * `maxPendingHandshakes` connections may be in their handshake at once
- * (further ones get a `busy` reject and are closed), their frames are
- * limited to 64 KiB and never draw on the receive budget, and the whole
- * handshake must finish within `handshakeTimeout`. The accept loop survives
- * every accept error (out of file descriptors, say): it logs it, backs off
- * and goes on.
+ * Before a connection is admitted it holds little: it must hold one of the
+ * `maxPendingHandshakes` places (`_pending.ts` says who gets one when they
+ * are taken; a connection without one gets a `busy` reject and is closed),
+ * its frames are limited to 64 KiB and never draw on the receive budget, its
+ * hello must arrive within `helloTimeout` and the whole handshake finish
+ * within `handshakeTimeout`. Every connection turned away gets its `busy`
+ * reject: the accept loop waits while a few are being written, so that a
+ * flood waits in the kernel's backlog instead of holding descriptors here.
+ * The accept loop survives every accept error (out of file descriptors,
+ * say): it logs it, backs off and goes on.
  *
  * @module
  */
@@ -30,15 +33,29 @@ import {
   welcome,
   welcomeFrame,
 } from "./_handshake.ts";
+import {
+  EVICTABLE_AFTER_MS,
+  type NoPlace,
+  PendingHandshakes,
+  type PendingPlace,
+} from "./_pending.ts";
 import { spokeTls } from "./_tls.ts";
-import { pause, startDeadline, within } from "./_wait.ts";
+import { NO_DEADLINE, Notifier, pause, startDeadline, within } from "./_wait.ts";
 import { PeerDisconnectedError, TimeoutError } from "./errors.ts";
 import { formatAddress, type Logger } from "./events.ts";
 
 /** The default cap on connections in their handshake at once. */
 export const DEFAULT_MAX_PENDING_HANDSHAKES = 64;
-/** At most this many `busy` rejects are written at once; further connections are just closed. */
+/** The default time from the accept to the end of the hello. */
+export const DEFAULT_HELLO_TIMEOUT_MS = 3_000;
+/** At most this many `busy` rejects are written at once; accepting waits meanwhile. */
 const MAX_TURNING_AWAY = 8;
+/**
+ * At most this many connections that lost their place may be closing at
+ * once; accepting waits meanwhile, so that descriptors stay bounded however
+ * fast a flood is renewed.
+ */
+const MAX_DRAINING = 64;
 /** The longest pause of the accept loop after an accept error. */
 const MAX_BACKOFF_MS = 1_000;
 
@@ -71,12 +88,17 @@ export class Admission {
   readonly #heartbeatMs: number;
   readonly #idleTimeout: number;
   readonly #handshakeTimeout: number;
-  readonly #maxPending: number;
+  readonly #helloTimeout: number;
+  readonly #pending: PendingHandshakes;
   readonly #clients: number;
   readonly #retainBytes: number | undefined;
   readonly #handshaking = new Set<Promise<void>>();
   /** Connections turned away whose `busy` reject is still being written. */
   #turningAway = 0;
+  /** Connections that lost their place and are not closed yet. */
+  #draining = 0;
+  /** Notified when one of those is done. */
+  readonly #turnedAway = new Notifier();
   readonly #abort = new AbortController();
   readonly #accepting: Promise<void>;
 
@@ -98,12 +120,15 @@ export class Admission {
     this.#heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.#idleTimeout = options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS;
     this.#handshakeTimeout = options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-    this.#maxPending = options.maxPendingHandshakes ?? DEFAULT_MAX_PENDING_HANDSHAKES;
-    if (!Number.isSafeInteger(this.#maxPending) || this.#maxPending < 1) {
-      throw new RangeError(
-        `Invalid maxPendingHandshakes: "${this.#maxPending}" is not a positive integer`,
-      );
-    }
+    this.#helloTimeout = Math.min(
+      options.helloTimeout ?? DEFAULT_HELLO_TIMEOUT_MS,
+      this.#handshakeTimeout,
+    );
+    const maxPending = options.maxPendingHandshakes ?? DEFAULT_MAX_PENDING_HANDSHAKES;
+    this.#pending = new PendingHandshakes(
+      maxPending,
+      options.maxPendingPerAddress ?? Math.max(1, Math.floor(maxPending / 2)),
+    );
     const address = { hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 };
     this.#listener = options.tls === undefined
       ? Deno.listen(address)
@@ -118,12 +143,16 @@ export class Admission {
 
   /** How many connections are in their handshake now. */
   get pending(): number {
-    return this.#handshaking.size;
+    return this.#pending.size + this.#pending.waiting;
   }
 
   async #accept(): Promise<void> {
     let backoff = 0;
     while (!this.#abort.signal.aborted) {
+      // A flood waits in the backlog while its busy rejects are written.
+      while (this.#turningAway >= MAX_TURNING_AWAY || this.#draining >= MAX_DRAINING) {
+        await this.#turnedAway.changed(NO_DEADLINE);
+      }
       let conn: Deno.Conn;
       try {
         conn = await this.#listener.accept();
@@ -140,27 +169,54 @@ export class Admission {
         await pause(backoff, this.#abort.signal);
         continue;
       }
-      if (this.#handshaking.size >= this.#maxPending) {
-        this.#turnAway(conn);
+      let host = "";
+      try {
+        host = (conn.remoteAddr as Deno.NetAddr).hostname;
+      } catch {
+        // Already gone: it is turned away or fails at once.
+      }
+      const place = this.#pending.place(host, performance.now(), (victim) =>
+        victim.evict(
+          new PeerDisconnectedError(
+            `Server busy: every handshake place was taken, and this connection had not said ` +
+              `hello: it gave its place to another one`,
+          ),
+        ));
+      if (typeof place === "string") {
+        this.#turnAway(conn, place, host);
         continue;
       }
-      const handshake = this.#admit(conn).finally(() => this.#handshaking.delete(handshake));
+      const handshake = this.#admit(conn, place).finally(() => {
+        this.#pending.remove(place);
+        this.#handshaking.delete(handshake);
+        if (place.evicted.aborted) {
+          this.#draining--;
+          this.#turnedAway.notify();
+        }
+      });
       this.#handshaking.add(handshake);
     }
   }
 
   /**
-   * Closes a connection over the cap, after a best-effort `busy` reject if
-   * few are being written; in a flood, at once (each one holds a descriptor).
+   * Writes the `busy` reject to a connection that got no place, then closes
+   * it. One small write into an empty socket buffer, so it never waits for
+   * the peer; the accept loop waits while `MAX_TURNING_AWAY` are written.
    */
-  #turnAway(conn: Deno.Conn): void {
+  #turnAway(conn: Deno.Conn, why: NoPlace, host: string): void {
     let address: Deno.Addr | undefined;
     try {
       address = conn.remoteAddr;
     } catch {
       // Already gone.
     }
-    this.#deps.refused("busy", "Too many connections in their handshake", address);
+    this.#deps.refused(
+      "busy",
+      why === "address"
+        ? `Too many connections in their handshake from "${host}"`
+        : "Too many connections in their handshake, all of them past their hello or new",
+      address,
+    );
     const close = () => {
       try {
         conn.close();
@@ -168,18 +224,18 @@ export class Admission {
         // Already closed.
       }
     };
-    if (this.#turningAway >= MAX_TURNING_AWAY) return close();
-    // One small write that fits any socket buffer, then close, whatever happens.
     this.#turningAway++;
     const timer = setTimeout(close, 1_000);
     conn.write(BUSY_FRAME).catch(() => {}).finally(() => {
       this.#turningAway--;
+      this.#turnedAway.notify();
       clearTimeout(timer);
       close();
     });
   }
 
-  async #admit(conn: Deno.Conn): Promise<void> {
+  async #admit(conn: Deno.Conn, place: PendingPlace): Promise<void> {
+    place.evicted.addEventListener("abort", () => this.#draining++, { once: true });
     const deps = this.#deps;
     const logger = this.#logger;
     const connection = new Connection(conn, {
@@ -211,15 +267,36 @@ export class Admission {
       if (refusal.reason === "tls") await connection.close();
       else await reject(connection, refusal);
     };
+    const signal = AbortSignal.any([this.#abort.signal, place.evicted]);
+    // Waiting for a place: the hello must come soon, or the spot goes.
+    const waitTimer = place.waiting
+      ? setTimeout(() => {
+        if (place.waiting) {
+          place.evict(
+            new PeerDisconnectedError(
+              `Server busy: every handshake place was taken, and no hello came within ` +
+                `${EVICTABLE_AFTER_MS} ms`,
+            ),
+          );
+        }
+      }, EVICTABLE_AFTER_MS)
+      : undefined;
+    // A TLS peer can read nothing before its TLS handshake: plain TCP can.
+    let readable = !("handshake" in conn);
     try {
       using deadline = startDeadline(
-        { timeout: this.#handshakeTimeout, signal: this.#abort.signal },
+        { timeout: this.#handshakeTimeout, signal },
         () => ({ what: "Handshake", detail: formatAddress(address), clientIds: [] }),
+      );
+      using helloDeadline = startDeadline(
+        { timeout: this.#helloTimeout, signal },
+        () => ({ what: "Hello", detail: formatAddress(address), clientIds: [] }),
       );
       if ("handshake" in conn) {
         // A TLS server: the TLS handshake first, so that its failure is told as itself.
         try {
-          await within((conn as Deno.TlsConn).handshake(), deadline);
+          await within((conn as Deno.TlsConn).handshake(), helloDeadline);
+          readable = true;
         } catch (error) {
           if (error instanceof TimeoutError) throw error;
           return await refuse({
@@ -229,7 +306,23 @@ export class Admission {
           });
         }
       }
-      const hello = await greetClient(connection, deadline, this.#keys);
+      const hello = await greetClient(connection, deadline, this.#keys, helloDeadline, () => {
+        const placed = this.#pending.greet(place, (victim) =>
+          victim.evict(
+            new PeerDisconnectedError(
+              "Server busy: every handshake place was taken, and this connection had not said " +
+                "hello: it gave its place to one that did",
+            ),
+          ));
+        if (!placed) {
+          place.evict(
+            new PeerDisconnectedError(
+              "Server busy: every handshake place is taken by a connection that said hello",
+            ),
+          );
+          throw place.evicted.reason;
+        }
+      });
       if ("reason" in hello) return await refuse(hello);
       name = hello.name;
       const { members } = deps;
@@ -272,16 +365,21 @@ export class Admission {
       members.welcomed(connection);
     } catch (error) {
       // The peer timed out, left, or sent garbage before it had an id: drop it.
-      if (!joined && spokeTls(error)) {
+      if (!joined && place.evicted.aborted) {
+        const message = (place.evicted.reason as Error).message;
+        if (readable) await refuse({ reason: "busy", message });
+        else {
+          deps.refused("busy", message, address, name);
+          await connection.close();
+        }
+      } else if (!joined && spokeTls(error)) {
         await refuse({
           reason: "tls",
           message: "Client speaks TLS, this server does not: start the server with tls, " +
             "or connect without tls",
         });
       } else if (!joined) {
-        const reason = error instanceof Error && error.name === "TimeoutError"
-          ? "timeout"
-          : "error";
+        const reason = error instanceof TimeoutError ? "timeout" : "error";
         deps.refused(reason, String(error), address, name);
         logger?.debug?.("Handshake failed", {
           address: formatAddress(address),
@@ -289,6 +387,8 @@ export class Admission {
         });
         await connection.close();
       }
+    } finally {
+      clearTimeout(waitTimer);
     }
   }
 

@@ -301,6 +301,8 @@ export async function greetServer(
  * @param connection The accepted connection.
  * @param deadline The handshake's deadline.
  * @param keys The secrets to check, or `undefined` if no authentication is required.
+ * @param helloDeadline The deadline of the hello, the first message (default: `deadline`).
+ * @param onHello Called when the hello arrived, before it is checked.
  * @returns Who the client is, or why to refuse it.
  * @throws {TimeoutError} If the handshake did not complete in time.
  * @throws {PeerDisconnectedError} If the peer left.
@@ -310,8 +312,11 @@ export async function greetClient(
   connection: Connection,
   deadline: Deadline,
   keys: KeyLookup | undefined,
+  helloDeadline: Deadline = deadline,
+  onHello?: () => void,
 ): Promise<Hello | Refusal> {
-  const hello = await connection.nextHandshake(deadline);
+  const hello = await connection.nextHandshake(helloDeadline);
+  onHello?.();
   if (hello instanceof PlainFrame) {
     // A map with a `fedcomm` key is a hello in version 1 framing (§6.7),
     // whatever number it claims: told as `version`, in a form it reads.

@@ -42,6 +42,12 @@ export interface ListenOptions extends FrameOptions {
   port?: number;
   /** Milliseconds a connecting client has for its whole handshake: TLS, hello, auth (default 10,000). */
   handshakeTimeout?: number;
+  /**
+   * Milliseconds from the accept to the last byte of the client's hello (with
+   * TLS, the TLS handshake too; default 3,000): a connection that says
+   * nothing, or drips its hello, loses its place long before `handshakeTimeout`.
+   */
+  helloTimeout?: number;
   /** Send a ping on a connection that wrote nothing for this many ms (default 15,000; 0: never). */
   heartbeatMs?: number;
   /**
@@ -60,11 +66,19 @@ export interface ListenOptions extends FrameOptions {
    */
   idleTimeout?: number;
   /**
-   * How many connections may be in their handshake at once (default 64):
-   * further ones get a `busy` reject at once. Keeps a flood of connections
-   * far from the file-descriptor limit.
+   * How many connections may be in their handshake at once (default 64).
+   * When all are taken, a newcomer takes the place of the oldest one that has
+   * not said hello for 500 ms, from the address holding the most places, and
+   * that one gets a `busy` reject; only when none can be freed is the
+   * newcomer turned away with `busy`. Keeps a flood of connections far from
+   * the file-descriptor limit, and from locking out the clients that say hello.
    */
   maxPendingHandshakes?: number;
+  /**
+   * How many of those may come from one address (default half of
+   * `maxPendingHandshakes`); further ones from it get `busy` at once.
+   */
+  maxPendingPerAddress?: number;
   /** Require clients to prove they know a shared secret (PROTOCOL.md §7). */
   auth?: AuthOptions;
   /** Serve over TLS with this certificate and key (PEM). */

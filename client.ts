@@ -43,6 +43,9 @@ export type { Props, Welcome } from "./_handshake.ts";
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** How often `waitForServer` tries again. */
 const RETRY_MS = 100;
+/** Connecting to a busy server: the first pause, doubled each try up to the last. */
+const BUSY_FIRST_PAUSE_MS = 50;
+const BUSY_MAX_PAUSE_MS = 2_000;
 /** Reconnecting after a drop: the first pause, doubled each try up to the last. */
 const RESUME_FIRST_PAUSE_MS = 100;
 const RESUME_MAX_PAUSE_MS = 5_000;
@@ -107,7 +110,8 @@ export interface ConnectTlsOptions {
  *
  * @param options The server's address and the limits.
  * @returns The client, with its `id`.
- * @throws {RejectedError} If the server refuses the client (`reason`: full, version, auth, …).
+ * @throws {RejectedError} If the server refuses the client (`reason`: full, version, auth, …;
+ * a `busy` server is tried again, after pauses from 50 ms doubling to 2 s, until the timeout).
  * @throws {AuthenticationError} If the server cannot prove it knows `secret`, or its TLS
  * certificate is not trusted (pass its CA in `tls.caCerts`) or not for the name checked.
  * @throws {ProtocolError} If the server answers nonsense, or speaks TLS to a client without `tls`.
@@ -148,15 +152,32 @@ export async function connect(options: ConnectOptions): Promise<Client> {
   checkProps(options.props);
   const timeout = options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS;
   checkTimeout(timeout);
-  const { connection, welcome } = await handshake(
-    { ...options, maxFrameBytes },
-    timeout,
-    options.signal,
-    options.waitForServer ?? false,
-  );
-  connection.allowResume(options.resume === false ? 0 : welcome.grace);
-  return new Client(connection, welcome, { ...options, maxFrameBytes });
+  const end = performance.now() + timeout;
+  // A busy server (too many connections in their handshake) is tried again,
+  // after pauses that double, until the timeout.
+  let wait = BUSY_FIRST_PAUSE_MS;
+  while (true) {
+    try {
+      const { connection, welcome } = await handshake(
+        { ...options, maxFrameBytes },
+        Math.max(0, end - performance.now()),
+        options.signal,
+        options.waitForServer ?? false,
+      );
+      connection.allowResume(options.resume === false ? 0 : welcome.grace);
+      return new Client(connection, welcome, { ...options, maxFrameBytes });
+    } catch (error) {
+      const pauseMs = wait * (0.8 + 0.4 * Math.random());
+      const busy = error instanceof RejectedError && error.reason === "busy";
+      if (!busy || performance.now() + pauseMs >= end || options.signal?.aborted) throw error;
+      await pause(pauseMs, options.signal ?? NEVER);
+      wait = Math.min(BUSY_MAX_PAUSE_MS, wait * 2);
+    }
+  }
 }
+
+/** A signal that never aborts. */
+const NEVER = new AbortController().signal;
 
 /**
  * Opens a connection and runs the handshake, as a new session or as the
@@ -173,7 +194,10 @@ async function handshake(
   const timer = new AbortController();
   const timeoutId = setTimeout(() =>
     timer.abort(
-      new TimeoutError(`Connect timed out after ${timeout} ms: ${hostname}:${options.port}`),
+      new TimeoutError(
+        `Connect timed out after ${options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS} ms: ` +
+          `${hostname}:${options.port}`,
+      ),
     ), timeout);
   const signal = cancel ? AbortSignal.any([timer.signal, cancel]) : timer.signal;
   try {
@@ -238,18 +262,8 @@ async function dial(
     } catch (error) {
       if (!retry || !(error instanceof Deno.errors.ConnectionRefused)) throw error;
     }
-    await new Promise<void>((resolve, reject) => {
-      if (signal.aborted) return reject(signal.reason);
-      const onAbort = () => {
-        clearTimeout(timer);
-        reject(signal.reason);
-      };
-      const timer = setTimeout(() => {
-        signal.removeEventListener("abort", onAbort);
-        resolve();
-      }, RETRY_MS);
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
+    await pause(RETRY_MS, signal);
+    if (signal.aborted) throw signal.reason;
   }
 }
 

@@ -29,6 +29,11 @@ import {
   silentPeers,
   unauthenticated,
 } from "./bench/hostile.ts";
+import { EVICTABLE_AFTER_MS } from "./_pending.ts";
+import { connect } from "./client.ts";
+import type { RefuseEvent } from "./events.ts";
+import { listen } from "./server.ts";
+import { RawPeer, until } from "./test_util.ts";
 
 const MiB = 1024 * 1024;
 
@@ -111,9 +116,10 @@ Deno.test("hostile: silent connections beyond maxPendingHandshakes get busy; the
   const result = await descriptorExhaustion({ fdLimit: 256, silent: 180, maxPending: 32 });
   const d = result.details;
   assert.equal(d.connectErrors, 0);
-  assert.equal(d.open, 32, "32 held in their handshake");
-  // The turned-away ones: the first 8 at a time get a busy reject, the rest are closed at once.
-  assert.ok(d.busy >= 8 && d.busy <= 180 - 32, `${d.busy} busy rejects`);
+  // One address holds at most half of the 32 places (maxPendingPerAddress).
+  assert.equal(d.open, 16, "16 held in their handshake");
+  // Every one turned away gets its busy reject.
+  assert.equal(d.busy, 180 - 16, `${d.busy} busy rejects`);
   assert.equal(d.alive, true, "the server answered during the flood");
   assert.deepStrictEqual(d.connectedDuring, [0, 1]);
   assert.ok(d.maxFds < 256, `peak ${d.maxFds} descriptors`);
@@ -126,7 +132,8 @@ Deno.test({
   name: "hostile: 300 silent connections under ulimit -n 256 keep the server below its limit",
   // Regression: turned-away connections used to be unbounded (one descriptor per queued
   // connection until its busy reject was written), which took the server to EMFILE and let
-  // Deno 2.9.6 panic. Now at most 8 busy rejects are written at once; the rest are closed at once.
+  // Deno 2.9.6 panic. Now at most 8 busy rejects are written at once, and accepting waits
+  // meanwhile: the flood waits in the kernel's backlog, and each one still gets its reject.
   async fn() {
     const result = await descriptorExhaustion({
       fdLimit: 256,
@@ -138,7 +145,7 @@ Deno.test({
     assert.equal(result.ended?.panicked, false, "Deno panicked");
     assert.equal(d.acceptFailures, 0, "the server ran out of descriptors");
     assert.ok(d.maxFds <= d.fdsIdle + 32 + 16, `peak ${d.maxFds} descriptors (${d.fdsIdle} idle)`);
-    assert.ok(d.busy >= 8, `${d.busy} busy rejects (the first ones get one)`);
+    assert.equal(d.busy, 300 - 16, `${d.busy} busy rejects (every one turned away gets one)`);
     assert.equal(d.thirdId, 2, `the third client joined: ${d.lastError}`);
     assertServes(result);
   },
@@ -154,9 +161,10 @@ Deno.test("hostile: a stalled 200 MiB frame and 200 stalled handshakes do not ho
   }
   assert.ok(d.uploadsMs < UPLOAD_MS_BOUND, `uploads beside the hostage: ${d.uploadsMs} ms`);
   assert.ok(d.uploads2Ms < UPLOAD_MS_BOUND, `uploads beside the handshakes: ${d.uploads2Ms} ms`);
-  // maxPendingHandshakes is 64: of the rest, the first ones got a busy reject (a c1 03 frame).
-  assert.ok(d.busy >= 8 && d.busy <= 200 - 64, `${d.busy} busy rejects`);
-  assert.equal(d.open, 64);
+  // maxPendingHandshakes is 64, half of it from one address: every other one got a busy
+  // reject (a c1 03 frame).
+  assert.equal(d.busy, 200 - 32, `${d.busy} busy rejects`);
+  assert.equal(d.open, 32);
   assert.equal(d.otherReject, 0);
   // Neither the announced 200 MiB nor the 64 KiB hellos are held in memory.
   assert.ok(result.peakRss - result.idleRss < 100 * MiB);
@@ -275,4 +283,43 @@ Deno.test("hostile: a client whose event loop is blocked for 3 × idleTimeout is
   assert.equal(d.trainLeave.resumable, true, "a drop, not the end of the session");
   assert.equal(d.trainRound.ok, true, "the answer arrived after the resume");
   assertServes(result);
+});
+
+Deno.test("listen() gives a silent connection's place to a client that says hello, which connect() retries until it gets", async () => {
+  await using server = listen({ clients: 1, maxPendingHandshakes: 2, maxPendingPerAddress: 2 });
+  const refusals: RefuseEvent[] = [];
+  server.addEventListener("refuse", (event) => refusals.push(event));
+  // Two silent connections take every place.
+  await using first = await RawPeer.connect(server.port);
+  await using second = await RawPeer.connect(server.port);
+  await until(() => server.pending === 2, "both silent connections to hold a place");
+  const started = performance.now();
+  // Busy while they are new; once 500 ms old, the oldest gives its place away.
+  await using client = await connect({ port: server.port, timeout: 10_000 });
+  const ms = performance.now() - started;
+  assert.equal(client.id, 0);
+  assert.ok(ms >= EVICTABLE_AFTER_MS * 0.8, `joined after ${ms.toFixed(0)} ms`);
+  const evicted = await first.recv() as Record<string, unknown>;
+  assert.deepStrictEqual([evicted.type, evicted.reason], ["reject", "busy"]);
+  assert.match(evicted.message as string, /this connection had not said hello: it gave its place/);
+  assert.equal(await first.recv(), null, "then closed");
+  assert.ok(refusals.some((e) => e.reason === "busy" && /gave its place/.test(e.message)));
+  assert.ok(refusals.some((e) => e.reason === "busy" && /Too many connections/.test(e.message)));
+  void second;
+});
+
+Deno.test("listen() closes a connection that does not say hello within helloTimeout", async () => {
+  await using server = listen({ clients: 1, helloTimeout: 300 });
+  const refused = new Promise<RefuseEvent>((resolve) =>
+    server.addEventListener("refuse", resolve, { once: true })
+  );
+  await using silent = await RawPeer.connect(server.port);
+  await silent.write([0, 0]); // two bytes of a header, then nothing
+  const started = performance.now();
+  const event = await refused;
+  const ms = performance.now() - started;
+  assert.equal(event.reason, "timeout");
+  assert.match(event.message, /Hello timed out after 300 ms/);
+  assert.ok(ms >= 250, `closed after ${ms.toFixed(0)} ms`);
+  assert.equal(await silent.recv(), null, "closed without a reply");
 });

@@ -180,6 +180,11 @@ export class Server extends EventTarget implements AsyncDisposable {
     return this.#open ? this.#members.present : Math.min(this.#members.started, this.#clients);
   }
 
+  /** How many connections are in their handshake now (each holds one of `maxPendingHandshakes`). */
+  get pending(): number {
+    return this.#admission.pending;
+  }
+
   /** The ids of the clients connected now (not those waiting for their resume). */
   get connected(): number[] {
     const ids: number[] = [];

@@ -12,7 +12,8 @@
  *   `streams` (the same rounds through the web-streams pipeline of
  *   `framing.ts`, see `streams.ts`), `tls` (fedcomm over TLS, see
  *   `round_tls.ts`), `node+msgpackr`, `python+pickle`, and the
- *   extra benchmarks `messages` and `memory`, e.g. `--only=raw,fedcomm,streams`;
+ *   extra benchmarks `messages`, `memory` and `admission` (see `admission.ts`),
+ *   e.g. `--only=raw,fedcomm,streams`;
  * - `--scenarios=KEYS` runs only these round scenarios, from `1k`, `1m`,
  *   `100m` (N=4) and `n1000` (N=1000, 1 KiB), e.g. `--scenarios=1k,100m`.
  *
@@ -116,7 +117,7 @@ const impls = [...candidates, ...(wantsPeers ? peers() : [])]
   .filter(([name]) => selected(name));
 const unknown = [
   ...(only ?? []).filter((name) =>
-    !["messages", "memory", "node+msgpackr", "python+pickle"].includes(name) &&
+    !["messages", "memory", "admission", "node+msgpackr", "python+pickle"].includes(name) &&
     !candidates.some(([known]) => known === name)
   ),
   ...(scenarioKeys ?? []).filter((key) => !allScenarios.some((s) => s.key === key)),
@@ -201,6 +202,17 @@ if (selected("memory")) {
         `(${2 * budget / MiB} MiB)`,
     );
   }
+}
+if (selected("admission")) {
+  // Join and resume latency under handshake floods (its own floors: see admission.ts).
+  const args = ["run", "-A", `${dir}admission.ts`, ...(quick ? ["--quick"] : [])];
+  const run = await new Deno.Command(Deno.execPath(), { args, stdout: "piped" }).output();
+  const lines = new TextDecoder().decode(run.stdout).trim().split("\n");
+  for (const line of lines.filter((l) => l.startsWith("{"))) console.error(line);
+  console.log(
+    `\nAdmission under a handshake flood:\n${lines.filter((l) => l.startsWith("|")).join("\n")}`,
+  );
+  if (!run.success) missed.push("admission: a join or a resume took over 500 ms (see above)");
 }
 console.log(
   `\nMachine: ${Deno.build.target}, ${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}`,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import selectors
 import socket
 import ssl
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from ._framing import HANDSHAKE_FRAME_BYTES, FrameReader
 from ._handshake import Handshake, Welcome, parse_handshake
@@ -25,7 +26,12 @@ from .errors import (
     FrameTooLargeError,
     PeerDisconnectedError,
     ProtocolError,
+    RejectedError,
 )
+
+#: Backoff between handshakes refused as ``busy``.
+_BUSY_FIRST = 0.05
+_BUSY_MAX = 2.0
 
 #: Backoff between connection attempts with ``wait_for_server``.
 _RETRY_FIRST = 0.1
@@ -72,12 +78,42 @@ class _Setup(_ClientState):
         self._reader.set_limit(self.max_frame_bytes, "max_frame_bytes")
         return handshake.welcome
 
+    def _connect(
+        self,
+        handshake: Callable[[], Handshake],
+        deadline: Optional[float],
+        wait_for_server: bool,
+    ) -> Welcome:
+        """Dials and runs the handshake (``_open``); a ``busy`` server (too many
+        connections in their handshake) is tried again after pauses from 50 ms
+        doubling to 2 s, jittered, until ``deadline``."""
+        pause = _BUSY_FIRST
+        while True:
+            raw = self._dial(deadline, wait_for_server)
+            self._selector = selectors.DefaultSelector()
+            try:
+                return self._open(raw, handshake(), deadline)
+            except RejectedError as error:
+                self._close_socket(graceful=False)
+                wait = pause * random.uniform(0.8, 1.2)
+                if error.reason != "busy" or (
+                    deadline is not None and time.monotonic() + wait >= deadline
+                ):
+                    raise
+            except BaseException:
+                self._close_socket(graceful=False)
+                raise
+            time.sleep(wait)
+            pause = min(_BUSY_MAX, pause * 2)
+
     def _close_socket(self, graceful: bool) -> None:
-        sock = self._sock
+        sock = getattr(self, "_sock", None)  # (None when the first dial failed)
         try:
             self._selector.close()
         except Exception:
             pass
+        if sock is None:
+            return
         if graceful and isinstance(sock, ssl.SSLSocket):
             try:
                 sock.unwrap()  # sends close_notify; the peer's answer is not awaited

@@ -211,11 +211,10 @@ class Client(_Sender, _Inbox, _Properties):
 
         deadline = None if timeout is None else time.monotonic() + timeout
         self._timeout = timeout
-        raw = self._dial(deadline, wait_for_server)
-        self._sock = raw
-        self._selector = selectors.DefaultSelector()
         try:
-            welcome = self._open(raw, Handshake(name, secret_bytes, checked_props), deadline)
+            welcome = self._connect(
+                lambda: Handshake(name, secret_bytes, checked_props), deadline, wait_for_server
+            )
             #: The whole welcome map (a later server may add keys; updated by a resume).
             self.welcome: Dict[str, Any] = welcome.message
             #: This client's id (the same for the whole session).

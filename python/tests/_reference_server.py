@@ -874,6 +874,10 @@ class Conn:
             self._hello = message
             self.name = name = message.get("name")
             self._client_nonce = nonce = message.get("nonce")
+            if server.busy_first > 0:
+                server.busy_first -= 1
+                self._reject("busy", "Server busy: too many connections are in their handshake")
+                return True
             if server.reject is not None:
                 self._reject(server.reject, f"Rejected by the test server: {server.reject}", server.plain_reject)
                 return True
@@ -1013,6 +1017,7 @@ class ReferenceServer:
             says ("resume", which means the session is over, to test that the
             client decides by the reason alone).
         reject: Reject every hello with this reason.
+        busy_first: Reject this many hellos first with ``busy``.
         plain_reject: Send that reject as plain MessagePack (the version 1 form).
         skip_challenge: Welcome at once even if authentication is configured.
         challenge: ``(nonce, proof)`` to send instead of a fresh challenge (replay).
@@ -1036,6 +1041,7 @@ class ReferenceServer:
         refuse_live: int = 0,
         live_reason: str = "live",
         reject: Optional[str] = None,
+        busy_first: int = 0,
         plain_reject: bool = False,
         skip_challenge: bool = False,
         challenge: Optional[Tuple[bytes, bytes]] = None,
@@ -1059,6 +1065,7 @@ class ReferenceServer:
         #: Resumes refused because the old connection was still open here.
         self.early_refusals = 0
         self.reject = reject
+        self.busy_first = busy_first
         self.plain_reject = plain_reject
         self.skip_challenge = skip_challenge
         self.challenge = challenge

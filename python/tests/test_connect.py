@@ -110,12 +110,28 @@ def test_handshake_timeout() -> None:
 @pytest.mark.parametrize("reason", ["version", "full", "malformed", "closed", "auth", "busy"])
 def test_reject_reasons(server: Server, reason: str) -> None:
     srv = server(1, reject=reason)
+    start = time.monotonic()
     with pytest.raises(fedcomm.RejectedError) as info:
-        fedcomm.connect("127.0.0.1", srv.port)
+        fedcomm.connect("127.0.0.1", srv.port, timeout=1)  # busy: tried again until then
+    elapsed = time.monotonic() - start
+    if reason == "busy":
+        assert 0.5 < elapsed < 3 and len(srv.conns) >= 4, (elapsed, len(srv.conns))
+    else:
+        assert len(srv.conns) == 1
     assert info.value.reason == reason
     assert info.value.message == f"Rejected by the test server: {reason}"
     assert str(info.value) == f"Server rejected the connection: {reason}: {info.value.message}"
     assert isinstance(info.value, fedcomm.ProtocolError)
+
+
+def test_busy_is_tried_again_with_backoff(server: Server) -> None:
+    srv = server(1, busy_first=3)
+    start = time.monotonic()
+    with fedcomm.connect("127.0.0.1", srv.port, timeout=10) as client:
+        assert client.id == 0
+    # Pauses of 50, 100 and 200 ms (each within 20 %) before the fourth try.
+    assert 0.28 < time.monotonic() - start < 3
+    assert len(srv.conns) == 4
 
 
 def test_reject_in_version_1_form(server: Server) -> None:
