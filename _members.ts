@@ -14,7 +14,7 @@
 
 import { timingSafeEqual } from "./_auth.ts";
 import type { Connection } from "./_connection.ts";
-import type { Hello, Props, Refusal } from "./_handshake.ts";
+import { type Hello, type Props, type Refusal, TOKEN_BYTES } from "./_handshake.ts";
 import type { Arrival } from "./_inbox.ts";
 import type { ClientStats } from "./_server_types.ts";
 import { Notifier } from "./_wait.ts";
@@ -160,7 +160,7 @@ export class Members {
       if (named) this.#ids.set(hello.name!, id);
       this.#makeRoom();
     }
-    const token = this.#grace > 0 ? crypto.getRandomValues(new Uint8Array(16)) : undefined;
+    const token = this.#grace > 0 ? crypto.getRandomValues(new Uint8Array(TOKEN_BYTES)) : undefined;
     this.connections.set(id, connection);
     this.#members.set(id, {
       connection,

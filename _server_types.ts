@@ -62,7 +62,9 @@ export interface ListenOptions extends FrameOptions {
   /**
    * Declare a client dead after this many ms without a byte from it (default
    * 60,000; 0: never). Clients answer the server's pings and ping when idle,
-   * so a live client, even one training for hours, is never silent that long.
+   * so a live client, even one training for hours, is never silent that long
+   * while its I/O runs (a Deno client that blocks its event loop longer is
+   * declared dead, then resumes).
    */
   idleTimeout?: number;
   /**
