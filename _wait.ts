@@ -128,6 +128,38 @@ export function pause(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /**
+ * The pauses of a retry loop: `first` ms, doubled after each one up to `max`,
+ * each within ±20 % so that clients turned away together do not come back
+ * together.
+ */
+export class Backoff {
+  readonly #max: number;
+  #next: number;
+
+  /**
+   * Creates the schedule.
+   *
+   * @param first The first pause, in ms.
+   * @param max The longest pause, in ms.
+   */
+  constructor(first: number, max: number) {
+    this.#next = first;
+    this.#max = max;
+  }
+
+  /**
+   * The next pause (jittered), and doubles the one after it.
+   *
+   * @returns Milliseconds to wait.
+   */
+  next(): number {
+    const ms = this.#next * (0.8 + 0.4 * Math.random());
+    this.#next = Math.min(this.#max, this.#next * 2);
+    return ms;
+  }
+}
+
+/**
  * Something that changes, and one waiter at a time for its next change: the
  * register/wait/unregister loop of every waiting call, written once.
  */

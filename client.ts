@@ -22,6 +22,7 @@ import {
   type Welcome,
 } from "./_handshake.ts";
 import {
+  Backoff,
   checkTimeout,
   type Deadline,
   pause,
@@ -155,7 +156,7 @@ export async function connect(options: ConnectOptions): Promise<Client> {
   const end = performance.now() + timeout;
   // A busy server (too many connections in their handshake) is tried again,
   // after pauses that double, until the timeout.
-  let wait = BUSY_FIRST_PAUSE_MS;
+  const backoff = new Backoff(BUSY_FIRST_PAUSE_MS, BUSY_MAX_PAUSE_MS);
   while (true) {
     try {
       const { connection, welcome } = await handshake(
@@ -167,11 +168,10 @@ export async function connect(options: ConnectOptions): Promise<Client> {
       connection.allowResume(options.resume === false ? 0 : welcome.grace);
       return new Client(connection, welcome, { ...options, maxFrameBytes });
     } catch (error) {
-      const pauseMs = wait * (0.8 + 0.4 * Math.random());
+      const pauseMs = backoff.next();
       const busy = error instanceof RejectedError && error.reason === "busy";
       if (!busy || performance.now() + pauseMs >= end || options.signal?.aborted) throw error;
       await pause(pauseMs, options.signal ?? NEVER);
-      wait = Math.min(BUSY_MAX_PAUSE_MS, wait * 2);
     }
   }
 }
@@ -335,10 +335,12 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
   async #reconnect(cause: Error): Promise<void> {
     const connection = this.#connection;
     const closing = this.#closing.signal;
-    let wait = 0;
+    // The first try at once, then pauses from RESUME_FIRST_PAUSE_MS.
+    const backoff = new Backoff(RESUME_FIRST_PAUSE_MS, RESUME_MAX_PAUSE_MS);
+    let first = true;
     while (connection.state === "resuming" && !closing.aborted) {
-      if (wait > 0) await pause(wait * (0.8 + 0.4 * Math.random()), closing);
-      wait = Math.min(RESUME_MAX_PAUSE_MS, Math.max(RESUME_FIRST_PAUSE_MS, wait * 2));
+      if (!first) await pause(backoff.next(), closing);
+      first = false;
       if (connection.state !== "resuming" || closing.aborted) return;
       let attempt: { connection: Connection; welcome: Welcome };
       try {

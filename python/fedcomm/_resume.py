@@ -15,14 +15,13 @@ reject or error ends the session.
 from __future__ import annotations
 
 import logging
-import random
 import select
 import time
 from collections import deque
 from typing import Any, Callable, Optional
 
 from ._handshake import Handshake, ResumeRequest, Welcome
-from ._setup import _Interrupted, _Setup, _drain
+from ._setup import _Backoff, _Interrupted, _Setup, _drain
 from .errors import (
     FedcommError,
     FedcommTimeoutError,
@@ -38,8 +37,6 @@ _log = logging.getLogger("fedcomm")
 RESUME_FIRST_DELAY = 0.1
 #: ... up to this.
 RESUME_MAX_DELAY = 5.0
-#: Each pause is multiplied by a random factor within 1 ± this.
-RESUME_JITTER = 0.2
 #: Seconds allowed for one try when the client has no ``timeout``.
 _TRY_SECONDS = 10.0
 
@@ -77,7 +74,7 @@ class _Resumer(_Setup):
         _log.info("fedcomm: connection to %s:%s dropped (%s); resuming", self.host, self.port, dropped)
         _call(self._on_disconnect, dropped, "on_disconnect")
         grace_end = time.monotonic() + self._grace
-        delay = RESUME_FIRST_DELAY
+        backoff = _Backoff(RESUME_FIRST_DELAY, RESUME_MAX_DELAY)
         last: Optional[BaseException] = None
         while True:
             now = time.monotonic()
@@ -125,10 +122,8 @@ class _Resumer(_Setup):
                     )
                 return True
             self._close_socket(graceful=False)
-            pause = delay * random.uniform(1 - RESUME_JITTER, 1 + RESUME_JITTER)
-            if self._sleep(min(pause, grace_end - time.monotonic())):
+            if self._sleep(min(backoff.next(), grace_end - time.monotonic())):
                 return False
-            delay = min(delay * 2, RESUME_MAX_DELAY)
 
     def _reconnect(self, deadline: float) -> Welcome:
         """One try: connect, TLS, hello with ``resume``; returns the welcome."""

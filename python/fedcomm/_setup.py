@@ -32,6 +32,23 @@ from .errors import (
 #: Backoff between handshakes refused as ``busy``.
 _BUSY_FIRST = 0.05
 _BUSY_MAX = 2.0
+#: Each pause of a retry loop is multiplied by a random factor within 1 ± this.
+JITTER = 0.2
+
+
+class _Backoff:
+    """The pauses of a retry loop: ``first`` seconds, doubled after each one up
+    to ``most``, each within 1 ± ``JITTER``."""
+
+    def __init__(self, first: float, most: float) -> None:
+        self._next = first
+        self._most = most
+
+    def next(self) -> float:
+        """The next pause (jittered); doubles the one after it."""
+        pause = self._next * random.uniform(1 - JITTER, 1 + JITTER)
+        self._next = min(self._next * 2, self._most)
+        return pause
 
 #: Backoff between connection attempts with ``wait_for_server``.
 _RETRY_FIRST = 0.1
@@ -87,7 +104,7 @@ class _Setup(_ClientState):
         """Dials and runs the handshake (``_open``); a ``busy`` server (too many
         connections in their handshake) is tried again after pauses from 50 ms
         doubling to 2 s, jittered, until ``deadline``."""
-        pause = _BUSY_FIRST
+        backoff = _Backoff(_BUSY_FIRST, _BUSY_MAX)
         while True:
             raw = self._dial(deadline, wait_for_server)
             self._selector = selectors.DefaultSelector()
@@ -95,7 +112,7 @@ class _Setup(_ClientState):
                 return self._open(raw, handshake(), deadline)
             except RejectedError as error:
                 self._close_socket(graceful=False)
-                wait = pause * random.uniform(0.8, 1.2)
+                wait = backoff.next()
                 if error.reason != "busy" or (
                     deadline is not None and time.monotonic() + wait >= deadline
                 ):
@@ -104,7 +121,6 @@ class _Setup(_ClientState):
                 self._close_socket(graceful=False)
                 raise
             time.sleep(wait)
-            pause = min(_BUSY_MAX, pause * 2)
 
     def _close_socket(self, graceful: bool) -> None:
         sock = getattr(self, "_sock", None)  # (None when the first dial failed)
