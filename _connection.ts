@@ -42,7 +42,7 @@ import {
   setReplyPrefix,
 } from "./_control.ts";
 import { encodeFrame } from "./_encode_frame.ts";
-import { Inbox } from "./_inbox.ts";
+import { Inbox, LateReplies } from "./_inbox.ts";
 import { Link, type LinkOwner } from "./_link.ts";
 import { DEFAULT_RETAIN_BYTES, Outbox } from "./_outbox.ts";
 import { type Deadline, NO_DEADLINE, within } from "./_wait.ts";
@@ -116,23 +116,7 @@ export class Connection implements LinkOwner {
   /** How many times the session resumed on a new connection. */
   resumes = 0;
   /** Late replies dropped: on arrival here, or when a receiving call met them first. */
-  lateReplies = 0;
-  /** Of those, how many were dropped while `latest` was the last message sent. */
-  readonly lateSince: { latest: number; count: number } = { latest: 0, count: 0 };
-
-  /**
-   * Counts a late reply dropped while message `latest` was the last one sent.
-   *
-   * @param latest The number of the last message sent to the peer.
-   */
-  countLate(latest: number): void {
-    this.lateReplies++;
-    if (this.lateSince.latest !== latest) {
-      this.lateSince.latest = latest;
-      this.lateSince.count = 0;
-    }
-    this.lateSince.count++;
-  }
+  readonly late: LateReplies = new LateReplies();
   /** Called as the body of a received frame arrives: bytes done and its total. */
   onReceiveProgress: ((done: number, total: number) => void) | undefined;
   /** Called once when the session ends (not after `close()`), with why. */
@@ -697,7 +681,7 @@ export class Connection implements LinkOwner {
     if (replying > 0 && replying < latest && this.onLateReply !== undefined) {
       // Another message was sent since the one it answers: no call may take it.
       reservation?.release();
-      this.countLate(latest);
+      this.late.count(latest);
       this.onLateReply(replying, value, latest);
     } else this.inbox.push(value, body.byteLength, reservation, replying);
     this.#received(link, body.byteLength);

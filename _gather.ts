@@ -29,7 +29,7 @@ import { FedcommError, PeerDisconnectedError, TimeoutError } from "./errors.ts";
 
 /** What the calls here use of a client's connection (`away`: whether it is resuming, and why). */
 export type Source =
-  & Pick<Connection, "inbox" | "meter" | "messagesSent" | "lateSince" | "countLate">
+  & Pick<Connection, "inbox" | "meter" | "messagesSent" | "late">
   & Partial<Pick<Connection, "away">>;
 
 /**
@@ -58,7 +58,7 @@ export function peekAnswer(
     const latest = source.messagesSent;
     if (head === undefined || head.replyTo === 0 || head.replyTo >= latest) return head;
     source.inbox.take(); // releases its reservation: the value goes to the listener
-    source.countLate(latest);
+    source.late.count(latest);
     onLate(id, head, latest);
   }
 }
@@ -319,8 +319,9 @@ export async function gatherFrom(
   // connection: those dropped since the message this call answers was sent.
   const late = new Map<number, number>();
   for (const id of list) {
-    const { messagesSent, lateSince } = sources.get(id)!;
-    if (lateSince.latest === messagesSent && lateSince.count > 0) late.set(id, lateSince.count);
+    const source = sources.get(id)!;
+    const { latest, sinceLatest } = source.late;
+    if (latest === source.messagesSent && sinceLatest > 0) late.set(id, sinceLatest);
   }
   return { received, failed, late, quorum: received.size >= required };
 }

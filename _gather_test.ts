@@ -8,7 +8,7 @@ import {
   takeAnswer,
   uploadsFrom,
 } from "./_gather.ts";
-import { type Arrival, Inbox } from "./_inbox.ts";
+import { type Arrival, Inbox, LateReplies } from "./_inbox.ts";
 import type { Upload } from "./_server_types.ts";
 import { FedcommError, PeerDisconnectedError, ProtocolError, TimeoutError } from "./errors.ts";
 
@@ -20,18 +20,6 @@ interface FakeSource extends Source {
   messagesSent: number;
 }
 
-/** The late-reply count of a fake connection, as `Connection` keeps it. */
-function lateCounter(): Pick<Source, "lateSince" | "countLate"> {
-  const lateSince = { latest: 0, count: 0 };
-  return {
-    lateSince,
-    countLate(latest: number): void {
-      if (lateSince.latest !== latest) Object.assign(lateSince, { latest, count: 0 });
-      lateSince.count++;
-    },
-  };
-}
-
 /** `n` clients by id, each having been sent `sent` messages. */
 function clients(n: number, sent = 1): Map<number, FakeSource> {
   return new Map(
@@ -40,7 +28,12 @@ function clients(n: number, sent = 1): Map<number, FakeSource> {
       (
         _,
         id,
-      ) => [id, { inbox: new Inbox(), meter: new Meter(), messagesSent: sent, ...lateCounter() }],
+      ) => [id, {
+        inbox: new Inbox(),
+        meter: new Meter(),
+        messagesSent: sent,
+        late: new LateReplies(),
+      }],
     ),
   );
 }
@@ -118,7 +111,7 @@ Deno.test("takeAnswer() drops late replies before the answer, counts them and ca
   const { calls, onLate } = lateLog();
   assert.equal(takeAnswer(0, source, onLate)!.value, "to 3");
   assert.deepStrictEqual(calls, [[0, "to 1", 1, 3], [0, "to 2", 2, 3]]);
-  assert.deepStrictEqual(source.lateSince, { latest: 3, count: 2 });
+  assert.deepStrictEqual([source.late.latest, source.late.sinceLatest], [3, 2]);
   assert.equal(takeAnswer(0, source, onLate)!.value, "after");
   assert.equal(takeAnswer(0, source, onLate), undefined);
 });

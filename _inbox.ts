@@ -217,3 +217,31 @@ export class Inbox {
     this.#listener?.();
   }
 }
+
+/**
+ * The late replies of one session that were dropped (on arrival, or when a
+ * receiving call met them first): all of them, and those dropped since the
+ * last message sent to the peer, which are late for the round it opened.
+ */
+export class LateReplies {
+  /** All late replies dropped. */
+  total = 0;
+  /** The number of the last message sent when {@linkcode LateReplies.sinceLatest} were dropped. */
+  latest = 0;
+  /** How many were dropped while message `latest` was the last one sent. */
+  sinceLatest = 0;
+
+  /**
+   * Counts a late reply dropped while message `latest` was the last one sent.
+   *
+   * @param latest The number of the last message sent to the peer.
+   */
+  count(latest: number): void {
+    this.total++;
+    if (this.latest !== latest) {
+      this.latest = latest;
+      this.sinceLatest = 0;
+    }
+    this.sinceLatest++;
+  }
+}

@@ -466,7 +466,7 @@ export class Members {
       queued: c.inbox.size,
       unacknowledged: c.outbox.unacked,
       resumes: c.resumes,
-      lateReplies: c.lateReplies,
+      lateReplies: c.late.total,
     };
   }
 }
