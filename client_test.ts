@@ -11,7 +11,7 @@ import {
 } from "./errors.ts";
 import { FrameReader } from "./framing.ts";
 import { listen } from "./server.ts";
-import { until } from "./test_util.ts";
+import { rejectionOf, until } from "./test_util.ts";
 
 /** A port on which nothing listens (it was free a moment ago). */
 function freePort(): number {
@@ -311,8 +311,9 @@ Deno.test("send() and recv() keep order in both directions", async () => {
 Deno.test("connect() applies its maxFrameBytes before the welcome when it is below 64 KiB", async () => {
   await using server = listen({ clients: 1 });
   // The welcome is over 64 bytes: a client that accepts no more must refuse it.
-  const error = await connect({ port: server.port, maxFrameBytes: 64, timeout: 10_000 })
-    .then(() => undefined, (error) => error);
+  const error = await rejectionOf(
+    connect({ port: server.port, maxFrameBytes: 64, timeout: 10_000 }),
+  );
   assert.ok(error instanceof FrameTooLargeError, String(error));
   assert.equal(error.limit, 64);
 });
@@ -343,15 +344,14 @@ Deno.test("send() that times out says whether the value was queued: SendTimeoutE
   // No acknowledgement reaches the client for 3 s: a 64 MiB tensor (kept
   // until acknowledged) fills its retention.
   const stalled = proxy.stall({ ms: 3_000, direction: "down", connection: 0 });
-  const queued = await client.send(new Float32Array(16 << 20), { timeout: 300 })
-    .then(() => undefined, (error) => error);
+  const queued = await rejectionOf(client.send(new Float32Array(16 << 20), { timeout: 300 }));
   assert.ok(queued instanceof SendTimeoutError, String(queued));
   assert.equal(queued.queued, true);
   assert.match(
     queued.message,
     /^Send timed out after 300 ms: .*: queued, not acknowledged yet: it will be delivered, do not send it again$/,
   );
-  const notQueued = await client.send("next", { timeout: 200 }).then(() => undefined, (e) => e);
+  const notQueued = await rejectionOf(client.send("next", { timeout: 200 }));
   assert.ok(notQueued instanceof SendTimeoutError, String(notQueued));
   assert.equal(notQueued.queued, false);
   assert.match(notQueued.message, /: not queued: nothing was sent, send it again$/);

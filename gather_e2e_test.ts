@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { connect } from "./client.ts";
 import { TimeoutError } from "./errors.ts";
-import { listen, type Upload } from "./server.ts";
+import { listen, type Server, type Upload } from "./server.ts";
 import { cluster, until } from "./test_util.ts";
 
 // ---------------------------------------------------------------------------
@@ -18,17 +18,23 @@ interface LateFields {
   value: unknown;
 }
 
+/** The server's `late` events, as they come. */
+function lateEvents(server: Server): LateFields[] {
+  const late: LateFields[] = [];
+  server.addEventListener("late", (event: Event) => {
+    const { clientId, replyTo, latest, value } = event as unknown as LateFields;
+    late.push({ clientId, replyTo, latest, value });
+  });
+  return late;
+}
+
 // ---------------------------------------------------------------------------
 // Late replies
 
 Deno.test("Server.gatherSettled() drops a late reply, dispatches it as a late event and takes the answer to the latest message", async () => {
   await using c = await cluster(1);
   const [client] = c.clients;
-  const late: LateFields[] = [];
-  c.server.addEventListener("late", (event: Event) => {
-    const { clientId, replyTo, latest, value } = event as unknown as LateFields;
-    late.push({ clientId, replyTo, latest, value });
-  });
+  const late = lateEvents(c.server);
   await c.server.broadcast("round 1");
   assert.equal(await client.recv({ timeout: 10_000 }), "round 1");
   await c.server.broadcast("round 2"); // before the client answers round 1
@@ -48,11 +54,7 @@ Deno.test("Server.gatherSettled() drops a late reply, dispatches it as a late ev
 Deno.test("Server drops and counts a late reply when it arrives, with no call receiving", async () => {
   await using c = await cluster(1);
   const [client] = c.clients;
-  const late: LateFields[] = [];
-  c.server.addEventListener("late", (event: Event) => {
-    const { clientId, replyTo, latest, value } = event as unknown as LateFields;
-    late.push({ clientId, replyTo, latest, value });
-  });
+  const late = lateEvents(c.server);
   await c.server.broadcast("round 1");
   await c.server.broadcast("round 2");
   assert.equal(await client.recv({ timeout: 10_000 }), "round 1");

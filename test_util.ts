@@ -105,6 +105,14 @@ export class RawPeer implements AsyncDisposable {
   }
 }
 
+/**
+ * What a promise rejected with, or `undefined` if it resolved: for asserting
+ * on an error's type and fields together.
+ */
+export function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(() => undefined, (error) => error);
+}
+
 /** A server with `n` clients connected one after another, so client i has id i. */
 export async function cluster(
   n: number,

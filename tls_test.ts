@@ -8,7 +8,7 @@ import {
 } from "./errors.ts";
 import type { RefuseEvent } from "./events.ts";
 import { listen, type Server } from "./server.ts";
-import { until } from "./test_util.ts";
+import { rejectionOf, until } from "./test_util.ts";
 
 const dir = new URL("./testdata/tls/", import.meta.url);
 const cert = await Deno.readTextFile(new URL("server.pem", dir));
@@ -38,8 +38,9 @@ async function stillServes(server: Server, tls: boolean): Promise<void> {
 Deno.test("connect() over TLS rejects an untrusted certificate with AuthenticationError naming tls.caCerts", async () => {
   await using server = listen({ clients: 1, tls: { cert, key } });
   const seen = refusals(server);
-  const error = await connect({ port: server.port, tls: { caCerts: [otherCa] }, timeout: 10_000 })
-    .then(() => undefined, (error) => error);
+  const error = await rejectionOf(
+    connect({ port: server.port, tls: { caCerts: [otherCa] }, timeout: 10_000 }),
+  );
   assert.ok(error instanceof AuthenticationError, String(error));
   assert.match(
     error.message,
@@ -53,11 +54,11 @@ Deno.test("connect() over TLS rejects an untrusted certificate with Authenticati
 
 Deno.test("connect() over TLS rejects a certificate for another name with AuthenticationError naming tls.hostname", async () => {
   await using server = listen({ clients: 1, tls: { cert, key } });
-  const error = await connect({
+  const error = await rejectionOf(connect({
     port: server.port,
     tls: { caCerts: [ca], hostname: "wrong.example" },
     timeout: 10_000,
-  }).then(() => undefined, (error) => error);
+  }));
   assert.ok(error instanceof AuthenticationError, String(error));
   assert.match(error.message, /\(as "wrong\.example"\): .*not valid for name "wrong\.example"/);
   assert.match(
@@ -70,8 +71,7 @@ Deno.test("connect() over TLS rejects a certificate for another name with Authen
 Deno.test("connect() without tls to a TLS server fails with ProtocolError: server speaks TLS", async () => {
   await using server = listen({ clients: 1, tls: { cert, key } });
   const seen = refusals(server);
-  const error = await connect({ port: server.port, timeout: 10_000 })
-    .then(() => undefined, (error) => error);
+  const error = await rejectionOf(connect({ port: server.port, timeout: 10_000 }));
   assert.ok(error instanceof ProtocolError, String(error));
   assert.match(
     error.message,
@@ -85,8 +85,9 @@ Deno.test("connect() without tls to a TLS server fails with ProtocolError: serve
 Deno.test("connect() with tls to a plain server fails with PeerDisconnectedError, and the server says why", async () => {
   await using server = listen({ clients: 1 });
   const seen = refusals(server);
-  const error = await connect({ port: server.port, tls: { caCerts: [ca] }, timeout: 10_000 })
-    .then(() => undefined, (error) => error);
+  const error = await rejectionOf(
+    connect({ port: server.port, tls: { caCerts: [ca] }, timeout: 10_000 }),
+  );
   assert.ok(error instanceof PeerDisconnectedError, String(error));
   assert.match(
     error.message,
@@ -107,11 +108,11 @@ Deno.test("connect() with tls to a server that never answers fails with TimeoutE
     for await (const conn of listener) held.push(conn);
   })();
   try {
-    const error = await connect({
+    const error = await rejectionOf(connect({
       port: (listener.addr as Deno.NetAddr).port,
       tls: { caCerts: [ca] },
       timeout: 300,
-    }).then(() => undefined, (error) => error);
+    }));
     assert.ok(error instanceof TimeoutError, String(error));
     assert.match(
       error.message,

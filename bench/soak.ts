@@ -95,6 +95,22 @@ export interface SoakReport {
 const IDLE_TIMEOUT_MS = 1000;
 const HEARTBEAT_MS = 250;
 const RESUME_TIMEOUT_MS = 10_000;
+
+/**
+ * The soak's server: open, with room for every site twice (a killed site's
+ * old session may still wait for its resume when its new one joins), and
+ * short timeouts so that faults are noticed within a round.
+ */
+function soakServer(clients: number): Server {
+  return listen({
+    clients: clients * 2 + 2,
+    open: true,
+    resumeTimeout: RESUME_TIMEOUT_MS,
+    idleTimeout: IDLE_TIMEOUT_MS,
+    heartbeatMs: HEARTBEAT_MS,
+    handshakeTimeout: 5000,
+  });
+}
 /** How long the first gather of a round waits after its quorum. */
 const GRACE_MS = 300;
 const GATHER_TIMEOUT_MS = 3000;
@@ -322,14 +338,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   /** Sessions whose `lastReceived` disagreed with the client's count. */
   const miscounted = new Set<number>();
 
-  await using server = listen({
-    clients: clients * 2 + 2,
-    open: true,
-    resumeTimeout: RESUME_TIMEOUT_MS,
-    idleTimeout: IDLE_TIMEOUT_MS,
-    heartbeatMs: HEARTBEAT_MS,
-    handshakeTimeout: 5000,
-  });
+  await using server = soakServer(clients);
   await using proxy = new FaultProxy({
     targetPort: server.port,
     seed: options.seed,
@@ -818,14 +827,7 @@ export async function runShapedSoak(options: ShapedSoakOptions): Promise<ShapedS
   let shapedRttMs: number | undefined;
   let stopping = false;
 
-  await using server = listen({
-    clients: clients * 2 + 2,
-    open: true,
-    resumeTimeout: RESUME_TIMEOUT_MS,
-    idleTimeout: IDLE_TIMEOUT_MS,
-    heartbeatMs: HEARTBEAT_MS,
-    handshakeTimeout: 5000,
-  });
+  await using server = soakServer(clients);
   await using proxy = new FaultProxy({
     targetPort: server.port,
     seed: options.seed,
