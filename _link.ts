@@ -106,11 +106,16 @@ export class Link {
         // Frames already buffered are handed over without waiting.
         const buffered = this.reader.readBuffered();
         if (buffered !== undefined) this.owner.linkFrame(this, buffered);
-        // A body is handed over by #deliver, never held in this function:
-        // V8 keeps an async function's registers across its awaits, so a
-        // body held here would stay alive (a 64 MiB upload per connection)
-        // until the next frame arrives, long after its message was taken.
-        else if (await this.reader.readView().then(this.#deliver)) return;
+        else {
+          let body: Uint8Array | null = await this.reader.readView();
+          if (this.done) return;
+          if (body === null) return this.owner.linkFailed(this, null);
+          this.owner.linkFrame(this, body);
+          // V8 keeps an async function's registers across its awaits: without
+          // this, the body (a 64 MiB upload per connection) stays alive until
+          // the next frame arrives, long after its message was taken.
+          body = null;
+        }
         const pause = this.owner.linkPause();
         if (pause !== undefined) await this.keepalive.during(pause);
       }
@@ -118,17 +123,6 @@ export class Link {
       if (!this.done) this.owner.linkFailed(this, error);
     }
   }
-
-  /** Hands a body read to the owner; `true` when reading is over. */
-  readonly #deliver = (body: Uint8Array | null): boolean => {
-    if (this.done) return true;
-    if (body === null) {
-      this.owner.linkFailed(this, null);
-      return true;
-    }
-    this.owner.linkFrame(this, body);
-    return false;
-  };
 
   /**
    * Stops the link: closes the socket; queued frames fail with `reason`.
