@@ -38,10 +38,10 @@ import { receiveFile, sendFile } from "./examples/file_transfer.ts";
 
 export type { Output } from "./examples/command_line.ts";
 
-import { AddressedError, PROBE_USAGE, PROGRAM, runProbe, withAddress } from "./_cli_probe.ts";
-import { BENCH_USAGE, DEMO_USAGE, runBench, runDemo } from "./_cli_scripts.ts";
+import { AddressedError, PROBE_USAGE, PROGRAM, runProbe, withAddress } from "./_cli/probe.ts";
+import { BENCH_USAGE, DEMO_USAGE, runBench, runDemo } from "./_cli/scripts.ts";
 
-export { probe, type ProbeOptions, type ProbeResult } from "./_cli_probe.ts";
+export { probe, type ProbeOptions, type ProbeResult } from "./_cli/probe.ts";
 
 /** One subcommand. */
 interface Command {

@@ -4,107 +4,13 @@
  * @module
  */
 
-import { type Secret, secretBytes } from "./_auth.ts";
-import {
-  Connection,
-  DEFAULT_HEARTBEAT_MS,
-  DEFAULT_IDLE_TIMEOUT_MS,
-  isDrop,
-} from "./_connection.ts";
-import { checkMaxFrameBytes, type FrameOptions } from "./_frame.ts";
-import { clientTlsError, serverSpeaksTls, spokeTls } from "./_tls.ts";
-import {
-  greetServer,
-  HANDSHAKE_FRAME_BYTES,
-  MAX_NAME_BYTES,
-  type Props,
-  propsProblem,
-  type Welcome,
-} from "./_handshake.ts";
-import {
-  Backoff,
-  checkTimeout,
-  type Deadline,
-  pause,
-  startDeadline,
-  type WaitOptions,
-  within,
-} from "./_wait.ts";
-import {
-  AuthenticationError,
-  PeerDisconnectedError,
-  ProtocolError,
-  RejectedError,
-  TimeoutError,
-} from "./errors.ts";
-import { ClientEvent, type ClientEventMap, TransferEvent } from "./events.ts";
-
-export type { Props, Welcome } from "./_handshake.ts";
-
-const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
-/** How often `waitForServer` tries again. */
-const RETRY_MS = 100;
-/** Connecting to a busy server: the first pause, doubled each try up to the last. */
-const BUSY_FIRST_PAUSE_MS = 50;
-const BUSY_MAX_PAUSE_MS = 2_000;
-/** Reconnecting after a drop: the first pause, doubled each try up to the last. */
-const RESUME_FIRST_PAUSE_MS = 100;
-const RESUME_MAX_PAUSE_MS = 5_000;
-
-/** Options for {@linkcode connect}. */
-export interface ConnectOptions extends FrameOptions {
-  /** The server's TCP port. */
-  port: number;
-  /** The server's address (default `"127.0.0.1"`). */
-  hostname?: string;
-  /** Milliseconds for connecting and the handshake (default 10,000). */
-  timeout?: number;
-  /** Cancels connecting. */
-  signal?: AbortSignal;
-  /** Send a ping when nothing was written for this many ms (default 15,000; 0: never). */
-  heartbeatMs?: number;
-  /**
-   * Declare the server dead after this many ms without a byte from it
-   * (default 60,000; 0: never). The server answers pings, so a live server
-   * is never silent that long, however long this client trains.
-   */
-  idleTimeout?: number;
-  /** This client's name (at most 128 UTF-8 bytes): with per-client secrets, the name to prove. */
-  name?: string;
-  /**
-   * Metadata the server reads per client (`server.stats()`, events): at most
-   * 16 entries; keys of 1–64 bytes; values strings of at most 256 bytes,
-   * numbers, booleans or `null`.
-   */
-  props?: Props;
-  /**
-   * Reconnect on its own when the connection drops, and resume the session
-   * with the same id and nothing lost, within the time the server allows
-   * (default true).
-   */
-  resume?: boolean;
-  /**
-   * The secret shared with the server (at least 16 bytes), for a server that
-   * requires authentication. The client then also requires the server to
-   * prove it knows the secret.
-   */
-  secret?: Secret;
-  /** Connect over TLS: the CA certificates to trust and the name to check. */
-  tls?: ConnectTlsOptions;
-  /**
-   * Keep retrying, every 100 ms within `timeout`, while nothing listens at the
-   * address yet (default false): for clients started before their server.
-   */
-  waitForServer?: boolean;
-}
-
-/** TLS options of {@linkcode connect}. */
-export interface ConnectTlsOptions {
-  /** PEM CA certificates to trust, in addition to the system's (for a private CA). */
-  caCerts?: string[];
-  /** The name the server's certificate must carry (default: `hostname`). */
-  hostname?: string;
-}
+import type { DialOptions } from "./_client/dial.ts";
+import { join } from "./_client/join.ts";
+import { reconnect } from "./_client/reconnect.ts";
+import type { Session } from "./_session/session.ts";
+import { startDeadline } from "./_util/wait.ts";
+import { ClientEvent, type ClientEventMap, FedcommEventTarget, TransferEvent } from "./events.ts";
+import type { ConnectOptions, Props, WaitOptions, Welcome } from "./types.ts";
 
 /**
  * Connects to a fedcomm server and completes the handshake.
@@ -147,124 +53,8 @@ export interface ConnectTlsOptions {
  * ```
  */
 export async function connect(options: ConnectOptions): Promise<Client> {
-  const maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
-  if (options.secret !== undefined) secretBytes(options.secret, "secret");
-  checkName(options.name);
-  checkProps(options.props);
-  const timeout = options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS;
-  checkTimeout(timeout);
-  const end = performance.now() + timeout;
-  // A busy server (too many connections in their handshake) is tried again,
-  // after pauses that double, until the timeout.
-  const backoff = new Backoff(BUSY_FIRST_PAUSE_MS, BUSY_MAX_PAUSE_MS);
-  while (true) {
-    try {
-      const { connection, welcome } = await handshake(
-        { ...options, maxFrameBytes },
-        Math.max(0, end - performance.now()),
-        options.signal,
-        options.waitForServer ?? false,
-      );
-      connection.allowResume(options.resume === false ? 0 : welcome.grace);
-      return new Client(connection, welcome, { ...options, maxFrameBytes });
-    } catch (error) {
-      const pauseMs = backoff.next();
-      const busy = error instanceof RejectedError && error.reason === "busy";
-      if (!busy || performance.now() + pauseMs >= end || options.signal?.aborted) throw error;
-      await pause(pauseMs, options.signal ?? NEVER);
-    }
-  }
-}
-
-/** A signal that never aborts. */
-const NEVER = new AbortController().signal;
-
-/**
- * Opens a connection and runs the handshake, as a new session or as the
- * resume of `resume`.
- */
-async function handshake(
-  options: ConnectOptions & { maxFrameBytes: number },
-  timeout: number,
-  cancel: AbortSignal | undefined,
-  waitForServer: boolean,
-  resume?: { id: number; token: Uint8Array; received: number },
-): Promise<{ connection: Connection; welcome: Welcome }> {
-  const hostname = options.hostname ?? "127.0.0.1";
-  const timer = new AbortController();
-  const timeoutId = setTimeout(() =>
-    timer.abort(
-      new TimeoutError(
-        `Connect timed out after ${options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS} ms: ` +
-          `${hostname}:${options.port}`,
-      ),
-    ), timeout);
-  const signal = cancel ? AbortSignal.any([timer.signal, cancel]) : timer.signal;
-  try {
-    const where = `${hostname}:${options.port}`;
-    const tcp = await dial(hostname, options.port, signal, waitForServer);
-    let conn: Deno.Conn = tcp;
-    if (options.tls !== undefined) {
-      tcp.setNoDelay(true);
-      let tls: Deno.TlsConn | undefined;
-      try {
-        tls = await Deno.startTls(tcp, {
-          hostname: options.tls.hostname ?? hostname,
-          caCerts: options.tls.caCerts,
-        });
-        conn = tls;
-        // Complete the TLS handshake now, so an untrusted certificate fails here, as itself.
-        using deadline = deadlineOf(signal);
-        await within(tls.handshake(), deadline);
-      } catch (error) {
-        try {
-          (tls ?? tcp).close(); // startTls took over the TCP connection
-        } catch {
-          // Closed already.
-        }
-        throw clientTlsError(error, where, options.tls.hostname ?? hostname);
-      }
-    }
-    const connection = new Connection(conn, {
-      peerIsServer: true,
-      maxFrameBytes: options.maxFrameBytes,
-      handshakeFrameBytes: Math.min(HANDSHAKE_FRAME_BYTES, options.maxFrameBytes),
-      heartbeatMs: options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
-      idleTimeout: options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS,
-    });
-    try {
-      const welcome = await greetServer(connection, signal, {
-        name: options.name,
-        secret: options.secret,
-        props: options.props,
-        resume,
-      });
-      return { connection, welcome };
-    } catch (error) {
-      await connection.close();
-      throw options.tls === undefined && spokeTls(error) ? serverSpeaksTls(where, error) : error;
-    }
-  } finally {
-    clearTimeout(timeoutId);
-  }
-}
-
-/** Opens the TCP connection, retrying refused attempts until `signal` aborts if `retry`. */
-async function dial(
-  hostname: string,
-  port: number,
-  signal: AbortSignal,
-  retry: boolean,
-): Promise<Deno.TcpConn> {
-  while (true) {
-    try {
-      return await Deno.connect({ hostname, port, transport: "tcp", signal });
-    } catch (error) {
-      if (!retry || !(error instanceof Deno.errors.ConnectionRefused)) throw error;
-    }
-    await pause(RETRY_MS, signal);
-    if (signal.aborted) throw signal.reason;
-  }
+  const { session, welcome, options: checked } = await join(options);
+  return new Client(session, welcome, checked);
 }
 
 /**
@@ -280,9 +70,10 @@ async function dial(
  * tied to the message it answers, so one that comes too late for its round
  * is never taken for an answer to the next.
  */
-export class Client extends EventTarget implements AsyncDisposable, AsyncIterable<unknown> {
-  readonly #connection: Connection;
-  readonly #options: ConnectOptions & { maxFrameBytes: number };
+export class Client extends FedcommEventTarget<ClientEventMap>
+  implements AsyncDisposable, AsyncIterable<unknown> {
+  readonly #connection: Session;
+  readonly #options: DialOptions;
   readonly #token: Uint8Array | undefined;
   /** Messages taken by recv() or iteration: the number of the last one. */
   #taken = 0;
@@ -305,15 +96,11 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
   /**
    * Prefer {@linkcode connect}.
    *
-   * @param connection The connection, after the handshake.
+   * @param connection The session, from the welcome on.
    * @param welcome What the server's welcome said.
    * @param options The options of `connect`, to reconnect with.
    */
-  constructor(
-    connection: Connection,
-    welcome: Welcome,
-    options: ConnectOptions & { maxFrameBytes: number },
-  ) {
+  constructor(connection: Session, welcome: Welcome, options: DialOptions) {
     super();
     this.#connection = connection;
     this.#options = options;
@@ -331,66 +118,16 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
     };
   }
 
-  /** Tries to resume the session on new connections until it resumes or the server's grace is over. */
+  /** Resumes the session on new connections, as `_client/reconnect.ts` says. */
   async #reconnect(cause: Error): Promise<void> {
-    const connection = this.#connection;
-    const closing = this.#closing.signal;
-    // The first try at once, then pauses from RESUME_FIRST_PAUSE_MS.
-    const backoff = new Backoff(RESUME_FIRST_PAUSE_MS, RESUME_MAX_PAUSE_MS);
-    let first = true;
-    while (connection.state === "resuming" && !closing.aborted) {
-      if (!first) await pause(backoff.next(), closing);
-      first = false;
-      if (connection.state !== "resuming" || closing.aborted) return;
-      let attempt: { connection: Connection; welcome: Welcome };
-      try {
-        attempt = await handshake(
-          this.#options,
-          this.#options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS,
-          closing,
-          false,
-          { id: this.id, token: this.#token!, received: connection.messagesReceived },
-        );
-      } catch (error) {
-        // "busy", "live" (the server has not noticed yet that the old
-        // connection is dead), no answer, no server, a connection cut again
-        // (even inside the welcome): try again. A refusal, a failed
-        // authentication or a server speaking nonsense: give up.
-        const refused = error instanceof RejectedError
-          ? error.reason !== "busy" && error.reason !== "live"
-          : error instanceof ProtocolError && !isDrop(error) ||
-            error instanceof AuthenticationError;
-        if (refused) {
-          connection.end(
-            new PeerDisconnectedError(
-              `Server disconnected: resume refused: ${(error as Error).message}`,
-              {
-                clientId: this.id,
-                cause: error,
-              },
-            ),
-          );
-          return;
-        }
-        continue; // not reachable, busy, timed out: try again
-      }
-      const fresh = attempt.connection;
-      const problem = connection.cannotResume(attempt.welcome.received);
-      if (problem !== undefined || closing.aborted) {
-        await fresh.close();
-        if (problem !== undefined) {
-          connection.end(
-            new PeerDisconnectedError(`Server disconnected: cannot resume: ${problem}`, {
-              clientId: this.id,
-              cause,
-            }),
-          );
-        }
-        return;
-      }
-      connection.adopt(fresh, attempt.welcome.received);
+    const target = {
+      options: this.#options,
+      id: this.id,
+      token: this.#token!,
+      closing: this.#closing.signal,
+    };
+    if (await reconnect(this.#connection, cause, target)) {
       this.dispatchEvent(new ClientEvent("resume", { clientId: this.id, name: this.name }));
-      return;
     }
   }
 
@@ -439,42 +176,17 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
   }
 
   /**
-   * Registers an event listener; see {@linkcode ClientEventMap} for the events.
+   * Progress events are made once someone listens to them.
    *
-   * @param type The event type.
-   * @param listener The listener.
-   * @param options As for `EventTarget.addEventListener`.
+   * @param type The event type a listener is added for.
    */
-  override addEventListener<K extends keyof ClientEventMap>(
-    type: K,
-    listener: (this: Client, event: ClientEventMap[K]) => void,
-    options?: boolean | AddEventListenerOptions,
-  ): void;
-  /**
-   * Registers a listener for any event type, as `EventTarget` does.
-   *
-   * @param type The event type.
-   * @param listener The listener.
-   * @param options As for `EventTarget.addEventListener`.
-   */
-  override addEventListener(
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
-  ): void;
-  override addEventListener(
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
-  ): void {
-    if (type === "progress" && !this.#progress) {
-      this.#progress = true;
-      this.#connection.onReceiveProgress = (loaded, total) =>
-        this.dispatchEvent(
-          new TransferEvent({ clientId: this.id, direction: "receive", loaded, total }),
-        );
-    }
-    super.addEventListener(type, listener, options);
+  protected override listening(type: string): void {
+    if (type !== "progress" || this.#progress) return;
+    this.#progress = true;
+    this.#connection.onReceiveProgress = (loaded, total) =>
+      this.dispatchEvent(
+        new TransferEvent({ clientId: this.id, direction: "receive", loaded, total }),
+      );
   }
 
   /**
@@ -508,14 +220,16 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
     const progress = this.#progress ? this.#sendProgress : undefined;
     // Without a deadline (the common small send), nothing more is allocated.
     if (options?.signal === undefined && options?.timeout === undefined) {
-      return connection.send(value, progress, to);
+      return connection.sender.send(value, progress, to);
     }
     const deadline = startDeadline(options, () => ({
       what: to > 0 ? "Reply" : "Send",
       detail: `${connection.outbox.unacked} earlier messages not acknowledged`,
       clientIds: [this.id],
     }));
-    return connection.send(value, progress, to, deadline).finally(() => deadline[Symbol.dispose]());
+    return connection.sender.send(value, progress, to, deadline).finally(() =>
+      deadline[Symbol.dispose]()
+    );
   }
 
   readonly #sendProgress = (loaded: number, total: number): void => {
@@ -675,7 +389,7 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
       detail: `${this.#connection.outbox.unacked} messages not acknowledged`,
       clientIds: [this.id],
     }));
-    await this.#connection.delivered(this.#connection.messagesSent, deadline);
+    await this.#connection.outbox.delivered(this.#connection.messagesSent, deadline);
   }
 
   /**
@@ -697,35 +411,11 @@ export class Client extends EventTarget implements AsyncDisposable, AsyncIterabl
 }
 
 /** Waits for and takes the server's next message. */
-async function receive(connection: Connection, options?: WaitOptions): Promise<unknown> {
+async function receive(connection: Session, options?: WaitOptions): Promise<unknown> {
   using deadline = startDeadline(options, () => ({
     what: "Receive",
     detail: "waiting for server",
-    clientIds: connection.clientId === undefined ? [] : [connection.clientId],
+    clientIds: [connection.clientId],
   }));
   return await connection.inbox.next(deadline);
-}
-
-/** Validates a client name: 1 to 128 UTF-8 bytes (PROTOCOL.md §6.1). */
-function checkName(name: unknown): void {
-  if (name === undefined) return;
-  if (typeof name !== "string") throw new TypeError("Invalid name: expected a string");
-  const bytes = new TextEncoder().encode(name).byteLength;
-  if (bytes < 1 || bytes > MAX_NAME_BYTES) {
-    throw new RangeError(`Invalid name: "${name}" is ${bytes} bytes, not 1 to ${MAX_NAME_BYTES}`);
-  }
-}
-
-/** Validates `props` (PROTOCOL.md §6.1). */
-function checkProps(props: unknown): void {
-  if (props === undefined) return;
-  const problem = propsProblem(props);
-  if (problem === undefined) return;
-  const message = `Invalid props: ${problem}`;
-  throw problem.includes("not a") ? new TypeError(message) : new RangeError(message);
-}
-
-/** A deadline that fires when `signal` aborts. */
-function deadlineOf(signal: AbortSignal): Deadline {
-  return startDeadline({ signal }, () => ({ what: "Connect", detail: "", clientIds: [] }));
 }

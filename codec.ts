@@ -21,38 +21,9 @@
  * @module
  */
 
-import { decodeBounded } from "./_decoder.ts";
-import { ChunkEncoder } from "./_encoder.ts";
-
-/** A value encoded as a list of chunks whose concatenation is one MessagePack value. */
-export interface EncodedChunks {
-  /**
-   * The chunks, in order. The first starts with `reserve` zero bytes for the
-   * caller (a frame header, say). Chunks made by the encoder are owned by the
-   * caller; the others are views of binaries inside the value.
-   */
-  readonly chunks: Uint8Array[];
-  /** Total bytes of the MessagePack value, without the reserved bytes. */
-  readonly byteLength: number;
-  /** Whether any chunk is a view of the caller's memory rather than a copy. */
-  readonly borrowed: boolean;
-  /** Whether the last chunk is the encoder's scratch memory (with `transient: true`). */
-  readonly transient: boolean;
-}
-
-/** Options for {@linkcode encodeChunks}. */
-export interface EncodeChunksOptions {
-  /** Zero bytes to leave at the start of the first chunk (default 0). */
-  reserve?: number;
-  /**
-   * Return the last chunk as a view of the encoder's scratch memory instead
-   * of a copy (default false). It is valid only until the next encode: for a
-   * caller that copies it at once. Saves an allocation per small message.
-   */
-  transient?: boolean;
-}
-
-const sharedEncoder = new ChunkEncoder();
+import { decodeBounded } from "./_codec/decoder.ts";
+import { encodeChunks as encodeChunksOf, encodeValue } from "./_codec/encoder.ts";
+import type { DecodeOptions, EncodeChunksOptions, EncodedChunks } from "./types.ts";
 
 /**
  * Encodes a value as MessagePack chunks without copying large binaries.
@@ -84,7 +55,7 @@ const sharedEncoder = new ChunkEncoder();
  * ```
  */
 export function encodeChunks(value: unknown, options?: EncodeChunksOptions): EncodedChunks {
-  return sharedEncoder.encode(value, options);
+  return encodeChunksOf(value, options);
 }
 
 /**
@@ -104,48 +75,7 @@ export function encodeChunks(value: unknown, options?: EncodeChunksOptions): Enc
  * ```
  */
 export function encode(value: unknown): Uint8Array {
-  const { chunks, byteLength } = encodeChunks(value);
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(byteLength);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
-}
-
-/** Options for {@linkcode decode}: the client to blame, and the limits of PROTOCOL.md §4.5. */
-export interface DecodeOptions {
-  /** The client the bytes came from, named in the `ProtocolError`. */
-  clientId?: number;
-  /**
-   * How many arrays and maps may nest: an integer from 1 to 1000 (default
-   * 100, the encoder's limit). A typed array counts two levels, its map and
-   * its `shape` array.
-   */
-  maxDepth?: number;
-  /**
-   * Cost units a body may spend per byte of its length: a non-negative number
-   * (default 2). A unit is about 8 bytes of memory; see {@linkcode decode}.
-   * `Infinity` lifts the bound.
-   */
-  costPerByte?: number;
-  /**
-   * Cost units any body may spend whatever its length: a non-negative number
-   * (default 2²², 4,194,304, about 32 MiB), so that small bodies are never
-   * refused for their cost.
-   */
-  costFloor?: number;
-  /**
-   * Cost units no body may exceed, whatever its length: a non-negative
-   * number (default 2²⁴, 16,777,216, about 128 MiB of heap and a second of
-   * work at most), so that no body stalls the event loop for long. Values
-   * with millions of plain array elements or map entries are refused: send
-   * numbers in bulk as typed arrays (tensors), which cost 13 units each.
-   * `Infinity` lifts it.
-   */
-  costLimit?: number;
+  return encodeValue(value);
 }
 
 /**

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { concat } from "./test_util.ts";
+import { concat } from "./tests/test_util.ts";
 import { decode as msgpackDecode, encode as msgpackEncode, ExtData } from "@msgpack/msgpack";
 import suite from "msgpack-test-suite/dist/msgpack-test-suite.json" with { type: "json" };
 import { decode, encode, encodeChunks } from "./codec.ts";
-import { EXTERNAL_MIN_BYTES, MAX_DEPTH } from "./_encoder.ts";
+import { EXTERNAL_MIN_BYTES, MAX_DEPTH } from "./_codec/encoder.ts";
 import { ProtocolError } from "./errors.ts";
 import { NdArray, type TypedArray } from "./tensor.ts";
 

@@ -188,6 +188,8 @@ export type RejectReason =
 export class RejectedError extends ProtocolError {
   /** The machine-readable reason, as the server sent it. */
   readonly reason: RejectReason | string;
+  /** The server's explanation, as it sent it. */
+  readonly detail: string;
 
   /**
    * Creates the error.
@@ -199,6 +201,7 @@ export class RejectedError extends ProtocolError {
     super(`Server rejected the connection: ${reason}: ${detail}`);
     this.name = "RejectedError";
     this.reason = reason;
+    this.detail = detail;
   }
 }
 

@@ -238,6 +238,56 @@ export interface ClientEventMap {
 }
 
 /**
+ * An `EventTarget` whose `addEventListener` knows the event types of `M`
+ * (the base class of `Server` and `Client`).
+ * Before a listener is added it calls `listening(type)`, so that a subclass
+ * makes the events nobody listens to only once someone does.
+ *
+ * @typeParam M The event map: type name to event class.
+ */
+export class FedcommEventTarget<M extends object> extends EventTarget {
+  /**
+   * Registers an event listener; see the event map `M` for the events.
+   *
+   * @param type The event type.
+   * @param listener The listener.
+   * @param options As for `EventTarget.addEventListener`.
+   */
+  override addEventListener<K extends keyof M & string>(
+    type: K,
+    listener: (this: this, event: M[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /**
+   * Registers a listener for any event type, as `EventTarget` does.
+   *
+   * @param type The event type.
+   * @param listener The listener.
+   * @param options As for `EventTarget.addEventListener`.
+   */
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null | ((event: never) => void),
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    this.listening(type);
+    super.addEventListener(type, listener as EventListenerOrEventListenerObject | null, options);
+  }
+
+  /**
+   * Called before a listener of `type` is added (by default, nothing).
+   *
+   * @param _type The event type.
+   */
+  protected listening(_type: string): void {}
+}
+
+/**
  * Where diagnostics go: any of the four methods, each with a message and
  * fields (`console` fits). Unset methods are skipped.
  */

@@ -58,11 +58,10 @@ import {
   checkMaxFrameBytes,
   encodeHead,
   FrameDecoder,
-  type FrameOptions,
   HEADER_BYTES,
-} from "./_frame.ts";
+} from "./_wire/frame.ts";
 
-export { DEFAULT_MAX_FRAME_BYTES, type FrameOptions, MAX_FRAME_BYTES_LIMIT } from "./_frame.ts";
+export { MAX_FRAME_BYTES_LIMIT } from "./_wire/frame.ts";
 
 /** Frames up to this size are copied into one chunk with their header. */
 const COALESCE_BYTES = 64 * 1024;
@@ -234,4 +233,6 @@ export class MessagePackDecoderStream extends TransformStream<Uint8Array, unknow
   }
 }
 
-export { type ByteReader, FrameReader, type FrameReaderOptions } from "./_frame_reader.ts";
+export { type ByteReader, FrameReader, type FrameReaderOptions } from "./_wire/frame_reader.ts";
+import { type FrameOptions } from "./types.ts";
+export { DEFAULT_MAX_FRAME_BYTES, type FrameOptions } from "./types.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { concat } from "./test_util.ts";
+import { concat } from "./tests/test_util.ts";
 import { encode } from "./codec.ts";
 import { ProtocolError } from "./errors.ts";
 import {
@@ -11,7 +11,7 @@ import {
   MessagePackDecoderStream,
   MessagePackEncoderStream,
 } from "./framing.ts";
-import { checkMaxFrameBytes } from "./_frame.ts";
+import { checkMaxFrameBytes } from "./_wire/frame.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers

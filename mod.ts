@@ -57,14 +57,7 @@
  * @module
  */
 
-export {
-  Client,
-  connect,
-  type ConnectOptions,
-  type ConnectTlsOptions,
-  type Props,
-  type Welcome,
-} from "./client.ts";
+export { Client, connect } from "./client.ts";
 export {
   ClientEvent,
   type ClientEventInit,
@@ -80,8 +73,6 @@ export {
   TransferEvent,
   type TransferEventInit,
 } from "./events.ts";
-export type { Secret } from "./_auth.ts";
-export type { WaitOptions } from "./_wait.ts";
 export {
   AuthenticationError,
   FedcommError,
@@ -95,21 +86,27 @@ export {
   TimeoutError,
   TruncatedFrameError,
 } from "./errors.ts";
-export { DEFAULT_MAX_FRAME_BYTES, type FrameOptions } from "./_frame.ts";
-export { PROTOCOL_VERSION } from "./_handshake.ts";
+export { listen, Server } from "./server.ts";
+export { NdArray, type TypedArray } from "./tensor.ts";
 export {
   type AuthOptions,
   type BroadcastOptions,
   type ClientStats,
+  type ConnectOptions,
+  type ConnectTlsOptions,
+  DEFAULT_MAX_FRAME_BYTES,
+  type FrameOptions,
   type GatherOptions,
   type GatherResult,
-  listen,
   type ListenOptions,
+  type Props,
+  PROTOCOL_VERSION,
   type ReadyOptions,
-  Server,
+  type Secret,
   type TargetOptions,
   type TlsOptions,
   type Upload,
   type UploadsOptions,
-} from "./server.ts";
-export { NdArray, type TypedArray } from "./tensor.ts";
+  type WaitOptions,
+  type Welcome,
+} from "./types.ts";

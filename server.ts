@@ -2,57 +2,34 @@
  * The coordinator: admits clients and gives each an id (a fixed cohort of N,
  * or open membership), then broadcasts, scatters and gathers, with quorums
  * and deadlines; clients that drop resume their sessions with nothing lost.
- *
- * A message from `broadcast` to the socket: {@linkcode Server.broadcast}
- * encodes the value once (`encodeFrame`, `_encode_frame.ts`) and pushes the
- * same chunks to every target client's session (`Connection.push`,
- * `_connection.ts`), which numbers and keeps them until acknowledged
- * (`_outbox.ts`) and queues them on its current link's write queue
- * (`_link.ts`, `_write_queue.ts`), whose pump writes them with `conn.write`.
- * A message from a client: its link's reader hands the frame to the session,
- * which decodes it into the client's inbox (`_inbox.ts`); `gather` and
- * `uploads` take it from there (`_gather.ts`), dropping late replies.
+ * ARCHITECTURE.md follows a broadcast from here to the socket.
  *
  * @module
  */
 
-import { Admission } from "./_admission.ts";
-import { ByteBudget, DEFAULT_RECEIVE_BUFFER_BYTES } from "./_budget.ts";
-import type { Connection } from "./_connection.ts";
-import type { Arrival } from "./_inbox.ts";
-import { encodeFrame } from "./_encode_frame.ts";
-import { checkMaxFrameBytes } from "./_frame.ts";
-import { gatherFrom, uploadsFrom } from "./_gather.ts";
-import { DEFAULT_RETAIN_BYTES } from "./_outbox.ts";
-import { Members } from "./_members.ts";
-import type {
-  BroadcastOptions,
-  ClientStats,
-  GatherOptions,
-  GatherResult,
-  ListenOptions,
-  ReadyOptions,
-  Upload,
-  UploadsOptions,
-} from "./_server_types.ts";
-import { checkTimeout, startDeadline, type WaitOptions, within } from "./_wait.ts";
-import { PeerDisconnectedError } from "./errors.ts";
-import { type Logger, RefuseEvent, type ServerEventMap } from "./events.ts";
-
-export type {
-  AuthOptions,
-  BroadcastOptions,
-  ClientStats,
-  GatherOptions,
-  GatherResult,
-  ListenOptions,
-  ReadyOptions,
-  TargetOptions,
-  TlsOptions,
-  Upload,
-  UploadsOptions,
-} from "./_server_types.ts";
-
+import { Admission } from "./_server/admission.ts";
+import { ByteBudget, DEFAULT_RECEIVE_BUFFER_BYTES } from "./_session/budget.ts";
+import type { Session } from "./_session/session.ts";
+import type { Arrival } from "./_session/inbox.ts";
+import { type EncodedFrame, encodeFrame } from "./_codec/encode_frame.ts";
+import { checkListenOptions, checkReadyCount } from "./_server/listen_options.ts";
+import { gatherFrom } from "./_server/gather.ts";
+import { uploadsFrom } from "./_server/uploads.ts";
+import { Members } from "./_server/members.ts";
+import { startDeadline } from "./_util/wait.ts";
+import { fanOut } from "./_server/fan_out.ts";
+import { FedcommEventTarget, RefuseEvent, type ServerEventMap } from "./events.ts";
+import {
+  type BroadcastOptions,
+  type ClientStats,
+  type GatherOptions,
+  type GatherResult,
+  type ListenOptions,
+  type ReadyOptions,
+  type Upload,
+  type UploadsOptions,
+  type WaitOptions,
+} from "./types.ts";
 /**
  * Starts a coordinator listening for `clients` clients. The socket is bound
  * when this returns; `await server.ready()` waits for the clients.
@@ -85,26 +62,20 @@ export function listen(options: ListenOptions): Server {
   return new Server(options);
 }
 
-/** The default time a dropped client has to resume its session. */
-const DEFAULT_RESUME_TIMEOUT_MS = 300_000;
-
 /**
  * A coordinator serving a cohort of clients. Create it with
  * {@linkcode listen}. It is an `EventTarget` of the events in
  * {@linkcode ServerEventMap}: `join`, `disconnect`, `resume`, `leave`,
  * `late`, `refuse` and `progress`.
  */
-export class Server extends EventTarget implements AsyncDisposable {
+export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncDisposable {
   readonly #clients: number;
   readonly #open: boolean;
   readonly #maxFrameBytes: number;
   readonly #members: Members;
   /** The sessions by client id (the members'). */
-  readonly #connections: ReadonlyMap<number, Connection>;
-  readonly #logger: Logger | undefined;
+  readonly #connections: ReadonlyMap<number, Session>;
   readonly #admission: Admission;
-  readonly #budget: ByteBudget;
-  readonly #retainBytes: number;
   #closed: Promise<void> | undefined;
 
   /**
@@ -114,45 +85,25 @@ export class Server extends EventTarget implements AsyncDisposable {
    */
   constructor(options: ListenOptions) {
     super();
-    const { clients } = options;
-    if (!Number.isSafeInteger(clients) || clients < 1) {
-      throw new RangeError(`Invalid clients: "${clients}" is not a positive integer`);
-    }
+    const { clients, open, maxFrameBytes, grace } = checkListenOptions(options);
     this.#clients = clients;
-    this.#open = options.open ?? false;
-    this.#maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
-    const grace = options.resumeTimeout ?? DEFAULT_RESUME_TIMEOUT_MS;
-    checkTimeout(grace);
-    if (grace === Infinity) {
-      throw new RangeError(`Invalid resumeTimeout: "${grace}" is not a finite number of ms`);
-    }
-    const retain = options.retainBytes;
-    if (retain !== undefined && !(Number.isSafeInteger(retain) && retain > 0)) {
-      throw new RangeError(`Invalid retainBytes: "${retain}" is not a positive integer`);
-    }
-    this.#retainBytes = retain ?? DEFAULT_RETAIN_BYTES;
-    this.#budget = new ByteBudget(
+    this.#open = open;
+    this.#maxFrameBytes = maxFrameBytes;
+    const budget = new ByteBudget(
       options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES,
       clients,
     );
-    this.#logger = options.logger;
-    this.#members = new Members(
-      {
-        capacity: clients,
-        open: this.#open,
-        grace,
-        namedSecrets: options.auth?.clients !== undefined,
-      },
-      this,
-      this.#logger,
-    );
+    const namedSecrets = options.auth?.clients !== undefined;
+    const cohort = { capacity: clients, open, grace, namedSecrets };
+    this.#members = new Members(cohort, this, options.logger);
     this.#connections = this.#members.connections;
+    const refused = (reason: string, message: string, address?: Deno.Addr, name?: string) =>
+      this.dispatchEvent(new RefuseEvent({ reason, message, address, name }));
     this.#admission = new Admission(options, {
-      budget: this.#budget,
+      budget,
       members: this.#members,
-      maxFrameBytes: this.#maxFrameBytes,
-      refused: (reason, message, address, name) =>
-        this.dispatchEvent(new RefuseEvent({ reason, message, address, name })),
+      maxFrameBytes,
+      refused,
     });
   }
 
@@ -171,11 +122,7 @@ export class Server extends EventTarget implements AsyncDisposable {
     return this.#clients;
   }
 
-  /**
-   * How many clients joined: in a fixed cohort, how many ids were given so
-   * far (those that left included); with `open`, how many are members now
-   * (connected, or waiting for their resume).
-   */
+  /** How many clients joined: ids given so far (fixed cohort), or members now (`open`). */
   get joined(): number {
     return this.#open ? this.#members.present : Math.min(this.#members.started, this.#clients);
   }
@@ -187,58 +134,22 @@ export class Server extends EventTarget implements AsyncDisposable {
 
   /** The ids of the clients connected now (not those waiting for their resume). */
   get connected(): number[] {
-    const ids: number[] = [];
-    for (const [id, c] of this.#connections) if (c.state === "connected") ids.push(id);
-    return ids;
+    return [...this.#connections].filter(([, c]) => c.state === "connected").map(([id]) => id);
   }
 
-  /**
-   * Bytes received from the members, frame headers included: every member the
-   * server had, so the total only goes up for the life of the server.
-   */
+  /** Bytes received from every member the server had, headers included: it only goes up. */
   get bytesReceived(): number {
     return this.#members.bytesReceived;
   }
 
-  /**
-   * Bytes sent to the members, frame headers included: every member the
-   * server had, so the total only goes up for the life of the server.
-   */
+  /** Bytes sent to every member the server had, headers included: it only goes up. */
   get bytesSent(): number {
     return this.#members.bytesSent;
   }
 
-  /**
-   * Registers an event listener; see {@linkcode ServerEventMap} for the events.
-   *
-   * @param type The event type.
-   * @param listener The listener.
-   * @param options As for `EventTarget.addEventListener`.
-   */
-  override addEventListener<K extends keyof ServerEventMap>(
-    type: K,
-    listener: (this: Server, event: ServerEventMap[K]) => void,
-    options?: boolean | AddEventListenerOptions,
-  ): void;
-  /**
-   * Registers a listener for any event type, as `EventTarget` does.
-   *
-   * @param type The event type.
-   * @param listener The listener.
-   * @param options As for `EventTarget.addEventListener`.
-   */
-  override addEventListener(
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
-  ): void;
-  override addEventListener(
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
-  ): void {
+  /** Progress events are made once someone listens to them (`type` is the event's). */
+  protected override listening(type: string): void {
     if (type === "progress") this.#members.reportProgress();
-    super.addEventListener(type, listener, options);
   }
 
   /**
@@ -262,6 +173,7 @@ export class Server extends EventTarget implements AsyncDisposable {
    * assert.equal(stats.name, "site-a");
    * assert.equal(stats.messagesReceived, 1);
    * assert.equal(stats.bytesReceived, client.bytesSent);
+   * assert.equal(server.stats(client.id).name, "site-a"); // by id
    * ```
    */
   stats(): ClientStats[];
@@ -271,17 +183,6 @@ export class Server extends EventTarget implements AsyncDisposable {
    * @param id The client's id.
    * @returns Its address, state, traffic, last heard from, round-trip time.
    * @throws {RangeError} If no member has that id (never given, or gone and replaced).
-   *
-   * @example
-   * ```ts
-   * import assert from "node:assert/strict";
-   * import { connect, listen } from "@fedcomm/fedcomm";
-   *
-   * await using server = listen({ clients: 1 });
-   * await using client = await connect({ port: server.port, name: "site-a" });
-   * await server.ready();
-   * assert.equal(server.stats(client.id).name, "site-a");
-   * ```
    */
   stats(id: number): ClientStats;
   stats(id?: number): ClientStats[] | ClientStats {
@@ -300,7 +201,7 @@ export class Server extends EventTarget implements AsyncDisposable {
    * @throws {TimeoutError} If they were not in time; `clientIds` lists the ids not yet taken.
    */
   async ready(options?: ReadyOptions): Promise<void> {
-    const count = options?.clients ?? this.#clients;
+    const count = checkReadyCount(options?.clients, this.#clients);
     if (!Number.isSafeInteger(count) || count < 0 || count > this.#clients) {
       throw new RangeError(
         `Invalid clients for ready: "${count}" is not from 0 to ${this.#clients}`,
@@ -348,7 +249,7 @@ export class Server extends EventTarget implements AsyncDisposable {
   async broadcast(value: unknown, options?: BroadcastOptions): Promise<void> {
     const ids = this.#members.targets(options?.ids, "broadcast");
     const frame = encodeFrame(value, this.#maxFrameBytes);
-    await this.#write(ids, () => frame, "Broadcast", options);
+    await fanOut(this.#connections, ids, () => frame, "Broadcast", options, this.#progress);
   }
 
   /**
@@ -377,99 +278,15 @@ export class Server extends EventTarget implements AsyncDisposable {
   ): Promise<void> {
     const [ids, values] = this.#members.scatter(messages);
     const frames = values.map((value) => encodeFrame(value, this.#maxFrameBytes));
-    await this.#write(ids, (i) => frames[i], "Send", options);
+    await fanOut(this.#connections, ids, (i) => frames[i], "Send", options, this.#progress);
   }
 
-  /**
-   * Queues a frame for each id, then waits for the sockets of those that
-   * lend memory or are congested; reports the first failure.
-   */
-  async #write(
-    ids: readonly number[],
-    frameOf: (index: number) => { chunks: Uint8Array[]; borrowed: boolean },
-    what: string,
-    options: WaitOptions | undefined,
-  ): Promise<void> {
-    const unwritten = new Set<number>();
-    const failures: unknown[] = [];
-    using deadline = startDeadline(options, () => ({
-      what,
-      detail: `waiting for clients [${[...unwritten].join(", ")}] to acknowledge`,
-      clientIds: [...unwritten],
-    }));
-    const waits: Promise<void>[] = [];
-    // A frame that lends the caller's memory is copied once for all the clients that are away.
-    const copies = new WeakMap<readonly Uint8Array[], readonly Uint8Array[]>();
-    const push = (i: number): void => {
-      const id = ids[i];
-      unwritten.delete(id);
-      const connection = this.#connections.get(id)!;
-      const { chunks, borrowed } = frameOf(i);
-      const seq = connection.push(chunks, this.#members.sendProgress(id));
-      const settled = connection.settled(seq, borrowed, deadline, copies);
-      if (settled === undefined) return;
-      unwritten.add(id);
-      waits.push(
-        settled.then(
-          () => void unwritten.delete(id),
-          (e) => void failures.push(e),
-        ),
-      );
-    };
-    // A client whose unacknowledged messages fill its outbox gets this one
-    // once it acknowledged some (memory stays bounded per client), or is
-    // dropped if it is away (#fellBehind); the others get it at once.
-    const later: Promise<void>[] = [];
-    for (let i = 0; i < ids.length; i++) {
-      const connection = this.#connections.get(ids[i])!;
-      const { outbox } = connection;
-      try {
-        if (!outbox.full) push(i);
-        else if (connection.state === "resuming") this.#fellBehind(ids[i], outbox.bytes);
-        else {
-          unwritten.add(ids[i]);
-          later.push(
-            (async () => {
-              while (outbox.full && connection.state === "connected") {
-                await connection.room(deadline);
-              }
-              if (outbox.full && connection.state === "resuming") {
-                unwritten.delete(ids[i]);
-                this.#fellBehind(ids[i], outbox.bytes);
-              } else push(i);
-            })().catch((e) => void failures.push(e)),
-          );
-        }
-      } catch (error) {
-        failures.push(error);
-      }
-    }
-    if (later.length > 0) await within(Promise.all(later), deadline);
-    if (waits.length > 0) await within(Promise.all(waits), deadline);
-    if (failures.length > 0) throw failures[0];
-  }
-
-  /**
-   * A client that is away already holds `retainBytes` of unacknowledged
-   * messages: waiting for it to come back would stall the round for every
-   * other client, and retaining more would let a dead site grow the
-   * server's memory without bound. Its session ends (a `leave` event); it
-   * is no longer a target.
-   */
-  #fellBehind(id: number, retained: number): void {
-    this.#connections.get(id)!.end(
-      new PeerDisconnectedError(
-        `Client "${id}" fell behind while away: ${retained} bytes of unacknowledged ` +
-          `messages reached retainBytes (${this.#retainBytes}); its session is over`,
-        { clientId: id },
-      ),
-    );
-  }
+  /** The progress callback of a message sent to a client, if progress is reported. */
+  readonly #progress = (id: number) => this.#members.events.sendProgress(id);
 
   /** A late reply was dropped by a receiving call. */
-  #onLate(clientId: number, arrival: Arrival, latest: number): void {
-    this.#members.late(clientId, arrival, latest);
-  }
+  readonly #onLate = (clientId: number, arrival: Arrival, latest: number): void =>
+    this.#members.events.late(clientId, arrival, latest);
 
   /**
    * Receives one message from every client (or from `options.ids`): the
@@ -505,16 +322,13 @@ export class Server extends EventTarget implements AsyncDisposable {
    * ```
    */
   async gather(options?: GatherOptions): Promise<Map<number, unknown>> {
-    const ids = this.#members.targets(options?.ids, "gather");
-    const { received } = await gatherFrom(
-      this.#connections,
-      ids,
-      "gather",
-      true,
-      options,
-      (id, arrival, latest) => this.#onLate(id, arrival, latest),
-    );
-    return received;
+    return (await this.#gather("gather", true, options)).received;
+  }
+
+  /** One answer per client ({@linkcode gatherFrom}): failures fail the call if `strict`. */
+  #gather(what: string, strict: boolean, options?: GatherOptions): Promise<GatherResult> {
+    const ids = this.#members.targets(options?.ids, what);
+    return gatherFrom(this.#connections, ids, what, strict, options, this.#onLate);
   }
 
   /**
@@ -546,25 +360,14 @@ export class Server extends EventTarget implements AsyncDisposable {
    *
    * @example A round that needs 8 of the clients, and waits 5 s more for the rest
    * ```ts ignore
-   * const { received, failed, quorum } = await server.gatherSettled({
-   *   min: 8,
-   *   grace: 5_000,
-   *   timeout: 60_000,
-   * });
+   * const round = { min: 8, grace: 5_000, timeout: 60_000 };
+   * const { received, failed, quorum } = await server.gatherSettled(round);
    * for (const [id, error] of failed) console.warn(`client ${id} dropped: ${error.message}`);
    * if (!quorum) throw new Error(`Only ${received.size} answers`);
    * ```
    */
-  async gatherSettled(options?: GatherOptions): Promise<GatherResult> {
-    const ids = this.#members.targets(options?.ids, "gatherSettled");
-    return await gatherFrom(
-      this.#connections,
-      ids,
-      "gatherSettled",
-      false,
-      options,
-      (id, arrival, latest) => this.#onLate(id, arrival, latest),
-    );
+  gatherSettled(options?: GatherOptions): Promise<GatherResult> {
+    return this.#gather("gatherSettled", false, options);
   }
 
   /**
@@ -617,17 +420,8 @@ export class Server extends EventTarget implements AsyncDisposable {
    * ```
    */
   async *uploads(options?: UploadsOptions): AsyncGenerator<Upload> {
-    const count = options?.count ?? 1;
-    if (!(count === Infinity || Number.isSafeInteger(count) && count > 0)) {
-      throw new RangeError(`Invalid count: "${count}" is not a positive integer or Infinity`);
-    }
-    yield* uploadsFrom(
-      this.#connections,
-      this.#members.targets(options?.ids, "uploads"),
-      count,
-      options,
-      (id, arrival, latest) => this.#onLate(id, arrival, latest),
-    );
+    const ids = this.#members.targets(options?.ids, "uploads");
+    yield* uploadsFrom(this.#connections, ids, options, this.#onLate);
   }
 
   /**

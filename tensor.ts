@@ -143,6 +143,44 @@ export function fromNumpyMap(
   map: Record<string, unknown>,
 ): TypedArray | NdArray | number | bigint {
   const { nd, type, shape, data, kind } = map;
+  const { dtype, ctor } = checkDtype(type, kind);
+  if (!(data instanceof Uint8Array)) {
+    throw new TypeError(`Invalid numpy array: "data" is not binary`);
+  }
+  const size = ctor.BYTES_PER_ELEMENT;
+  if (nd === false) {
+    // A numpy scalar (np.float32(1.5)): {nd: false, type, data}.
+    if (data.byteLength !== size) {
+      throw new TypeError(`Invalid numpy scalar: ${data.byteLength} data bytes for "${dtype}"`);
+    }
+    const element = new ctor(data.slice().buffer, 0, 1)[0];
+    return typeof element === "bigint" && element >= Number.MIN_SAFE_INTEGER &&
+        element <= Number.MAX_SAFE_INTEGER
+      ? Number(element)
+      : element;
+  }
+  checkShape(shape);
+  if (data.byteLength % size !== 0) {
+    throw new TypeError(
+      `Invalid numpy array: ${data.byteLength} data bytes is not a multiple of ${size} for "${dtype}"`,
+    );
+  }
+  const length = data.byteLength / size;
+  let array: TypedArray;
+  if (data.byteOffset % size !== 0) {
+    array = new ctor(length);
+    new Uint8Array(array.buffer).set(data);
+  } else {
+    array = new ctor(data.buffer, data.byteOffset, length);
+  }
+  if (shape.length === 1 && shape[0] === length) return array;
+  return new NdArray(array, shape);
+}
+
+type ArrayConstructor = (typeof CONSTRUCTOR_BY_CODE)[string];
+
+/** A map's dtype (`type`, with `kind`): its string and its typed array constructor. */
+function checkDtype(type: unknown, kind: unknown): { dtype: string; ctor: ArrayConstructor } {
   const dtype = type instanceof Uint8Array ? utf8.decode(type) : type;
   if (typeof dtype !== "string") {
     throw new TypeError(`Invalid numpy array: "type" is not a dtype string`);
@@ -161,21 +199,11 @@ export function fromNumpyMap(
     // "=" (native) or "!" (network): writers must say little-endian explicitly (§5.2).
     throw new TypeError(`Unsupported numpy dtype: "${dtype}" has no explicit byte order`);
   }
-  if (!(data instanceof Uint8Array)) {
-    throw new TypeError(`Invalid numpy array: "data" is not binary`);
-  }
-  const size = ctor.BYTES_PER_ELEMENT;
-  if (nd === false) {
-    // A numpy scalar (np.float32(1.5)): {nd: false, type, data}.
-    if (data.byteLength !== size) {
-      throw new TypeError(`Invalid numpy scalar: ${data.byteLength} data bytes for "${dtype}"`);
-    }
-    const element = new ctor(data.slice().buffer, 0, 1)[0];
-    return typeof element === "bigint" && element >= Number.MIN_SAFE_INTEGER &&
-        element <= Number.MAX_SAFE_INTEGER
-      ? Number(element)
-      : element;
-  }
+  return { dtype, ctor };
+}
+
+/** A map's `shape`: an array of non-negative integer numbers, nothing coerced. */
+function checkShape(shape: unknown): asserts shape is number[] {
   if (!Array.isArray(shape)) throw new TypeError(`Invalid numpy array: "shape" is not an array`);
   for (const d of shape) {
     // No coercion: "2", true and [1] are not dimensions.
@@ -186,19 +214,4 @@ export function fromNumpyMap(
       throw new TypeError(`Invalid numpy array: shape entry "${d}" is not a non-negative integer`);
     }
   }
-  if (data.byteLength % size !== 0) {
-    throw new TypeError(
-      `Invalid numpy array: ${data.byteLength} data bytes is not a multiple of ${size} for "${dtype}"`,
-    );
-  }
-  const length = data.byteLength / size;
-  let array: TypedArray;
-  if (data.byteOffset % size !== 0) {
-    array = new ctor(length);
-    new Uint8Array(array.buffer).set(data);
-  } else {
-    array = new ctor(data.buffer, data.byteOffset, length);
-  }
-  if (shape.length === 1 && shape[0] === length) return array;
-  return new NdArray(array, shape as number[]);
 }

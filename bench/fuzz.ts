@@ -36,7 +36,7 @@ import type { ClientEvent, RefuseEvent } from "../events.ts";
 import { FrameReader } from "../framing.ts";
 import { listen, type Server } from "../server.ts";
 import { NdArray } from "../tensor.ts";
-import { prove } from "../_auth.ts";
+import { prove } from "../_handshake/auth.ts";
 
 /** Options of {@linkcode runFuzz}. */
 export interface FuzzOptions {

@@ -25,8 +25,9 @@
  * @module
  */
 
-import { prove } from "../_auth.ts";
-import { type Client, connect, type ConnectOptions } from "../client.ts";
+import { prove } from "../_handshake/auth.ts";
+import { type Client, connect } from "../client.ts";
+import type { ConnectOptions } from "../types.ts";
 import { decode, encode } from "../codec.ts";
 import { FrameReader } from "../framing.ts";
 

@@ -1,0 +1,119 @@
+/**
+ * Liveness of a connection: pings, their round trip, and the verdict on a
+ * peer that went silent.
+ *
+ * Each side pings when it has written nothing for a while (the write
+ * queue's idle callback) and answers every ping with a pong, so a live peer
+ * is never silent for long, even while its application computes for hours.
+ * A peer from which no byte arrived for `idleTimeout` ms (a vanished machine,
+ * a stopped process, a proxy that stopped forwarding) is declared dead.
+ *
+ * @module
+ */
+
+/** The default heartbeat interval: below the idle cut-offs of load balancers and NATs. */
+export const DEFAULT_HEARTBEAT_MS = 15_000;
+/** The default time without a byte from the peer after which it is declared dead. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+
+/** Tracks what was heard from the peer and the ping under way. */
+export class Keepalive {
+  /** The last ping's round trip in ms, or `undefined` before the first pong. */
+  rtt: number | undefined;
+  #lastHeard = performance.now();
+  #ping: Uint8Array | undefined;
+  #pingSent = 0;
+  #pings = 0;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  /** While above 0, we are not reading (TCP pushes back on the peer): silence proves nothing. */
+  #paused = 0;
+
+  /**
+   * Starts watching.
+   *
+   * @param idleTimeout Milliseconds of silence after which `onSilent` is called (0: never).
+   * @param onSilent Called once the peer was silent too long.
+   */
+  constructor(idleTimeout: number, onSilent: () => void) {
+    if (idleTimeout > 0) {
+      this.#timer = setInterval(() => {
+        if (this.silentFor >= idleTimeout) onSilent();
+      }, Math.max(10, Math.min(idleTimeout / 4, 5_000)));
+      Deno.unrefTimer(this.#timer);
+    }
+  }
+
+  /** Records that bytes arrived. */
+  heard(): void {
+    this.#lastHeard = performance.now();
+  }
+
+  /** Milliseconds since the last byte from the peer (0 while reading is paused). */
+  get silentFor(): number {
+    return this.#paused > 0 ? 0 : performance.now() - this.#lastHeard;
+  }
+
+  /**
+   * Stops judging silence while reading is paused (a full inbox, a wait for
+   * the receive budget): the peer cannot be heard then, however alive it is.
+   * Each call is matched by a {@linkcode Keepalive.resume}.
+   */
+  pause(): void {
+    this.#paused++;
+  }
+
+  /**
+   * Waits for `promise` with the silence clock stopped.
+   *
+   * @param promise What reading waits for.
+   * @returns What it resolves to.
+   */
+  async during<T>(promise: Promise<T>): Promise<T> {
+    this.pause();
+    try {
+      return await promise;
+    } finally {
+      this.resume();
+    }
+  }
+
+  /** Judges silence again, counting it from now. */
+  resume(): void {
+    this.#paused--;
+    this.#lastHeard = performance.now();
+  }
+
+  /**
+   * The payload of a new ping. A ping is sent even while an earlier one
+   * awaits its pong (which may be stuck behind the peer's own writes): the
+   * pings are what the peer hears of us. Only the latest one is timed.
+   *
+   * @returns 8 bytes to send in a ping.
+   */
+  nextPing(): Uint8Array {
+    const payload = new Uint8Array(8);
+    new DataView(payload.buffer).setFloat64(0, ++this.#pings);
+    this.#ping = payload;
+    this.#pingSent = performance.now();
+    return payload;
+  }
+
+  /**
+   * Records a pong; one that answers the ping under way sets `rtt`.
+   *
+   * @param payload The pong's 8 bytes.
+   */
+  pong(payload: Uint8Array): void {
+    const ping = this.#ping;
+    if (ping === undefined || payload.byteLength !== 8) return;
+    for (let i = 0; i < 8; i++) if (ping[i] !== payload[i]) return;
+    this.rtt = performance.now() - this.#pingSent;
+    this.#ping = undefined;
+  }
+
+  /** Stops the silence timer. */
+  stop(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * One socket of a session: the `Deno.Conn`, its `FrameReader`
+ * (`_frame_reader.ts`), its {@linkcode WriteQueue} (`_write_queue.ts`), its
+ * {@linkcode Keepalive} and its read loop. The loop hands every frame body to
+ * the link's owner, the session (`_connection.ts`), which a resume changes:
+ * a new connection is opened and handshaken on its own, then handed over to
+ * the session it resumes, read loop, buffered bytes and all.
+ *
+ * @module
+ */
+
+import { controlFrame, PING } from "../_wire/control.ts";
+import { FrameReader } from "../_wire/frame_reader.ts";
+import { Keepalive } from "./keepalive.ts";
+import { WriteQueue } from "./write_queue.ts";
+
+/** What a link reports to, and asks of, the session it serves. */
+export interface LinkOwner {
+  /** `n` bytes arrived. */
+  linkHeard(link: Link, n: number): void;
+  /** Before each read into a large body: the offset up to which reading may go. */
+  linkBodyAllowance(link: Link, filled: number, total: number, start: boolean): Promise<number>;
+  /** A frame body arrived (it may throw: the link then fails). */
+  linkFrame(link: Link, body: Uint8Array): void;
+  /** Whether reading must wait, and for what (a full inbox, a handshake step). */
+  linkPause(): Promise<void> | undefined;
+  /** The link failed (`null`: the peer ended the stream between frames). */
+  linkFailed(link: Link, error: unknown): void;
+  /** Nothing was written for the heartbeat interval. */
+  linkIdle(link: Link): void;
+  /** No byte arrived for the idle timeout. */
+  linkSilent(link: Link, ms: number): void;
+  /** Turns a write failure into the error queued frames get. */
+  linkWriteError(cause: unknown): Error;
+}
+
+/** Limits and timers of a {@linkcode Link}. */
+export interface LinkOptions {
+  /** The largest frame body accepted for now. */
+  maxFrameBytes: number;
+  /** Milliseconds without a write before `linkIdle` (0: never). */
+  heartbeatMs: number;
+  /** Milliseconds without a byte before `linkSilent` (0: never). */
+  idleTimeout: number;
+}
+
+/** See the module doc. */
+export class Link {
+  /** The socket. */
+  readonly conn: Deno.Conn;
+  /** Cuts frames out of what the socket delivers. */
+  readonly reader: FrameReader;
+  /** The frames to write. */
+  readonly queue: WriteQueue;
+  /** Pings and the verdict on a silent peer. */
+  readonly keepalive: Keepalive;
+  /** The session served: changes once, when a resume hands the link over. */
+  owner: LinkOwner;
+  /** Dropped: the loop stops without telling anyone. */
+  done = false;
+  /** The read loop; settles once it stopped. */
+  readonly loop: Promise<void>;
+
+  /**
+   * Starts reading from `conn`.
+   *
+   * @param conn The socket; the link owns it from now on.
+   * @param owner The session it serves.
+   * @param options Limits and timers.
+   */
+  constructor(conn: Deno.Conn, owner: LinkOwner, options: LinkOptions) {
+    this.conn = conn;
+    this.owner = owner;
+    try {
+      (conn as Deno.TcpConn).setNoDelay(true);
+    } catch {
+      // A Deno.TlsConn accepted by a server has no setNoDelay (a client sets
+      // it on the TCP connection before starting TLS); frames still leave in
+      // one write each, header and body together.
+    }
+    this.reader = new FrameReader(conn, {
+      maxFrameBytes: options.maxFrameBytes,
+      onBytes: (n) => this.owner.linkHeard(this, n),
+      bodyAllowance: (filled, total, start) =>
+        this.owner.linkBodyAllowance(this, filled, total, start),
+    });
+    this.queue = new WriteQueue(conn, {
+      describeError: (cause) => this.owner.linkWriteError(cause),
+      idleMs: options.heartbeatMs,
+      onIdle: () => this.owner.linkIdle(this),
+    });
+    const idleTimeout = options.idleTimeout;
+    this.keepalive = new Keepalive(idleTimeout, () => this.owner.linkSilent(this, idleTimeout));
+    this.loop = this.#read();
+  }
+
+  /** Sends a ping; the latest ping's pong sets the keepalive's `rtt`. */
+  ping(): void {
+    if (this.done || this.queue.error !== undefined) return;
+    this.queue.push([controlFrame(PING, this.keepalive.nextPing())]);
+  }
+
+  async #read(): Promise<void> {
+    try {
+      while (!this.done) {
+        // Frames already buffered are handed over without waiting.
+        const buffered = this.reader.readBuffered();
+        if (buffered !== undefined) this.owner.linkFrame(this, buffered);
+        else {
+          let body: Uint8Array | null = await this.reader.readView();
+          if (this.done) return;
+          if (body === null) return this.owner.linkFailed(this, null);
+          this.owner.linkFrame(this, body);
+          // V8 keeps an async function's registers across its awaits: without
+          // this, the body (a 64 MiB upload per connection) stays alive until
+          // the next frame arrives, long after its message was taken.
+          body = null;
+        }
+        const pause = this.owner.linkPause();
+        if (pause !== undefined) await this.keepalive.during(pause);
+      }
+    } catch (error) {
+      if (!this.done) this.owner.linkFailed(this, error);
+    }
+  }
+
+  /**
+   * Stops the link: closes the socket; queued frames fail with `reason`.
+   *
+   * @param reason Why.
+   */
+  drop(reason: Error): void {
+    this.done = true;
+    this.queue.fail(reason);
+    this.keepalive.stop();
+    try {
+      this.conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}

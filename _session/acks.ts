@@ -1,0 +1,100 @@
+/**
+ * When a session acknowledges what it received (PROTOCOL.md §8.3): at once
+ * after a large message (64 KiB) or when 1 MiB or 1,024 messages are
+ * unacknowledged, otherwise within 10 ms. Most acks ride in front of a
+ * frame the session sends before then: one socket write for both.
+ *
+ * @module
+ */
+
+import { ackFrame, setAckCount } from "../_wire/control.ts";
+
+/** An ack goes out at once after a message body at least this large. */
+const ACK_NOW_BYTES = 64 * 1024;
+/** … or when this many bytes … */
+const ACK_BYTES = 1024 * 1024;
+/** … or this many messages are unacknowledged; otherwise within ACK_DELAY_MS. */
+const ACK_MESSAGES = 1024;
+const ACK_DELAY_MS = 10;
+
+/** One session's acknowledgements. */
+export class Acks {
+  /** Messages received so far: what the next ack says. */
+  received = 0;
+  /** The count last acknowledged, and the bytes that came since. */
+  #sent = 0;
+  #unackedBytes = 0;
+  /** The ack frame, rewritten for each ack (the write queue copies small frames at once). */
+  readonly #frame = ackFrame(0);
+  /** Sends {@linkcode Acks.take}'s frame now, if the session is connected. */
+  readonly #flush: () => void;
+
+  /**
+   * @param flush Called when an ack is due and no frame carried it: it
+   * writes {@linkcode Acks.take}'s frame on the current link.
+   */
+  constructor(flush: () => void) {
+    this.#flush = flush;
+  }
+
+  /** Whether messages arrived since the last ack. */
+  get due(): boolean {
+    return this.received > this.#sent;
+  }
+
+  /**
+   * Schedules the ack of one more application message (already counted in
+   * {@linkcode Acks.received}).
+   *
+   * @param bytes Its body's size.
+   */
+  count(bytes: number): void {
+    this.#unackedBytes += bytes;
+    if (
+      bytes >= ACK_NOW_BYTES || this.#unackedBytes >= ACK_BYTES ||
+      this.received - this.#sent >= ACK_MESSAGES
+    ) {
+      this.#flush();
+      return;
+    }
+    // One timer for every session of the process: a timer per message would cost more.
+    Acks.#due.add(this);
+    if (Acks.#timer === undefined) {
+      Acks.#timer = setTimeout(Acks.#flushDue, ACK_DELAY_MS);
+      Deno.unrefTimer(Acks.#timer);
+    }
+  }
+
+  /**
+   * The ack of every message received so far, now counted as sent.
+   *
+   * @returns The frame (valid until the next call), or `undefined` if none is due.
+   */
+  take(): Uint8Array | undefined {
+    Acks.#due.delete(this);
+    if (!this.due) return undefined;
+    this.#sent = this.received;
+    this.#unackedBytes = 0;
+    return setAckCount(this.#frame, this.#sent);
+  }
+
+  /** The peer learnt what we received from a resume handshake: that counts as acknowledged. */
+  told(): void {
+    this.#sent = this.received;
+    this.#unackedBytes = 0;
+  }
+
+  /** The session ended: no ack is due any more. */
+  stop(): void {
+    Acks.#due.delete(this);
+  }
+
+  static readonly #due = new Set<Acks>();
+  static #timer: ReturnType<typeof setTimeout> | undefined;
+  static #flushDue = (): void => {
+    Acks.#timer = undefined;
+    const due = [...Acks.#due];
+    Acks.#due.clear();
+    for (const acks of due) acks.#flush();
+  };
+}

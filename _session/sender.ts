@@ -1,0 +1,242 @@
+/**
+ * The send side of a session and its one send policy: a message is
+ * numbered and kept in the {@linkcode Outbox} until the peer acknowledges
+ * it, queued on the current link (with any ack due in front, one socket
+ * write for both), and the sender waits only where it must:
+ *
+ * - while the outbox is full (`retainBytes` unacknowledged), for room; a
+ *   server's session whose peer is away instead ends (a dead site must not
+ *   stall a round or grow memory without bound);
+ * - after queuing, for the peer's acknowledgement if the message lends the
+ *   caller's memory (large binaries are kept by reference), or for the
+ *   socket if more than 1 MiB waits unwritten (backpressure);
+ * - never for a peer that is away: the message waits in the outbox for the
+ *   resume, in memory of its own if it lent the caller's.
+ *
+ * `Server.broadcast`/`send` and `Client.send`/`reply` all go through
+ * {@linkcode Sender.post}.
+ *
+ * @module
+ */
+
+import type { Acks } from "./acks.ts";
+import type { Links } from "./links.ts";
+import { Outbox } from "./outbox.ts";
+import type { Link } from "../_link/link.ts";
+import { replyPrefix, setReplyPrefix } from "../_wire/control.ts";
+import { type EncodedFrame, encodeFrame } from "../_codec/encode_frame.ts";
+import { type Deadline, NO_DEADLINE, within } from "../_util/wait.ts";
+import { PeerDisconnectedError, SendTimeoutError } from "../errors.ts";
+
+/** How {@linkcode Sender.post} sends one message. */
+export interface PostOptions {
+  /** Called as its bytes are written (on its first connection). */
+  progress?: (done: number, total: number) => void;
+  /** Whether small chunks are scratch memory (copied for retention). */
+  transient?: boolean;
+  /** Copies of lent frames made so far (one per frame for a broadcast). */
+  copies?: WeakMap<readonly Uint8Array[], readonly Uint8Array[]>;
+  /** Turns an error into the one the caller throws: before the message was queued, or after. */
+  wrap?: (error: unknown, queued: boolean) => unknown;
+}
+
+/** What the sender needs of its session. */
+export interface SenderHost {
+  /** The client's id, for errors. */
+  readonly clientId: number;
+  /** Whether the session is over. */
+  readonly over: boolean;
+  /** Ends the session. */
+  end(reason: Error): void;
+}
+
+/** Limits of a {@linkcode Sender}. */
+export interface SenderOptions {
+  /** Bytes of unacknowledged messages at which sending waits. */
+  retainBytes: number;
+  /** The largest frame body sent. */
+  sendMaxFrameBytes: number;
+  /** End the session, rather than wait, when the outbox is full while the peer is away. */
+  endWhenFullAway: boolean;
+}
+
+/** See the module doc. */
+export class Sender {
+  /** The messages sent, until acknowledged. */
+  readonly outbox: Outbox;
+  readonly #links: Links;
+  readonly #acks: Acks;
+  readonly #host: SenderHost;
+  readonly #sendMaxFrameBytes: number;
+  readonly #endWhenFullAway: boolean;
+  /** The write-queue mark of the last message pushed on the current link. */
+  #lastMark = 0;
+  /** The reply prefix, rewritten for each reply (the encoder copies it at once). */
+  readonly #prefix = replyPrefix(1);
+
+  /**
+   * @param links The session's links.
+   * @param acks The session's acknowledgements (one may ride in front of a message).
+   * @param host The session.
+   * @param options The limits.
+   */
+  constructor(links: Links, acks: Acks, host: SenderHost, options: SenderOptions) {
+    this.#links = links;
+    this.#acks = acks;
+    this.#host = host;
+    this.outbox = new Outbox(options.retainBytes);
+    this.#sendMaxFrameBytes = options.sendMaxFrameBytes;
+    this.#endWhenFullAway = options.endWhenFullAway;
+  }
+
+  /**
+   * Sends one message under the send policy (see the module doc) and
+   * returns what the caller waits for. Encoding waits for room too: a
+   * transient encoding is valid only until the next one.
+   *
+   * @param encode Encodes the message (called once, when there is room).
+   * @param deadline The caller's deadline.
+   * @param options Progress, copies of lent frames, and how errors are told.
+   * @returns The wait, or `undefined` if there is none.
+   * @throws {Error} The encoder's error, or the session's if it is over.
+   */
+  post(
+    encode: () => EncodedFrame,
+    deadline: Deadline,
+    options: PostOptions = {},
+  ): Promise<void> | undefined {
+    if (this.outbox.full) return this.#postWhenRoom(encode, deadline, options);
+    const { chunks, borrowed } = encode();
+    const seq = this.#push(chunks, options.progress, options.transient);
+    const wait = this.#settled(seq, borrowed, deadline, options.copies ?? new WeakMap());
+    const wrap = options.wrap;
+    return wait === undefined || wrap === undefined
+      ? wait
+      : wait.catch((error) => Promise.reject(wrap(error, true)));
+  }
+
+  async #postWhenRoom(
+    encode: () => EncodedFrame,
+    deadline: Deadline,
+    options: PostOptions,
+  ): Promise<void> {
+    try {
+      // Checked again after each wake: concurrent senders take turns.
+      while (this.outbox.full && !this.#host.over) {
+        const away = this.#links.current === undefined;
+        if (away && this.#endWhenFullAway) return this.#fellBehind();
+        await (away ? this.outbox.room(deadline) : this.#room(deadline));
+      }
+    } catch (error) {
+      throw options.wrap === undefined ? error : options.wrap(error, false);
+    }
+    await this.post(encode, deadline, options);
+  }
+
+  /** While connected: waits until the peer acknowledged enough, or its link dropped. */
+  async #room(deadline: Deadline): Promise<void> {
+    await Promise.race([this.outbox.room(deadline), this.#links.dropped]);
+  }
+
+  /** Ends the session of a peer away with `retainBytes` of unacknowledged messages. */
+  #fellBehind(): void {
+    const id = this.#host.clientId;
+    this.#host.end(
+      new PeerDisconnectedError(
+        `Client "${id}" fell behind while away: ${this.outbox.bytes} bytes of unacknowledged ` +
+          `messages reached retainBytes (${this.outbox.limit}); its session is over`,
+        { clientId: id },
+      ),
+    );
+  }
+
+  /**
+   * Encodes and sends one value: {@linkcode Sender.post} with the reply
+   * prefix, the encoder's scratch memory and `SendTimeoutError`s.
+   *
+   * @param value The value.
+   * @param progress Called as its bytes are written: done and total.
+   * @param to The number of the peer's message it answers (a reply), or 0.
+   * @param deadline The caller's deadline.
+   * @returns Resolves when queued or acknowledged, as the policy says.
+   * @throws {TypeError} If the value has no MessagePack form.
+   * @throws {FrameTooLargeError} If it encodes to more than the send limit.
+   * @throws {PeerDisconnectedError} If the session is over.
+   * @throws {SendTimeoutError} If the deadline fired: before the value was queued, or after.
+   */
+  async send(
+    value: unknown,
+    progress?: (done: number, total: number) => void,
+    to = 0,
+    deadline: Deadline = NO_DEADLINE,
+  ): Promise<void> {
+    const encode = () =>
+      encodeFrame(
+        value,
+        this.#sendMaxFrameBytes,
+        true,
+        to > 0 ? setReplyPrefix(this.#prefix, to) : undefined,
+      );
+    await this.post(encode, deadline, { progress, transient: true, wrap: SendTimeoutError.from });
+  }
+
+  /** Numbers, retains and queues one message; a pending ack goes in front. */
+  #push(
+    chunks: readonly Uint8Array[],
+    progress: ((done: number, total: number) => void) | undefined,
+    transient = false,
+  ): number {
+    const seq = this.outbox.add(chunks, transient);
+    const link = this.#links.current;
+    if (link !== undefined && link.queue.error === undefined) {
+      const ack = this.#acks.due ? this.#acks.take() : undefined;
+      // Progress counts body bytes, as on the receiving side (the header is 4 bytes).
+      const head = 4 + (ack?.byteLength ?? 0);
+      const report = progress &&
+        ((done: number, total: number) => progress(Math.max(0, done - head), total - head));
+      this.#lastMark = link.queue.push(ack === undefined ? chunks : [ack, ...chunks], report);
+    }
+    return seq;
+  }
+
+  /** What a sender waits for after pushing message `seq` (see the module doc). */
+  #settled(
+    seq: number,
+    borrowed: boolean,
+    deadline: Deadline,
+    copies: WeakMap<readonly Uint8Array[], readonly Uint8Array[]>,
+  ): Promise<void> | undefined {
+    const link = this.#links.current;
+    if (link === undefined) {
+      if (this.#host.over) return this.outbox.delivered(seq, deadline); // throws the end reason
+      if (borrowed) this.outbox.keep(seq, copies);
+      return undefined;
+    }
+    let wait: Promise<unknown>;
+    if (borrowed || this.outbox.full) wait = this.outbox.delivered(seq, deadline);
+    else if (link.queue.congested) wait = within(link.queue.written(this.#lastMark), deadline);
+    else return undefined;
+    return Promise.race([wait, this.#links.dropped]).then(
+      () => this.#away(link, seq, borrowed, copies),
+      (error) => {
+        // A write that failed because the link dropped: the message waits for the resume.
+        if (link.done && this.#links.current !== link && !this.#host.over) {
+          return this.#away(link, seq, borrowed, copies);
+        }
+        throw error;
+      },
+    );
+  }
+
+  /** After a wait in `#settled`: if `link` dropped meanwhile, keeps the message for the resume. */
+  #away(
+    link: Link,
+    seq: number,
+    borrowed: boolean,
+    copies: WeakMap<readonly Uint8Array[], readonly Uint8Array[]>,
+  ): void {
+    if (this.#links.current === link || seq <= this.outbox.acked) return;
+    if (this.#host.over) throw this.outbox.error;
+    if (borrowed) this.outbox.keep(seq, copies);
+  }
+}

@@ -1,0 +1,258 @@
+/**
+ * The socket driver of the frame codec: {@linkcode FrameReader}, re-exported
+ * by `framing.ts`.
+ *
+ * @module
+ */
+
+import { type ByteWindow, FrameDecoder, HEADER_BYTES } from "./frame.ts";
+import { type FrameOptions } from "../types.ts";
+
+/** The read buffer starts this small (a server may hold thousands) and grows when filled. */
+const SCRATCH_MIN_BYTES = 4 * 1024;
+const SCRATCH_BYTES = 64 * 1024;
+
+/** A source with `read(p)` into a caller's buffer, as `Deno.Conn` has. */
+export interface ByteReader {
+  /** Reads into `p`; resolves with the count, or `null` at the end of the stream. */
+  read(p: Uint8Array): Promise<number | null>;
+}
+
+/** Options for {@linkcode FrameReader}. */
+export interface FrameReaderOptions extends FrameOptions {
+  /** Called with the number of bytes after every read from the source (for progress). */
+  onBytes?: (bytes: number) => void;
+  /**
+   * For a body larger than the read buffer, called before each read into it
+   * with the bytes already there, the body's size and whether this is the
+   * body's first call: resolves with the offset up to which reading may go
+   * (a memory budget, reserved before the body is allocated).
+   */
+  bodyAllowance?: (filled: number, total: number, start: boolean) => Promise<number>;
+}
+
+/**
+ * The socket driver: reads frame bodies from a `Deno.Conn` (its `read`), or
+ * from any readable byte stream such as `conn.readable` (with a BYOB reader
+ * where it can). Frames up to 64 KiB are cut out of a read buffer (4 KiB,
+ * grown to 64 KiB under load), many per read; a larger frame is read
+ * straight into a buffer of its announced length.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { FrameReader } from "@fedcomm/fedcomm/framing";
+ *
+ * const reader = new FrameReader(ReadableStream.from([new Uint8Array([0, 0, 0, 1, 9])]));
+ * assert.deepStrictEqual(await reader.read(), new Uint8Array([9]));
+ * assert.equal(await reader.read(), null); // the stream ended between frames
+ * ```
+ */
+export class FrameReader {
+  readonly #decoder: FrameDecoder;
+  readonly #w: ByteWindow = { buf: new Uint8Array(SCRATCH_MIN_BYTES), start: 0, end: 0 };
+  #source: ByteReader | undefined;
+  #byob: ReadableStreamBYOBReader | undefined;
+  #default: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #leftover: Uint8Array | undefined;
+  readonly #onBytes: ((bytes: number) => void) | undefined;
+  readonly #bodyAllowance:
+    | ((filled: number, total: number, start: boolean) => Promise<number>)
+    | undefined;
+  /** The buffer the last read left its bytes in (a BYOB read moves them to a new one). */
+  #moved: Uint8Array = this.#w.buf;
+
+  /**
+   * Prepares to read frames from `source`, locking it if it is a stream.
+   *
+   * @param source A `Deno.Conn` (or anything with `read(p)`) or a readable byte stream.
+   * @param options The frame size limit, a progress callback, a hook before large bodies.
+   * @throws {RangeError} If `maxFrameBytes` is invalid.
+   */
+  constructor(source: ReadableStream<Uint8Array> | ByteReader, options?: FrameReaderOptions) {
+    this.#decoder = new FrameDecoder(options?.maxFrameBytes);
+    this.#onBytes = options?.onBytes;
+    this.#bodyAllowance = options?.bodyAllowance;
+    if (!(source instanceof ReadableStream)) {
+      this.#source = source;
+      return;
+    }
+    try {
+      this.#byob = source.getReader({ mode: "byob" });
+    } catch {
+      this.#default = source.getReader();
+    }
+  }
+
+  /** The largest body accepted; may be changed between reads (raised after a handshake). */
+  get maxFrameBytes(): number {
+    return this.#decoder.maxFrameBytes;
+  }
+
+  set maxFrameBytes(value: number) {
+    this.#decoder.maxFrameBytes = value;
+  }
+
+  /** The client named in the frame errors of this reader. */
+  set clientId(id: number | undefined) {
+    this.#decoder.clientId = id;
+  }
+
+  /**
+   * Reads the next frame body into memory of its own. A heartbeat is an empty body.
+   *
+   * @returns The body, or `null` when the source ended cleanly between frames.
+   * @throws {FrameTooLargeError} When a header announces more than `maxFrameBytes`.
+   * @throws {ProtocolError} When the source ends inside a frame.
+   */
+  async read(): Promise<Uint8Array | null> {
+    const view = await this.readView();
+    return view !== null && this.isBuffered(view) ? view.slice() : view;
+  }
+
+  /**
+   * Whether `body` is a view into the read buffer (overwritten by later reads).
+   *
+   * @param body A body this reader returned.
+   * @returns `true` for a view into the read buffer.
+   */
+  isBuffered(body: Uint8Array): boolean {
+    return body.buffer === this.#w.buf.buffer;
+  }
+
+  /**
+   * Returns the next frame body if it is already in the read buffer, without
+   * waiting or allocating memory for it: a view valid only until the next
+   * call of any read method.
+   *
+   * @returns The view, or `undefined` when more bytes must be read first.
+   * @throws {FrameTooLargeError} When a header announces more than `maxFrameBytes`.
+   */
+  readBuffered(): Uint8Array | undefined {
+    return this.#decoder.decode(this.#w);
+  }
+
+  /**
+   * Reads the next frame body: a view into the read buffer for a small frame
+   * (valid only until the next read) or a buffer of its own for a large one.
+   * {@linkcode FrameReader.read} is the copying form.
+   *
+   * @returns The body, or `null` when the source ended cleanly between frames.
+   * @throws {FrameTooLargeError} When a header announces more than `maxFrameBytes`.
+   * @throws {ProtocolError} When the source ends inside a frame.
+   */
+  async readView(): Promise<Uint8Array | null> {
+    const w = this.#w;
+    while (true) {
+      const body = this.#decoder.decode(w);
+      if (body !== undefined) return body;
+      const length = this.#decoder.length;
+      if (HEADER_BYTES + length > SCRATCH_BYTES) return await this.#readLarge(length);
+      // Make room: move what is buffered to the front, and grow the buffer
+      // when it is full or too small for the frame whose header is in it.
+      const available = w.end - w.start;
+      const need = length < 0 ? 0 : length;
+      let size = w.buf.byteLength;
+      while (size < SCRATCH_BYTES && (available === size || need > size)) size *= 2;
+      if (size !== w.buf.byteLength) {
+        const grown = new Uint8Array(size);
+        grown.set(w.buf.subarray(w.start, w.end));
+        w.buf = grown;
+        w.end = available;
+        w.start = 0;
+      } else if (w.start > 0) {
+        w.buf.copyWithin(0, w.start, w.end);
+        w.end = available;
+        w.start = 0;
+      }
+      let n: number | null;
+      if (this.#source !== undefined) {
+        // The socket path inline: one async frame per read instead of two.
+        n = await this.#source.read(w.buf.subarray(w.end));
+        if (n !== null) this.#onBytes?.(n);
+      } else {
+        n = await this.#readInto(w.buf, w.end);
+        w.buf = this.#moved;
+      }
+      if (n === null) {
+        this.#decoder.decodeEof(w);
+        return null;
+      }
+      w.end += n;
+    }
+  }
+
+  /** Reads a body larger than the largest read buffer straight into its own buffer. */
+  async #readLarge(length: number): Promise<Uint8Array> {
+    const w = this.#w;
+    let filled = w.end - w.start;
+    // The allowance (a memory budget) is granted before the body is allocated.
+    let allowed = this.#bodyAllowance === undefined
+      ? length
+      : await this.#bodyAllowance(filled, length, true);
+    let body = new Uint8Array(length);
+    body.set(w.buf.subarray(w.start, w.start + filled));
+    w.start = w.end = 0;
+    while (filled < length) {
+      while (filled >= allowed) allowed = await this.#bodyAllowance!(filled, length, false);
+      const n = await this.#readInto(body, filled, allowed);
+      body = this.#moved as Uint8Array<ArrayBuffer>;
+      if (n === null) this.#decoder.decodeEof({ buf: body, start: 0, end: filled });
+      filled += n!;
+    }
+    this.#moved = w.buf; // hold no reference to a body once it is handed out
+    return this.#decoder.decode({ buf: body, start: 0, end: length })!;
+  }
+
+  /**
+   * Reads into `target` from `offset`: the count, or `null` at the end of the
+   * source. A BYOB read transfers the buffer: the caller continues with
+   * `this.#moved`, the same memory under a new `Uint8Array`.
+   */
+  async #readInto(target: Uint8Array, offset: number, end?: number): Promise<number | null> {
+    let n: number | null;
+    if (this.#source !== undefined) {
+      n = await this.#source.read(target.subarray(offset, end));
+      this.#moved = target;
+    } else if (this.#byob !== undefined) {
+      const { value, done } = await this.#byob.read(target.subarray(offset, end));
+      this.#moved = value === undefined
+        ? new Uint8Array(target.byteLength)
+        : new Uint8Array(value.buffer);
+      n = done || value === undefined ? null : value.byteLength;
+    } else {
+      this.#moved = target;
+      n = await this.#readDefault(target.subarray(0, end), offset);
+    }
+    if (n !== null) this.#onBytes?.(n);
+    return n;
+  }
+
+  /** Copies the next chunk of a default (non-byte) stream into `target`. */
+  async #readDefault(target: Uint8Array, offset: number): Promise<number | null> {
+    let chunk = this.#leftover;
+    this.#leftover = undefined;
+    while (chunk === undefined || chunk.byteLength === 0) {
+      const { value, done } = await this.#default!.read();
+      if (done) return null;
+      chunk = value;
+    }
+    const n = Math.min(chunk.byteLength, target.byteLength - offset);
+    target.set(chunk.subarray(0, n), offset);
+    if (n < chunk.byteLength) this.#leftover = chunk.subarray(n);
+    return n;
+  }
+
+  /**
+   * Cancels the underlying stream and releases it (a no-op for a `read(p)` source).
+   *
+   * @returns A promise that settles when the stream is cancelled.
+   */
+  async cancel(): Promise<void> {
+    try {
+      await (this.#byob ?? this.#default)?.cancel();
+    } catch {
+      // The stream had already failed or closed: nothing left to cancel.
+    }
+  }
+}
