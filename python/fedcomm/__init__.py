@@ -23,9 +23,9 @@ thread reconnects and resumes the session within the server's grace period,
 sending again what the server did not receive.
 """
 
-from ._codec import decode, encode
-from ._framing import DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_FRAME_BYTES
-from ._handshake import PROTOCOL_VERSION
+from ._protocol.codec import decode, encode
+from ._protocol.framing import DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_FRAME_BYTES
+from ._protocol.handshake import PROTOCOL_VERSION
 from .client import (
     DEFAULT_HEARTBEAT,
     DEFAULT_IDLE_TIMEOUT,

@@ -1,292 +1,230 @@
 """The background I/O thread, which alone uses the socket once connected.
 
-:class:`_IOLoop`, a mixin of :class:`~fedcomm.Client`, holds its loop:
-:meth:`_IOLoop._run` serves one connection after another for the session
-(:meth:`_IOLoop._serve`: it reads frames into the queue, writes queued frames
-in chunks, answers pings, writes the acks it owes, sends heartbeat pings and
-detects a silent server; after a drop :meth:`_resume` reconnects), and
-finishes a close (it waits for the acks, then writes ``c1 06``).
+:class:`IOThread` serves one connection after another for the session: a
+:class:`_Serving` loop per connection reads frames into the session, writes
+the frames it says are due in chunks, sends heartbeat pings and detects a
+silent server; after a drop the :class:`~fedcomm._resume.Resumer` brings a new
+connection. After close() the loop waits for the acks, then writes ``c1 06``.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import selectors
-import socket
 import ssl
 import threading
 import time
 from typing import Optional, Union
 
-from ._framing import CLOSE, PING
-from ._outframe import _OutFrame, _control
-from ._receive import _Receiver
-from ._resume import _Resumer
+from ._connector import Connection, Connector
+from ._options import Settings
+from ._protocol.outframe import OutFrame
+from ._protocol.traffic import Traffic
+from ._reading import Receiver
+from ._resume import Resumer
+from ._shared import Shared
+from ._waker import Waker
 from .errors import FedcommError, PeerDisconnectedError
 
 _log = logging.getLogger("fedcomm")
 
-#: Pings awaiting their pong that are remembered (for the RTT).
-_PINGS_KEPT = 16
 
+class IOThread:
+    """The I/O thread of a client, from the connection its handshake completed on.
 
-class _IOLoop(_Receiver, _Resumer):
-    """The I/O thread of :class:`~fedcomm.Client` (:meth:`_run`)."""
+    Args:
+        settings: The client's settings.
+        shared: The session it serves.
+        traffic: The byte counts and timers it keeps.
+        conn: The first connection.
+    """
 
-    # -- starting, and the checks of the caller threads -------------------------
-
-    def _start_thread(self) -> None:
-        """Starts the I/O thread, which owns the socket from then on."""
-        self._selector.close()  # the I/O thread has its own
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+    def __init__(self, settings: Settings, shared: Shared, traffic: Traffic, conn: Connection) -> None:
+        self._settings = settings
+        self._shared = shared
+        self._traffic = traffic
+        self._conn = conn
+        self._waker = Waker(lambda: shared.session.closed)
+        self._receiver = Receiver(shared, traffic, settings.on_progress)
+        connector = Connector(settings, traffic, self._waker)
+        self._resumer = Resumer(settings, shared, traffic, connector, self._waker)
         self._thread = threading.Thread(
-            target=self._run, name=f"fedcomm-io-{self.host}:{self.port}", daemon=True
+            target=self._run, name=f"fedcomm-io-{settings.where}", daemon=True
         )
-        self._thread.start()
 
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise PeerDisconnectedError("Connection closed: close() was called")
-        if self._error is not None:
-            raise self._error
+    def start(self) -> None:
+        """Starts the thread, which owns the connection from then on."""
+        try:
+            self._thread.start()
+        except BaseException:
+            self._waker.close()
+            raise
 
-    def _check_not_io_thread(self, what: str) -> None:
-        if self._thread is not None and threading.current_thread() is self._thread:
+    def wake(self) -> None:
+        """Wakes the thread up: there is something to write or room to read, or close() was called."""
+        self._waker.wake()
+
+    def check_caller(self, what: str) -> None:
+        """Raises ``RuntimeError`` in the I/O thread, which would wait for itself in ``what``()."""
+        if threading.current_thread() is self._thread:
             raise RuntimeError(
                 f"Cannot call {what}() from a callback of the client: it runs "
                 "in the I/O thread, which would wait for itself"
             )
 
-    # -- the I/O thread -------------------------------------------------------
+    def join(self, timeout: float) -> None:
+        """Waits for the thread to finish (not from the thread itself)."""
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         graceful = False
         try:
             while True:
-                outcome = self._serve()
+                outcome = _Serving(self._settings, self._shared, self._traffic, self._receiver,
+                                   self._waker, self._conn).run()
                 if outcome != "dropped":
                     graceful = outcome == "closed"
                     break
-                self._close_socket(graceful=False)
-                if not self._resume():
+                self._conn.close(graceful=False)
+                conn = self._resumer.resume()
+                if conn is None:
                     break
+                self._conn = conn
         except BaseException as error:  # a bug: fail the session rather than hang callers
             _log.exception("fedcomm: the I/O thread failed")
-            self._fail(FedcommError(f"I/O thread failed: {error!r}"))
+            self._shared.fail(FedcommError(f"I/O thread failed: {error!r}"))
         finally:
-            with self._cond:
-                self._resuming = False
-                self._fail_locked(
-                    PeerDisconnectedError(
-                        "Connection closed: close() was called"
-                        if self._closed
-                        else "Connection closed"
-                    )
-                )
-            self._close_socket(graceful)
-            for wake in (self._wake_w, self._wake_r):
-                if wake is not None:
-                    try:
-                        wake.close()
-                    except OSError:
-                        pass
+            with self._shared.cond:
+                self._shared.session.finish()
+                self._shared.cond.notify_all()
+            self._conn.close(graceful)
+            self._waker.close()
 
-    def _serve(self) -> str:
-        """Serves the current connection until it ends. Returns ``"dropped"``
-        (the session may resume), ``"closed"`` (close() finished: ``c1 06``
-        written) or ``"ended"`` (the session is over, or close() gave up)."""
-        sel = selectors.DefaultSelector()
+
+class _Serving:
+    """Serves one connection until it ends (:meth:`run`): each turn reads what
+    arrived (unless the inbox is full), writes what is due, fires the timers
+    (heartbeat, idle timeout) and waits for the socket, a wake-up or the
+    next timer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        shared: Shared,
+        traffic: Traffic,
+        receiver: Receiver,
+        waker: Waker,
+        conn: Connection,
+    ) -> None:
+        self._settings = settings
+        self._shared = shared
+        self._traffic = traffic
+        self._receiver = receiver
+        self._waker = waker
+        self._conn = conn
+        # The event each direction waits for (None: try now; False: failed).
+        self._read_wait: Union[None, int, bool] = None
+        self._write_wait: Union[None, int, bool] = None
+        self._registered = 0  # the events the selector waits for on the socket
+        self._paused = False  # the inbox is full: not reading
+        self._current: Optional[OutFrame] = None
+
+    def run(self) -> str:
+        """Returns ``"dropped"`` (the session may resume), ``"closed"``
+        (close() finished: ``c1 06`` written) or ``"ended"`` (the session is
+        over, or close() gave up)."""
+        selector = selectors.DefaultSelector()
         try:
-            return self._serve_with(sel)
+            selector.register(self._waker.socket, selectors.EVENT_READ)
+            # (Frames read together with the welcome.)
+            if not self._receiver.drain(self._conn.decoder):
+                return self._outcome()
+            while True:
+                outcome = self._turn(selector)
+                if outcome is not None:
+                    return outcome
         finally:
-            sel.close()
-
-    def _serve_with(self, sel: selectors.BaseSelector) -> str:
-        assert self._wake_r is not None
-        sel.register(self._wake_r, selectors.EVENT_READ)
-        sock = self._sock
-        registered = 0
-        read_wait: Optional[int] = None  # None: try reading now; else the event awaited
-        write_wait: Optional[int] = None
-        was_paused = False
-        if not self._drain_frames():
-            return self._outcome()
-        while True:
-            now = time.monotonic()
-            with self._cond:
-                if self._error is not None or self._drop_error is not None:
-                    return self._outcome()
-                if self._closed:
-                    bye, deadline = self._bye, self._close_deadline
-                    if deadline is not None and now >= deadline and not (
-                        bye is not None and bye.started
-                    ):
-                        return "ended"  # acks or writes took too long: no c1 06
-                paused = self._paused()
-            if paused:
-                self._alive_hint = now  # not reading: the silence is ours
-            elif was_paused:
-                read_wait = None
-            was_paused = paused
-
-            read_now = not paused and read_wait is None
-            if read_now:
-                read_wait = self._read_burst()
-                if read_wait is False:  # failed, dropped or ended
-                    return self._outcome()
-            current = self._next_frame()  # (pongs and acks queued by the read included)
-            while current is not None and write_wait is None:
-                write_wait = self._write_chunk(current)
-                if write_wait is False:
-                    return self._outcome()
-                if current.sent == current.total or current.error is not None:
-                    with self._cond:
-                        self._current = None
-                    if current is self._bye:
-                        return "closed"
-                    current = self._next_frame()
-
-            # Timers: acks owed, heartbeat ping, idle timeout, close deadline.
-            now = time.monotonic()
-            # (An ack owed waits for the frame being written: no timer meanwhile.)
-            wake_at = self._acks.deadline if current is None else None
-            if self._close_deadline is not None:
-                wake_at = _earliest(wake_at, self._close_deadline)
-            if self.heartbeat is not None and current is None:
-                ping_at = self._last_write + self.heartbeat
-                if now >= ping_at:
-                    with self._cond:
-                        self._control.append(self._new_ping())
-                    continue
-                wake_at = _earliest(wake_at, ping_at)
-            if self.idle_timeout is not None:
-                silent_since = max(self._last_heard, self._alive_hint)
-                dead_at = silent_since + self.idle_timeout
-                if now >= dead_at and not paused and not read_now:
-                    # Look at the socket once more first: after a stall of this
-                    # process (the GIL held elsewhere, a suspended machine)
-                    # the answer may be waiting there.
-                    read_wait = None
-                    continue
-                if now >= dead_at and not paused:
-                    self._lost(
-                        PeerDisconnectedError(
-                            f"Server silent for {self.idle_timeout:g} s: nothing received, "
-                            "not even a pong or a heartbeat; the server or the network "
-                            f"is down ({self.host}:{self.port})"
-                        )
-                    )
-                    return self._outcome()
-                wake_at = _earliest(wake_at, dead_at)
-
-            # Wait for the socket, a wake-up or the next timer.
-            events = 0
-            if not paused and read_wait is not None:
-                events |= read_wait
-            if current is not None and write_wait is not None:
-                events |= write_wait
-            if events != registered:
-                if registered == 0:
-                    sel.register(sock, events)
-                elif events == 0:
-                    sel.unregister(sock)
-                else:
-                    sel.modify(sock, events)
-                registered = events
-            busy = (not paused and read_wait is None) or (
-                current is not None and write_wait is None
-            )
-            if busy:
-                wait: Optional[float] = 0.0
-            else:
-                wait = None if wake_at is None else max(0.0, wake_at - time.monotonic())
-            for key, mask in sel.select(wait):
-                if key.fileobj is self._wake_r:
-                    try:
-                        while self._wake_r.recv(4096):
-                            pass
-                    except OSError:
-                        pass
-                    continue
-                for flag in (selectors.EVENT_READ, selectors.EVENT_WRITE):
-                    if mask & flag:
-                        if read_wait == flag:
-                            read_wait = None
-                        if write_wait == flag:
-                            write_wait = None
+            selector.close()
 
     def _outcome(self) -> str:
-        with self._cond:
-            if self._error is None and self._drop_error is not None:
-                return "dropped"
-            return "ended"
+        with self._shared.cond:
+            return self._shared.session.outcome()
 
-    def _settled_locked(self) -> bool:
-        """Whether everything sent was acknowledged and nothing is being written."""
-        return (
-            self._current is None
-            and not self._resend
-            and not self._control
-            and len(self._retention) == 0
-        )
+    def _turn(self, selector: selectors.BaseSelector) -> Optional[str]:
+        """One turn of the loop; returns how the connection ended, if it did."""
+        now = time.monotonic()
+        with self._shared.cond:
+            session = self._shared.session
+            if session.error is not None or session.drop_error is not None:
+                return session.outcome()
+            if session.close_expired(now):
+                return "ended"  # acks or writes took too long: no c1 06
+            paused = session.inbox.full
+        if paused:
+            self._traffic.excuse(now)  # not reading: the silence is ours
+        elif self._paused:
+            self._read_wait = None
+        self._paused = paused
+        read_now = not paused and self._read_wait is None
+        if read_now:
+            self._read_wait = self._receiver.read_burst(self._conn)
+            if self._read_wait is False:  # failed, dropped or ended
+                return self._outcome()
+        outcome = self._write()
+        if outcome is not None:
+            return outcome
+        now = time.monotonic()
+        if self._ping_due(now):
+            return None  # the ping goes out on the next turn
+        dead_at = self._traffic.dead_at()
+        if dead_at is not None and now >= dead_at and not paused:
+            if not read_now:
+                # Look at the socket once more first: after a stall of this
+                # process (the GIL held elsewhere, a suspended machine) the
+                # answer may be waiting there.
+                self._read_wait = None
+                return None
+            self._shared.lost(PeerDisconnectedError(
+                f"Server silent for {self._traffic.idle_timeout:g} s: nothing received, "
+                "not even a pong or a heartbeat; the server or the network "
+                f"is down ({self._settings.where})"
+            ))
+            return self._outcome()
+        self._wait(selector, self._wake_at(dead_at))
+        return None
 
-    def _next_frame(self) -> Optional[_OutFrame]:
-        """The frame being written, or the next one to write: control frames
-        (an ack due, pongs, pings) first, between application frames; an ack
-        owed goes in front of an application frame; messages to send again
-        after a resume go before new ones, which wait while ``retain_bytes``
-        are unacknowledged. After close(), once everything sent is
-        acknowledged: the close frame (``c1 06``)."""
-        with self._cond:
-            if self._current is not None:
-                return self._current
-            acks = self._acks
-            if acks.due(time.monotonic()):
-                self._control.append(acks.frame())
-            if self._closed and self._bye is None and self._settled_locked():
-                self._bye = _control(CLOSE, b"")
-                self._control.append(self._bye)
-            frame: Optional[_OutFrame] = None
-            if self._control:
-                frame = self._control.popleft()
-            elif self._resend or self._may_start_locked():
-                if acks.pending:
-                    frame = acks.frame()  # piggyback: the ack goes right before
-                elif self._resend:
-                    frame = self._resend.popleft()
-                else:
-                    frame = self._outbox.popleft()
-                    self._retention.add(frame)
-            if frame is not None:
-                frame.started = True
-                self._current = frame
-            return frame
+    def _next_frame(self) -> Optional[OutFrame]:
+        with self._shared.cond:
+            return self._shared.session.next_frame(time.monotonic())
 
-    def _may_start_locked(self) -> bool:
-        return (
-            bool(self._outbox)
-            and not self._closed
-            and self._retention.bytes < self.retain_bytes
-        )
+    def _write(self) -> Optional[str]:
+        """Writes the frames due until the socket takes no more. Returns
+        ``"closed"`` once the close frame is written, or how the connection
+        ended when a write failed."""
+        current = self._next_frame()  # (pongs and acks queued by the read included)
+        while current is not None and self._write_wait is None:
+            self._write_wait = self._write_chunk(current)
+            if self._write_wait is False:
+                return self._outcome()
+            if current.sent == current.total or current.error is not None:
+                with self._shared.cond:
+                    bye = self._shared.session.frame_ended(current)
+                if bye:
+                    return "closed"
+                current = self._next_frame()
+        self._current = current
+        return None
 
-    def _new_ping(self) -> _OutFrame:
-        payload = secrets.token_bytes(8)
-        frame = _control(PING, payload)
-        frame.ping = payload
-        return frame
-
-    def _write_chunk(self, frame: _OutFrame) -> Union[None, int, bool]:
+    def _write_chunk(self, frame: OutFrame) -> Union[None, int, bool]:
         """Writes one chunk. Returns ``None`` (try again now), the event to wait
         for, or ``False`` when the connection failed."""
         if frame.error is not None:
             return None
         failure: Optional[OSError] = None
-        with frame.lock:  # (the sender may be copying the parts: own())
+        with frame.guard:  # (the sender may be copying the parts: own())
             try:
-                n = self._sock.send(frame.chunk())
+                n = self._conn.sock.send(frame.chunk())
             except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
                 return selectors.EVENT_WRITE
             except ssl.SSLWantReadError:
@@ -296,29 +234,71 @@ class _IOLoop(_Receiver, _Resumer):
             else:
                 event = frame.advance(n)
         if failure is not None:
-            self._lost(PeerDisconnectedError(f"Server disconnected: {failure}"))
+            self._shared.lost(PeerDisconnectedError(f"Server disconnected: {failure}"))
             return False
         now = time.monotonic()
-        self._bytes_sent += n
-        self._last_write = now
+        self._traffic.wrote(n, now)
         finished = frame.sent == frame.total
         if not finished:
-            self._alive_hint = now  # the server is taking our bytes
+            self._traffic.excuse(now)  # the server is taking our bytes
         if (finished and not frame.done) or event is not None:
-            with self._cond:
-                if event is not None:
-                    frame.events.append(event)
-                if finished:
-                    frame.done = True
-                    if frame.app:
-                        self._messages_sent += 1
-                self._cond.notify_all()
+            with self._shared.cond:
+                self._shared.session.written(frame, finished, event)
+                self._shared.cond.notify_all()
         if finished and frame.ping is not None:
-            self._pings[frame.ping] = now
-            while len(self._pings) > _PINGS_KEPT:
-                del self._pings[next(iter(self._pings))]
+            self._traffic.ping_written(frame.ping, now)
         return None
 
+    def _ping_due(self, now: float) -> bool:
+        """Queues a heartbeat ping when nothing was written for ``heartbeat``
+        seconds (and no frame is being written); returns whether it did."""
+        ping_at = self._traffic.ping_at()
+        if ping_at is None or self._current is not None or now < ping_at:
+            return False
+        with self._shared.cond:
+            self._shared.session.control.append(self._traffic.new_ping())
+        return True
 
-def _earliest(a: Optional[float], b: float) -> float:
-    return b if a is None else min(a, b)
+    def _wake_at(self, dead_at: Optional[float]) -> Optional[float]:
+        """When the next timer fires: the close deadline, the idle timeout,
+        and, unless a frame is being written (it goes first), the ack owed
+        and the heartbeat ping."""
+        session = self._shared.session
+        times = [session.close_deadline, dead_at]
+        if self._current is None:
+            times += [session.acks.deadline, self._traffic.ping_at()]
+        due = [at for at in times if at is not None]
+        return min(due) if due else None
+
+    def _wait(self, selector: selectors.BaseSelector, wake_at: Optional[float]) -> None:
+        """Waits for the socket, a wake-up or ``wake_at`` (not at all while
+        there is reading or writing to do now)."""
+        reading = not self._paused
+        writing = self._current is not None
+        events = 0
+        if reading and self._read_wait is not None:
+            events |= self._read_wait
+        if writing and self._write_wait is not None:
+            events |= self._write_wait
+        if events != self._registered:
+            if self._registered == 0:
+                selector.register(self._conn.sock, events)
+            elif events == 0:
+                selector.unregister(self._conn.sock)
+            else:
+                selector.modify(self._conn.sock, events)
+            self._registered = events
+        if (reading and self._read_wait is None) or (writing and self._write_wait is None):
+            timeout: Optional[float] = 0.0
+        else:
+            timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
+        for key, mask in selector.select(timeout):
+            if key.fileobj is self._waker.socket:
+                self._waker.drain()
+                continue
+            for flag in (selectors.EVENT_READ, selectors.EVENT_WRITE):
+                if mask & flag:
+                    if self._read_wait == flag:
+                        self._read_wait = None
+                    if self._write_wait == flag:
+                        self._write_wait = None

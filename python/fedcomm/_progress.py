@@ -1,14 +1,14 @@
-"""Progress reports: the :class:`Progress` event, the ``on_progress`` callback
-type, and :func:`_call_progress`, which calls a callback without letting it
-break the connection."""
+"""Progress reports: the :class:`Progress` event and the ``on_progress``
+callback type; and :func:`call_back`, which calls any callback of the user
+without letting it break the connection."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable, Literal, Optional
 
-__all__ = ["Progress", "ProgressCallback"]
+__all__ = ["Progress", "ProgressCallback", "call_back"]
 
 _log = logging.getLogger("fedcomm")
 
@@ -41,8 +41,11 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def _call_progress(callback: ProgressCallback, event: Progress) -> None:
+def call_back(callback: Optional[Callable[[Any], None]], argument: Any, what: str) -> None:
+    """Calls ``callback`` (named ``what`` in the log) with ``argument``, if any."""
+    if callback is None:
+        return
     try:
-        callback(event)
+        callback(argument)
     except Exception:  # a broken callback must not break the connection
-        _log.exception("fedcomm: the on_progress callback raised; ignored")
+        _log.exception("fedcomm: the %s callback raised; ignored", what)

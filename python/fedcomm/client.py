@@ -1,56 +1,47 @@
-"""The client: connects to a fedcomm server, completes the handshake, then
-receives and sends MessagePack values while a background thread keeps the
-connection alive and, after a drop, resumes the session on a new connection.
+"""The client: :class:`Client` and :func:`connect`.
 
-Threads:
+A :class:`Client` is composed of parts that each do one thing and get what
+they need passed in: the settings (``_options``: the checked keyword
+arguments), the protocol state of the session behind its lock (``_shared``,
+``_protocol.session``: numbering, acks, retention, inbox, the frames due),
+the byte counts and timers (``_protocol.traffic``), the connection setup
+(``_connector``, ``_dial``), the I/O thread (``_io``, ``_reading``,
+``_resume``) and the sending of messages (``_sending``).
 
-- The thread that calls :func:`connect` runs the TCP connect, the TLS
-  handshake and the fedcomm handshake.
-- Then a daemon **I/O thread** owns the socket: it alone calls ``recv`` and
-  ``send`` on it (a non-blocking socket driven by ``selectors``), so a TLS
-  socket is never used by two threads at once and frames never interleave. It
-  reads frames continuously into a bounded queue, answers pings at once,
-  acknowledges the messages it receives, sends a ping after ``heartbeat``
-  seconds without writing, declares the server dead after ``idle_timeout``
-  seconds without receiving anything, and reconnects after a drop.
-- :meth:`Client.send` and :meth:`Client.reply` encode in the calling thread,
-  hand the frame to the I/O thread and wait until the kernel has taken all of
-  it (so the caller may then change its arrays: a message kept for a resume
-  is copied if needed). :meth:`Client.recv` takes the next decoded value from
-  the queue. They may be called from any thread.
-
-This module holds :class:`Client` (its constructor, sending, replying and
-closing) and :func:`connect`; the other parts of the client are in private
-modules: ``_options`` and ``_props`` (the
-checks of the arguments), ``_progress``, ``_outframe`` (frames queued for
-writing), ``_retention`` and ``_acks`` (what is unacknowledged each way),
-``_state`` (the shared attributes), ``_setup`` (connecting and the
-handshakes), ``_io`` and ``_receive`` (the I/O thread), ``_resume``
-(reconnecting), ``_send``, ``_inbox`` (receiving) and ``_properties``.
+Threads: the thread that calls :func:`connect` runs the TCP connect, the TLS
+handshake and the fedcomm handshake. Then a daemon I/O thread owns the
+socket: it alone reads and writes it (a non-blocking socket driven by
+``selectors``), so a TLS socket is never used by two threads at once and
+frames never interleave. :meth:`Client.send`, :meth:`Client.reply` and
+:meth:`Client.recv` may be called from any thread: a send encodes in the
+calling thread, hands the frame to the I/O thread and waits until the kernel
+has taken all of it; a receive takes the next value the I/O thread queued.
 """
 
 from __future__ import annotations
 
-import selectors
-import threading
 import time
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, Optional
 
-from ._framing import DEFAULT_MAX_FRAME_BYTES
-from ._handshake import Handshake
-from ._inbox import _Inbox
-from ._options import MIN_SECRET_BYTES as MIN_SECRET_BYTES
-from ._options import TLSOption, _check_arguments, _check_session_arguments
-from ._progress import Progress, ProgressCallback
-from ._properties import _Properties
-from ._props import PropValue
-# The constants and types below are defined elsewhere but importable from here too.
-from ._receive import QUEUE_LIMIT_BYTES
-from ._receive import QUEUE_LIMIT_MESSAGES as QUEUE_LIMIT_MESSAGES
-from ._retention import DEFAULT_RETAIN_BYTES
-from ._send import _Sender
-from ._state import DisconnectCallback, ResumeCallback
-from .errors import PeerDisconnectedError
+from ._connector import Connector
+from ._io import IOThread
+from ._options import Options, check_options, fmt_seconds, options_signature
+from ._protocol.handshake import Welcome
+from ._protocol.session import Session
+from ._protocol.traffic import Traffic
+from ._sending import Sender
+from ._shared import Shared
+from .errors import FedcommTimeoutError, PeerDisconnectedError
+
+# Defined elsewhere, and importable from here too.
+from ._options import DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT  # isort: skip
+from ._options import MIN_SECRET_BYTES as MIN_SECRET_BYTES  # isort: skip
+from ._options import DisconnectCallback, ResumeCallback  # isort: skip
+from ._progress import Progress, ProgressCallback  # isort: skip
+from ._protocol.inbox import QUEUE_LIMIT_BYTES  # isort: skip
+from ._protocol.inbox import QUEUE_LIMIT_MESSAGES as QUEUE_LIMIT_MESSAGES  # isort: skip
+from ._protocol.props import PropValue  # isort: skip
+from ._protocol.retention import DEFAULT_RETAIN_BYTES  # isort: skip
 
 __all__ = [
     "Client",
@@ -67,23 +58,18 @@ __all__ = [
     "connect",
 ]
 
-#: Seconds for connecting and the handshake, by default.
-DEFAULT_TIMEOUT = 10.0
-#: Seconds without writing after which the client sends a ping, by default.
-DEFAULT_HEARTBEAT = 15.0
-#: Seconds without receiving anything after which the server is declared dead, by default.
-DEFAULT_IDLE_TIMEOUT = 60.0
 #: How long close() waits for the server to acknowledge the messages sent.
 _CLOSE_ACK_SECONDS = 5.0
 #: ... and then for the I/O thread to finish.
 _CLOSE_JOIN_SECONDS = 2.0
 
 
-class Client(_Sender, _Inbox, _Properties):
+class Client:
     """A session with a fedcomm server (protocol version 3), after a completed handshake.
 
-    Prefer :func:`connect`, which takes the same arguments. Use it as a context
-    manager, or call :meth:`close`.
+    Prefer :func:`connect`, which takes the same arguments (all keyword-only
+    but ``host`` and ``port``). Use it as a context manager, or call
+    :meth:`close`.
 
     Messages are numbered 1, 2, 3, … each way for the whole session; each side
     acknowledges what it received, and keeps what it sent until acknowledged.
@@ -152,86 +138,37 @@ class Client(_Sender, _Inbox, _Properties):
         TypeError, ValueError: An invalid argument.
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        timeout: Optional[float] = DEFAULT_TIMEOUT,
-        wait_for_server: bool = False,
-        name: Optional[str] = None,
-        secret: Union[None, str, bytes, bytearray] = None,
-        tls: TLSOption = None,
-        server_hostname: Optional[str] = None,
-        heartbeat: Optional[float] = DEFAULT_HEARTBEAT,
-        idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-        on_progress: Optional[ProgressCallback] = None,
-        props: Optional[Mapping[str, PropValue]] = None,
-        resume: bool = True,
-        retain_bytes: int = DEFAULT_RETAIN_BYTES,
-        on_disconnect: Optional[DisconnectCallback] = None,
-        on_resume: Optional[ResumeCallback] = None,
-    ) -> None:
-        timeout, secret_bytes, context, heartbeat, idle_timeout = _check_arguments(
-            host, port, timeout, name, secret, tls, heartbeat, idle_timeout,
-            max_frame_bytes, on_progress,
-        )
-        checked_props = _check_session_arguments(
-            props, resume, retain_bytes, on_disconnect, on_resume
-        )
-
+    @options_signature
+    def __init__(self, host: str, port: int, **options: Any) -> None:
+        settings = check_options(host, port, Options.from_keywords("Client.__init__", options))
         #: The server's address, as given.
         self.host = host
         #: The server's port, as given.
         self.port = port
         #: This client's name, as sent in the hello (``None``: none).
-        self.name = name
+        self.name = settings.name
         #: The largest frame body accepted from the server.
-        self.max_frame_bytes = max_frame_bytes
+        self.max_frame_bytes = settings.max_frame_bytes
         #: Seconds without writing before a ping (``None``: never).
-        self.heartbeat = heartbeat
+        self.heartbeat = settings.heartbeat
         #: Seconds of silence after which the server is declared dead (``None``: never).
-        self.idle_timeout = idle_timeout
+        self.idle_timeout = settings.idle_timeout
         #: Whether the connection is encrypted with TLS.
-        self.tls = context is not None
+        self.tls = settings.context is not None
         #: Sends wait while this many bytes of sent messages are unacknowledged.
-        self.retain_bytes = retain_bytes
+        self.retain_bytes = settings.retain_bytes
         #: The metadata sent in the hello (``None``: none).
-        self.props = checked_props
-        self._on_progress = on_progress
-        self._on_disconnect = on_disconnect
-        self._on_resume = on_resume
-        self._secret = secret_bytes
-        self._context = context
-        self._hostname = server_hostname or host
-        self._props = checked_props
-        self._resume_enabled = resume
-        self._init_state()
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._timeout = timeout
+        self.props = settings.props
+        self._traffic = Traffic(settings.heartbeat, settings.idle_timeout, time.monotonic())
+        self._shared = Shared(Session(settings.retain_bytes, settings.resume))
+        conn, welcome = Connector(settings, self._traffic).connect()
         try:
-            welcome = self._connect(
-                lambda: Handshake(name, secret_bytes, checked_props), deadline, wait_for_server
-            )
-            #: The whole welcome map (a later server may add keys; updated by a resume).
-            self.welcome: Dict[str, Any] = welcome.message
-            #: This client's id (the same for the whole session).
-            self.id: int = welcome.id
-            #: How many clients the server serves (at most at once, for an open server).
-            self.clients: int = welcome.clients
-            #: The largest frame body the server accepts (from its welcome).
-            self.server_max_frame_bytes: int = welcome.max_frame_bytes
-            self._token = welcome.token
-            self._grace = welcome.grace / 1000
-            self._start_thread()
+            self._shared.session.start(welcome)
+            self._io = IOThread(settings, self._shared, self._traffic, conn)
+            self._sender = Sender(settings, self._shared, self._io)
+            self._io.start()
         except BaseException:
-            self._closed = True
-            self._close_socket(graceful=False)
-            for sock in (self._wake_r, self._wake_w):
-                if sock is not None:
-                    sock.close()
+            conn.close(graceful=False)
             raise
 
     # -- sending --------------------------------------------------------------
@@ -275,10 +212,7 @@ class Client(_Sender, _Inbox, _Properties):
                 ("nothing was sent"); otherwise it stays queued and will be
                 delivered whole. The session stays usable either way.
         """
-        self._check_not_io_thread("send")
-        self._check_usable()
-        parts, size = self._encode(value, 0)
-        self._submit(parts, size, timeout, on_progress)
+        self._sender.send(value, False, None, timeout, on_progress)
 
     def reply(
         self,
@@ -308,11 +242,65 @@ class Client(_Sender, _Inbox, _Properties):
             FrameTooLargeError, PeerDisconnectedError, FedcommTimeoutError:
                 As for :meth:`send`.
         """
-        self._check_not_io_thread("reply")
-        self._check_usable()
-        request = self._reply_target(to)
-        parts, size = self._encode(value, request)
-        self._submit(parts, size, timeout, on_progress)
+        self._sender.send(value, True, to, timeout, on_progress)
+
+    # -- receiving ------------------------------------------------------------
+
+    def recv(self, timeout: Optional[float] = None) -> Any:
+        """Returns the next message from the server, waiting for it if needed.
+
+        Messages are read by the I/O thread as they arrive; this takes the
+        oldest one from the queue (its number becomes :attr:`last_received`).
+        Messages received before an error are returned first; the error is
+        raised once they are taken. While the session is being resumed, this
+        waits.
+
+        Args:
+            timeout: Seconds to wait (default: no limit). A timeout loses nothing.
+
+        Returns:
+            The decoded value: dicts, lists, str, bytes, int, float, bool,
+            None, numpy arrays (read-only: ``.copy()`` to change them) and
+            scalars, UTC datetimes.
+
+        Raises:
+            PeerDisconnectedError: The server ended the session (it closed it,
+                or it could not be resumed) and no message is left, or
+                :meth:`close` was called.
+            FedcommTimeoutError: Nothing arrived in time.
+            FrameTooLargeError: The server announced a frame over
+                ``max_frame_bytes`` (the session is over).
+            ProtocolError: The server broke the protocol (the session is over).
+        """
+        self._io.check_caller("recv")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cond = self._shared.cond
+        with cond:
+            while True:
+                taken = self._shared.session.take()
+                if taken is not None:
+                    value, may_read = taken
+                    if may_read:
+                        self._io.wake()  # the inbox has room again
+                    return value
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise FedcommTimeoutError(f"Receive timed out after {fmt_seconds(timeout)} s")
+                cond.wait(remaining)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Yields every message until the server ends the session (a close,
+        or a disconnect it does not resume) or :meth:`close` is called; other
+        errors (a session that could not be resumed among them) are raised."""
+        session = self._shared.session
+        while True:
+            try:
+                message = self.recv()
+            except PeerDisconnectedError:
+                if session.eof or session.closed:
+                    return
+                raise
+            yield message
 
     # -- closing --------------------------------------------------------------
 
@@ -326,25 +314,11 @@ class Client(_Sender, _Inbox, _Properties):
         with :meth:`recv` are dropped. While the session is being resumed, it
         stops resuming at once.
         """
-        with self._cond:
-            already = self._closed
-            self._closed = True
-            if not already:
-                self._close_deadline = time.monotonic() + _CLOSE_ACK_SECONDS
-                closed = PeerDisconnectedError("Connection closed: close() was called")
-                for frame in self._outbox:
-                    if frame.error is None:
-                        frame.error = closed
-                self._outbox.clear()
-                self._inbox.clear()
-                self._queued_bytes = 0
-            self._cond.notify_all()
-        if already and self._thread is None:
-            return
-        self._wake()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(_CLOSE_ACK_SECONDS + _CLOSE_JOIN_SECONDS)
+        with self._shared.cond:
+            self._shared.session.close(time.monotonic() + _CLOSE_ACK_SECONDS)
+            self._shared.cond.notify_all()
+        self._io.wake()
+        self._io.join(_CLOSE_ACK_SECONDS + _CLOSE_JOIN_SECONDS)
 
     def __enter__(self) -> "Client":
         return self
@@ -353,37 +327,108 @@ class Client(_Sender, _Inbox, _Properties):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "resuming" if self._resuming else "open"
-        id_, clients = getattr(self, "id", None), getattr(self, "clients", None)
+        state = "closed" if self.closed else "resuming" if self.resuming else "open"
         return (
-            f"<fedcomm.Client {self.host}:{self.port} id={id_} clients={clients} "
+            f"<fedcomm.Client {self.host}:{self.port} id={self.id} clients={self.clients} "
             f"{'tls ' if self.tls else ''}{state}>"
         )
 
+    # -- state ----------------------------------------------------------------
 
-def connect(
-    host: str,
-    port: int,
-    *,
-    timeout: Optional[float] = DEFAULT_TIMEOUT,
-    wait_for_server: bool = False,
-    name: Optional[str] = None,
-    secret: Union[None, str, bytes, bytearray] = None,
-    tls: TLSOption = None,
-    server_hostname: Optional[str] = None,
-    heartbeat: Optional[float] = DEFAULT_HEARTBEAT,
-    idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-    on_progress: Optional[ProgressCallback] = None,
-    props: Optional[Mapping[str, PropValue]] = None,
-    resume: bool = True,
-    retain_bytes: int = DEFAULT_RETAIN_BYTES,
-    on_disconnect: Optional[DisconnectCallback] = None,
-    on_resume: Optional[ResumeCallback] = None,
-) -> Client:
+    @property
+    def welcome(self) -> Dict[str, Any]:
+        """The whole welcome map (a later server may add keys; the latest, after a resume)."""
+        return self._welcome.message
+
+    @property
+    def id(self) -> int:
+        """This client's id (the same for the whole session)."""
+        return self._welcome.id
+
+    @property
+    def clients(self) -> int:
+        """How many clients the server serves (at most at once, for an open server)."""
+        return self._welcome.clients
+
+    @property
+    def server_max_frame_bytes(self) -> int:
+        """The largest frame body the server accepts (from its welcome)."""
+        return self._welcome.max_frame_bytes
+
+    @property
+    def _welcome(self) -> Welcome:
+        welcome = self._shared.session.welcome
+        assert welcome is not None  # (set before __init__ returns)
+        return welcome
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes written to the server, frame headers, handshakes, pings, acks and messages sent again included."""
+        return self._traffic.bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes read from the server, frame headers, handshakes, pings and acks included."""
+        return self._traffic.bytes_received
+
+    @property
+    def messages_sent(self) -> int:
+        """Application messages (values and replies) written completely (once each)."""
+        return self._shared.session.messages_sent
+
+    @property
+    def messages_received(self) -> int:
+        """Application values received on the session (queued for :meth:`recv` or already taken)."""
+        return self._shared.session.acks.received
+
+    @property
+    def last_received(self) -> int:
+        """The number of the last message taken with :meth:`recv` or iteration
+        (1 for the session's first; 0: none yet): what :meth:`reply` answers."""
+        return self._shared.session.inbox.last_taken
+
+    @property
+    def retained_bytes(self) -> int:
+        """Bytes of sent messages kept until the server acknowledges them."""
+        return self._shared.session.retention.bytes
+
+    @property
+    def grace(self) -> float:
+        """Seconds the server keeps the session after a drop (0: no resume)."""
+        return self._shared.session.grace
+
+    @property
+    def resumes(self) -> int:
+        """How many times the session was resumed on a new connection."""
+        return self._shared.session.resumes
+
+    @property
+    def resuming(self) -> bool:
+        """Whether the connection dropped and the client is resuming the session."""
+        return self._shared.session.resuming
+
+    @property
+    def rtt(self) -> Optional[float]:
+        """Seconds from sending the last answered ping to receiving its pong (``None`` before)."""
+        return self._traffic.rtt
+
+    @property
+    def last_heard(self) -> float:
+        """:func:`time.monotonic` when the last byte was received from the server."""
+        return self._traffic.last_heard
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session is over (by :meth:`close`, the server or an error)."""
+        return self._shared.session.over
+
+
+@options_signature
+def connect(host: str, port: int, **options: Any) -> Client:
     """Connects to a fedcomm server and completes the handshake.
 
-    See :class:`Client` for the arguments and the exceptions.
+    Takes the arguments of :class:`Client` (``options``: its keyword
+    arguments, with the same defaults) and raises its exceptions.
 
     Example::
 
@@ -396,22 +441,4 @@ def connect(
     Returns:
         The connected :class:`Client`.
     """
-    return Client(
-        host,
-        port,
-        timeout=timeout,
-        wait_for_server=wait_for_server,
-        name=name,
-        secret=secret,
-        tls=tls,
-        server_hostname=server_hostname,
-        heartbeat=heartbeat,
-        idle_timeout=idle_timeout,
-        max_frame_bytes=max_frame_bytes,
-        on_progress=on_progress,
-        props=props,
-        resume=resume,
-        retain_bytes=retain_bytes,
-        on_disconnect=on_disconnect,
-        on_resume=on_resume,
-    )
+    return Client(host, port, **options)

@@ -24,7 +24,7 @@ if importlib.util.find_spec("fedcomm") is None:
     sys.path.insert(0, str(PYTHON_DIR))
 sys.path.insert(0, str(TESTS))
 
-from _reference_server import ReferenceServer  # noqa: E402
+from _reference import ReferenceServer  # noqa: E402
 
 import fedcomm  # noqa: E402
 

@@ -10,8 +10,8 @@ import msgpack
 import pytest
 
 import fedcomm
-from fedcomm._handshake import client_proof, server_proof
-from _reference_server import CLIENT_LABEL, ReferenceServer, frame, handshake_body, proof
+from fedcomm._protocol.auth import client_proof, server_proof
+from _reference import CLIENT_LABEL, ReferenceServer, frame, handshake_body, proof
 
 Server = Callable[..., ReferenceServer]
 
@@ -181,7 +181,7 @@ def test_name_is_bound_into_the_proofs(server: Server) -> None:
 
 
 def test_malformed_proof_is_a_failed_proof() -> None:
-    from fedcomm._handshake import Handshake
+    from fedcomm._protocol.handshake import Handshake
 
     handshake = Handshake("a", SECRET.encode())
     for proof_ in (b"short", "not bytes", None):

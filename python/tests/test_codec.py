@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fedcomm
-from fedcomm._codec import HEADER_BYTES, encode_parts
+from fedcomm._protocol.codec import HEADER_BYTES, encode_parts
 
 DTYPES = ["bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
           "uint64", "float16", "float32", "float64"]

@@ -11,7 +11,7 @@ import msgpack
 import pytest
 
 import fedcomm
-from _reference_server import ReferenceServer, frame
+from _reference import ReferenceServer, frame
 
 Server = Callable[..., ReferenceServer]
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import fedcomm
-from fedcomm._codec import encode_parts
-from _reference_server import ReferenceServer, encode_value, frame
+from fedcomm._protocol.codec import encode_parts
+from _reference import ReferenceServer, encode_value, frame
 
 Server = Callable[..., ReferenceServer]
 MiB = 1024 * 1024

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import fedcomm
-from fedcomm._acks import ACK_DELAY, _AckState
-from _reference_server import ReferenceServer, frame, wait_until
+from fedcomm._protocol.acks import ACK_DELAY, AckState
+from _reference import ReferenceServer, frame, wait_until
 
 Server = Callable[..., ReferenceServer]
 MiB = 1024 * 1024
@@ -123,7 +123,7 @@ def test_client_acks_soon(server: Server) -> None:
 
 
 def test_ack_state_rules() -> None:
-    acks = _AckState()
+    acks = AckState()
     assert not acks.pending and acks.deadline is None
     assert acks.message(100, 10.0) == 1
     assert acks.pending and not acks.urgent

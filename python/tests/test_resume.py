@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fedcomm
-from _reference_server import ReferenceServer, frame, handshake_body, wait_until
+from _reference import ReferenceServer, frame, handshake_body, wait_until
 
 Server = Callable[..., ReferenceServer]
 MiB = 1024 * 1024
@@ -196,7 +196,7 @@ def test_refused_resume_ends_the_session(server: Server) -> None:
 def test_wrong_token_is_refused(server: Server) -> None:
     srv = server(1, grace=5)
     client = fedcomm.connect("127.0.0.1", srv.port)
-    client._token = bytes(16)  # (not the session's token)
+    client._shared.session.token = bytes(16)  # (not the session's token)
     srv.conn(0).cut()
     with pytest.raises(fedcomm.PeerDisconnectedError, match='wrong token for client "0"'):
         client.recv(timeout=10)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fedcomm
-from _reference_server import ReferenceServer, wait_until
+from _reference import ReferenceServer, wait_until
 
 Server = Callable[..., ReferenceServer]
 MiB = 1024 * 1024

@@ -1,10 +1,10 @@
 """Retention: the application messages sent on a session and not yet
 acknowledged by the server, kept to be written again after a resume.
 
-:class:`_Retention` numbers the messages (1, 2, 3, … for the whole session,
+:class:`Retention` numbers the messages (1, 2, 3, … for the whole session,
 across resumes), keeps them in order with their byte count, drops them when an
 ack (``c1 04``) or a resume welcome's ``received`` covers them, and lists the
-rest to send again. The caller (the I/O thread) holds the client's lock.
+rest to send again.
 """
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ from __future__ import annotations
 from collections import deque
 from typing import Deque, List
 
-from ._outframe import _OutFrame
-from .errors import ProtocolError
+from ..errors import ProtocolError
+from .outframe import OutFrame
 
-__all__ = ["DEFAULT_RETAIN_BYTES"]
+__all__ = ["DEFAULT_RETAIN_BYTES", "Retention"]
 
 #: The default bound of retained bytes: sends wait while this much is unacknowledged.
 DEFAULT_RETAIN_BYTES = 64 * 1024 * 1024
 
 
-class _Retention:
+class Retention:
     """The unacknowledged application messages of a session, in order."""
 
     def __init__(self) -> None:
-        self._frames: Deque[_OutFrame] = deque()
+        self._frames: Deque[OutFrame] = deque()
         #: Frame bytes retained (headers included).
         self.bytes = 0
         #: Messages numbered so far: the number of the last one.
@@ -36,7 +36,7 @@ class _Retention:
     def __len__(self) -> int:
         return len(self._frames)
 
-    def add(self, frame: _OutFrame) -> None:
+    def add(self, frame: OutFrame) -> None:
         """Numbers ``frame`` (the next number) and keeps it until acknowledged."""
         self.sent += 1
         frame.number = self.sent
@@ -64,7 +64,7 @@ class _Retention:
             self.bytes -= frame.total
         return True
 
-    def resume(self, received: int) -> List[_OutFrame]:
+    def resume(self, received: int) -> List[OutFrame]:
         """Applies a resume welcome's ``received``: drops what it covers and
         returns the rest, rewound, to be written again in order.
 
@@ -88,6 +88,6 @@ class _Retention:
             frame.rewind()
         return frames
 
-    def frames(self) -> List[_OutFrame]:
+    def frames(self) -> List[OutFrame]:
         """The retained frames, oldest first."""
         return list(self._frames)

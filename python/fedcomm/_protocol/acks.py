@@ -1,4 +1,4 @@
-"""Acks this client owes the server: :class:`_AckState` counts the
+"""Acks this client owes the server: :class:`AckState` counts the
 application messages received on the session and decides when the I/O thread
 writes an ack (``c1 04`` + the count as a u64 big-endian):
 
@@ -14,10 +14,10 @@ from __future__ import annotations
 import struct
 from typing import Optional
 
-from ._framing import ACK
-from ._outframe import _OutFrame, _control
+from .framing import ACK
+from .outframe import OutFrame, control
 
-__all__ = ["ACK_DELAY", "ACK_LARGE_BYTES", "ACK_PENDING_BYTES", "ACK_PENDING_MESSAGES"]
+__all__ = ["ACK_DELAY", "ACK_LARGE_BYTES", "ACK_PENDING_BYTES", "ACK_PENDING_MESSAGES", "AckState"]
 
 #: A message of at least this many body bytes is acknowledged at once.
 ACK_LARGE_BYTES = 64 * 1024
@@ -31,9 +31,8 @@ ACK_DELAY = 0.010
 _U64 = struct.Struct(">Q")
 
 
-class _AckState:
-    """The received count of a session and the ack owed for it. The caller
-    (the I/O thread) holds the client's lock."""
+class AckState:
+    """The received count of a session and the ack owed for it."""
 
     def __init__(self) -> None:
         #: Application messages received on the session (the last one's number).
@@ -81,10 +80,10 @@ class _AckState:
         deadline = self.deadline
         return deadline is not None and now >= deadline
 
-    def frame(self) -> _OutFrame:
+    def frame(self) -> OutFrame:
         """The ack frame for everything received so far (it is then not owed)."""
         self.settled(self.received)
-        return _control(ACK, _U64.pack(self.received))
+        return control(ACK, _U64.pack(self.received))
 
     def settled(self, count: int) -> None:
         """Records that the server knows of ``count`` messages (an ack written,

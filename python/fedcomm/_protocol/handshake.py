@@ -2,11 +2,8 @@
 
 Every handshake message travels in a control frame ``c1 03`` followed by one
 MessagePack map with str keys, among them ``fedcomm`` (3) and ``type``.
-Authentication is mutual, with HMAC-SHA256 over both nonces and the client's
-name; the secret itself never crosses the wire::
-
-    server proof = HMAC(secret, b"fedcomm server proof\\0" + client nonce + server nonce + name)
-    client proof = HMAC(secret, b"fedcomm client proof\\0" + client nonce + server nonce + name)
+Authentication is mutual (``auth.py``): the server proves in its challenge
+that it knows the secret, then the client in its auth message.
 
 The hello may carry ``props`` (client metadata) and, to resume a session after
 its connection dropped, ``resume: {id, token, received}``; the welcome names
@@ -16,43 +13,32 @@ for a resume) and says how many messages the server received (``received``).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Union, cast
 
 import msgpack  # type: ignore[import-untyped]
 
-from ._framing import CONTROL, HANDSHAKE, HEADER
-from .errors import AuthenticationError, ProtocolError, RejectedError
+from ..errors import AuthenticationError, ProtocolError, RejectedError
+from .auth import NONCE_BYTES, client_proof, new_nonce, proof_matches, server_proof
+from .framing import CONTROL, HANDSHAKE, HEADER
 
 __all__ = [
-    "NONCE_BYTES",
+    "MAX_NAME_BYTES",
     "PROTOCOL_VERSION",
     "TOKEN_BYTES",
     "Handshake",
     "ResumeRequest",
     "Welcome",
-    "client_proof",
     "handshake_frame",
     "parse_handshake",
-    "server_proof",
 ]
 
 #: The protocol version this package speaks.
 PROTOCOL_VERSION = 3
-#: The size of each side's nonce.
-NONCE_BYTES = 32
-#: The size of an HMAC-SHA256 proof.
-PROOF_BYTES = 32
 #: The size of a session's resume token.
 TOKEN_BYTES = 16
 #: The longest client name, in UTF-8 bytes.
 MAX_NAME_BYTES = 128
-
-_SERVER_LABEL = b"fedcomm server proof\x00"
-_CLIENT_LABEL = b"fedcomm client proof\x00"
 
 
 @dataclass(frozen=True)
@@ -88,20 +74,6 @@ class Welcome:
     grace: int
     received: int
     resumed: bool
-
-
-def _proof(label: bytes, secret: bytes, client_nonce: bytes, server_nonce: bytes, name: bytes) -> bytes:
-    return hmac.new(secret, label + client_nonce + server_nonce + name, hashlib.sha256).digest()
-
-
-def server_proof(secret: bytes, client_nonce: bytes, server_nonce: bytes, name: bytes) -> bytes:
-    """The proof a server sends in its challenge (``name``: UTF-8, ``b""`` if none)."""
-    return _proof(_SERVER_LABEL, secret, client_nonce, server_nonce, name)
-
-
-def client_proof(secret: bytes, client_nonce: bytes, server_nonce: bytes, name: bytes) -> bytes:
-    """The proof a client sends in its auth message (``name``: UTF-8, ``b""`` if none)."""
-    return _proof(_CLIENT_LABEL, secret, client_nonce, server_nonce, name)
 
 
 def handshake_frame(message: Dict[str, Any]) -> bytes:
@@ -181,7 +153,7 @@ class Handshake:
         self.secret = secret
         self.props = props
         self.resume = resume
-        self.nonce: Optional[bytes] = None if secret is None else secrets.token_bytes(NONCE_BYTES)
+        self.nonce: Optional[bytes] = None if secret is None else new_nonce()
         #: The checked welcome, once received.
         self.welcome: Optional[Welcome] = None
         self._verified = False
@@ -253,11 +225,11 @@ class Handshake:
             raise ProtocolError("Unexpected challenge: the server already sent one")
         self._challenged = True
         nonce, proof = message.get("nonce"), message.get("proof")
-        if not (isinstance(nonce, bytes) and len(nonce) == 32):
+        if not (isinstance(nonce, bytes) and len(nonce) == NONCE_BYTES):
             raise ProtocolError(f"Invalid challenge: nonce must be 32 bytes of bin, got {_describe(nonce)}")
         expected = server_proof(self.secret, self.nonce, nonce, self._name_bytes)
         # (A proof that is not 32 bytes of bin cannot match: a failed proof, as in Deno.)
-        if not (isinstance(proof, bytes) and hmac.compare_digest(expected, proof)):
+        if not proof_matches(expected, proof):
             raise AuthenticationError(
                 "Server failed authentication: its proof does not match "
                 "(wrong secret, unknown name, or not the real server)"

@@ -1,5 +1,5 @@
-"""Framing: the 4-byte big-endian length header, control frames, and an
-incremental frame reader for non-blocking sockets.
+"""Framing: the 4-byte big-endian length header, the control frame kinds,
+and :class:`FrameDecoder`, which cuts frames out of the bytes read.
 
 A frame is a 4-byte big-endian unsigned body length, then the body:
 
@@ -17,11 +17,12 @@ A frame is a 4-byte big-endian unsigned body length, then the body:
 from __future__ import annotations
 
 import struct
+from enum import Enum
 from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from .errors import FrameTooLargeError, TruncatedFrameError
+from ..errors import FrameTooLargeError, ProtocolError, TruncatedFrameError
 
 __all__ = [
     "ACK",
@@ -30,11 +31,12 @@ __all__ = [
     "CLOSE_BODY_BYTES",
     "CONTROL",
     "DEFAULT_MAX_FRAME_BYTES",
-    "FrameReader",
+    "FrameDecoder",
     "HANDSHAKE",
     "HANDSHAKE_FRAME_BYTES",
     "HEADER",
     "HEADER_BYTES",
+    "MAX_REQUEST",
     "MAX_FRAME_BYTES_LIMIT",
     "PING",
     "PONG",
@@ -42,6 +44,7 @@ __all__ = [
     "REPLY",
     "REPLY_PREFIX_BYTES",
     "control_frame",
+    "read_control",
 ]
 
 HEADER = struct.Struct(">I")
@@ -87,28 +90,69 @@ def control_frame(kind: int, payload: Buffer) -> bytes:
     return HEADER.pack(2 + len(payload)) + bytes((CONTROL, kind)) + bytes(payload)
 
 
-class FrameReader:
+_NAMES = {PING: "ping", PONG: "pong", ACK: "ack", CLOSE: "close"}
+_SIZES = {PING: PING_BODY_BYTES, PONG: PING_BODY_BYTES, ACK: ACK_BODY_BYTES, CLOSE: CLOSE_BODY_BYTES}
+
+
+def read_control(body: Buffer) -> Tuple[int, bytes]:
+    """Checks a control frame the server sent after the welcome; returns its
+    kind (``PING``, ``PONG``, ``ACK`` or ``CLOSE``) and what follows the kind.
+
+    Raises:
+        ProtocolError: A wrong size for its kind, a reply or a handshake
+            message (never sent by a server after the welcome), or an
+            unknown kind.
+    """
+    size = len(body)
+    kind = body[1] if size >= 2 else None
+    if kind in _SIZES:
+        if size != _SIZES[kind]:
+            raise ProtocolError(f"Invalid {_NAMES[kind]}: {size} bytes, expected {_SIZES[kind]}")
+        return kind, bytes(body[2:])
+    if kind == REPLY:
+        raise ProtocolError("Unexpected reply (c1 05) from the server: only clients reply")
+    if kind == HANDSHAKE:
+        raise ProtocolError("Unexpected handshake message after the welcome")
+    raise ProtocolError(
+        "Unknown control frame: kind "
+        + ("none" if kind is None else f"0x{kind:02x}")
+        + f", {size} bytes"
+    )
+
+
+class DecoderState(Enum):
+    """Where a :class:`FrameDecoder` is in the stream."""
+
+    #: Frames are cut out of the read buffer, which may hold a partial header or body.
+    BUFFERED = "buffered"
+    #: A body too large for the read buffer is read into a buffer of its own.
+    LARGE_BODY = "large body"
+
+
+class FrameDecoder:
     """Cuts frames out of a byte stream, for a caller that reads the socket.
 
     The caller asks :meth:`target` where to put the next bytes, reads into it,
     reports how many with :meth:`filled`, then takes complete bodies with
     :meth:`next_body` until it returns ``None``.
 
-    Bodies of frames that fit in the 256 KiB read buffer are views into it,
-    valid until the next :meth:`target`; larger bodies are read into a
-    buffer of their own, :data:`PROGRESS_CHUNK_BYTES` at most per read,
-    so that :meth:`partial` can report progress at those boundaries.
+    In state ``BUFFERED``, bodies of frames that fit in the 256 KiB read
+    buffer are views into it, valid until the next :meth:`target`. A larger
+    body switches to ``LARGE_BODY``: it is read into a buffer of its own,
+    :data:`PROGRESS_CHUNK_BYTES` at most per read, so that :meth:`partial` can
+    report progress at those boundaries.
     """
 
     def __init__(self, limit: int, what: str) -> None:
         #: The largest body accepted; checked on each header before the body is read.
         self.limit = limit
         self._what = what
+        self.state = DecoderState.BUFFERED
         self._buf = bytearray(_READ_BUFFER_BYTES)
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
-        self._large: Optional[memoryview] = None
+        self._large = memoryview(b"")
         self._large_fill = 0
 
     def set_limit(self, limit: int, what: str) -> None:
@@ -118,7 +162,7 @@ class FrameReader:
 
     def target(self) -> memoryview:
         """Where the next received bytes go (never empty)."""
-        if self._large is not None:
+        if self.state is DecoderState.LARGE_BODY:
             fill = self._large_fill
             boundary = (fill // PROGRESS_CHUNK_BYTES + 1) * PROGRESS_CHUNK_BYTES
             return self._large[fill : min(len(self._large), boundary)]
@@ -131,14 +175,14 @@ class FrameReader:
 
     def filled(self, n: int) -> None:
         """Records that ``n`` bytes were read into the last :meth:`target`."""
-        if self._large is not None:
+        if self.state is DecoderState.LARGE_BODY:
             self._large_fill += n
         else:
             self._end += n
 
     def partial(self) -> Optional[Tuple[int, int, int]]:
         """For a large body being read: ``(done, total, first byte)``, else ``None``."""
-        if self._large is None or self._large_fill == 0:
+        if self.state is not DecoderState.LARGE_BODY or self._large_fill == 0:
             return None
         return self._large_fill, len(self._large), self._large[0]
 
@@ -149,11 +193,11 @@ class FrameReader:
         Raises:
             FrameTooLargeError: A header announced more than :attr:`limit`.
         """
-        if self._large is not None:
+        if self.state is DecoderState.LARGE_BODY:
             if self._large_fill < len(self._large):
                 return None
             body = self._large
-            self._large = None
+            self.state, self._large = DecoderState.BUFFERED, memoryview(b"")
             return body
         available = self._end - self._start
         if available < HEADER_BYTES:
@@ -167,17 +211,20 @@ class FrameReader:
             self._start = frame_end
             return body
         if HEADER_BYTES + length > len(self._buf):
-            # Read a large body straight into a buffer of its own. (np.empty, not
-            # bytearray(length): that zeroes the memory while holding the GIL,
-            # about 0.5 s for 64 MiB on some machines; here the pages are touched
-            # by recv_into, which releases the GIL.)
-            buffered = self._view[self._start + HEADER_BYTES : self._end]
-            self._large = np.empty(length, dtype=np.uint8).data
-            self._large[: len(buffered)] = buffered
-            self._large_fill = len(buffered)
-            self._start = self._end = 0
+            self._start_large_body(length)
             return self.next_body()
         return None
+
+    def _start_large_body(self, length: int) -> None:
+        # np.empty, not bytearray(length): that zeroes the memory while holding
+        # the GIL, about 0.5 s for 64 MiB on some machines; here the pages are
+        # touched by recv_into, which releases the GIL.
+        buffered = self._view[self._start + HEADER_BYTES : self._end]
+        self._large = np.empty(length, dtype=np.uint8).data
+        self._large[: len(buffered)] = buffered
+        self._large_fill = len(buffered)
+        self._start = self._end = 0
+        self.state = DecoderState.LARGE_BODY
 
     def check_eof(self) -> None:
         """Called at end of stream: raises if it fell inside a frame.
@@ -185,7 +232,7 @@ class FrameReader:
         Raises:
             TruncatedFrameError: The stream ended inside a header or a body.
         """
-        if self._large is not None:
+        if self.state is DecoderState.LARGE_BODY:
             raise TruncatedFrameError(len(self._large), self._large_fill)
         available = self._end - self._start
         if available == 0:

@@ -15,13 +15,12 @@ import msgpack  # type: ignore[import-untyped]
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
+from .framing import HEADER_BYTES
 
 __all__ = ["HEADER_BYTES", "Part", "decode", "encode", "encode_parts"]
 
-#: The size of the frame header that the first part of :func:`encode_parts` reserves.
-HEADER_BYTES = 4
-_HEADER = struct.Struct(">I")
+_U32 = struct.Struct(">I")
 #: Byte strings and array data of at least this size are sent from their own memory.
 _EXTERNAL_MIN_BYTES = 64 * 1024
 #: Array data is placed this-byte aligned from the start of the body.
@@ -49,7 +48,7 @@ def _bin_header(n: int) -> bytes:
     if n < 0x10000:
         return b"\xc5" + struct.pack(">H", n)
     if n < 2**32:
-        return b"\xc6" + struct.pack(">I", n)
+        return b"\xc6" + _U32.pack(n)
     raise ValueError(f"Cannot encode binary: {n} bytes exceeds the 4 GiB MessagePack limit")
 
 
@@ -163,7 +162,7 @@ class _Encoder:
                 cur += b"\xc3"
             elif index == 1:
                 if wide_type:
-                    cur += b"\xdb" + _HEADER.pack(len(dtype))
+                    cur += b"\xdb" + _U32.pack(len(dtype))
                 else:
                     cur += bytes((0xA0 | len(dtype),))
                 cur += dtype
@@ -175,7 +174,7 @@ class _Encoder:
             raise ValueError(
                 f"Cannot encode array: {array.nbytes} bytes exceeds the 4 GiB MessagePack limit"
             )
-        cur += b"\xc6" + _HEADER.pack(array.nbytes)
+        cur += b"\xc6" + _U32.pack(array.nbytes)
         assert self._offset % _ALIGN == 0
         # memoryview(...).cast("B") of a C-contiguous array: its bytes, not a copy.
         self._raw(array.reshape(-1).data.cast("B"))
