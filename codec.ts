@@ -25,6 +25,8 @@ import { decodeBounded } from "./_codec/decoder.ts";
 import { encodeChunks as encodeChunksOf, encodeValue } from "./_codec/encoder.ts";
 import type { DecodeOptions, EncodeChunksOptions, EncodedChunks } from "./types.ts";
 
+export type { DecodeOptions, EncodeChunksOptions, EncodedChunks } from "./types.ts";
+
 /**
  * Encodes a value as MessagePack chunks without copying large binaries.
  *

@@ -12,11 +12,13 @@
  * {@linkcode FrameReader} is the socket driver: it reads each large body
  * straight into one buffer of the announced length (from `conn.read` or a
  * BYOB reader), so model-sized frames are never copied. All of them are
- * thin drivers over one frame codec (`_frame.ts`).
+ * thin drivers over one frame codec with explicit states and no I/O
+ * (`FrameDecoder`, `_wire/frame.ts`).
  *
- * The library's own connections read with {@linkcode FrameReader} over
- * `conn.read` and write with `conn.write`, not through this stream pipeline,
- * because the pipeline measured far slower (`bench/streams.ts`, the
+ * This module is the door to the wire layer, and the library uses what it
+ * exports: every connection reads with this {@linkcode FrameReader} over
+ * `conn.read` (`_link/link.ts`) and writes with `conn.write`, but not
+ * through the stream pipeline, because the pipeline measured far slower (`bench/streams.ts`, the
  * `streams` column of `deno task bench`): its round took 1.9–2.1× the direct
  * driver's at N=4 × 1 KiB, 1.3–1.7× at 1 MiB, 2.6–3.2× at 100 MiB and
  * 2.7–6.5× at N=1000 × 1 KiB (three runs, 2 cores, Deno 2.9.6), where it had
@@ -61,7 +63,11 @@ import {
   HEADER_BYTES,
 } from "./_wire/frame.ts";
 
+import type { FrameOptions } from "./types.ts";
+
 export { MAX_FRAME_BYTES_LIMIT } from "./_wire/frame.ts";
+export { type ByteReader, FrameReader, type FrameReaderOptions } from "./_link/frame_reader.ts";
+export { DEFAULT_MAX_FRAME_BYTES, type FrameOptions } from "./types.ts";
 
 /** Frames up to this size are copied into one chunk with their header. */
 const COALESCE_BYTES = 64 * 1024;
@@ -232,7 +238,3 @@ export class MessagePackDecoderStream extends TransformStream<Uint8Array, unknow
     });
   }
 }
-
-export { type ByteReader, FrameReader, type FrameReaderOptions } from "./_wire/frame_reader.ts";
-import { type FrameOptions } from "./types.ts";
-export { DEFAULT_MAX_FRAME_BYTES, type FrameOptions } from "./types.ts";

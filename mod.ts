@@ -22,11 +22,12 @@
  * `./codec` (the MessagePack codec) and `./cli` (the command-line tool).
  * Inside, each concept has one file: the public ones at the root
  * (`server.ts`, `client.ts`, `framing.ts`, `codec.ts`, `tensor.ts`,
- * `errors.ts`, `events.ts`), the private ones prefixed with `_` — the frame
- * codec (`_frame.ts`), the socket reader (`_frame_reader.ts`), a
- * connection (`_connection.ts`) and its inbox, write queue and keepalive,
- * the handshake and authentication, admission, the receive budget. The
- * README's Layout table lists them all.
+ * `errors.ts`, `events.ts`, and `types.ts` for the option and result
+ * types), the private ones in folders by layer, lowest first: `_util/`,
+ * `_wire/` (bytes and frames, no I/O), `_codec/` (MessagePack), `_link/`
+ * (one socket), `_session/` (numbering, acks, resume), `_handshake/`,
+ * `_server/`, `_client/`, `_cli/`. ARCHITECTURE.md follows a message
+ * through them.
  *
  * @example A round of federated averaging
  * ```ts
@@ -64,6 +65,7 @@ export {
   type ClientEventMap,
   type ClientEventType,
   type Direction,
+  FedcommEventTarget,
   LateReplyEvent,
   type LateReplyEventInit,
   type Logger,

@@ -17,12 +17,10 @@ import { controlFrame } from "../_wire/control.ts";
 import { decodeBounded } from "../_codec/decoder.ts";
 import { Link, type LinkOwner } from "../_link/link.ts";
 import { Peer } from "../_link/peer_errors.ts";
+import { CLOSE_FLUSH_MS } from "../_session/session.ts";
 import { own } from "../_session/slab.ts";
 import { type Deadline, within } from "../_util/wait.ts";
 import { ProtocolError } from "../errors.ts";
-
-/** How long `close()` waits for queued writes before closing anyway. */
-const CLOSE_FLUSH_MS = 5_000;
 
 /**
  * A plain (non-control) frame received during the handshake: a version 1

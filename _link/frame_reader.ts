@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type ByteWindow, FrameDecoder, HEADER_BYTES } from "./frame.ts";
+import { type ByteWindow, FrameDecoder, HEADER_BYTES } from "../_wire/frame.ts";
 import { type FrameOptions } from "../types.ts";
 
 /** The read buffer starts this small (a server may hold thousands) and grows when filled. */

@@ -1,16 +1,16 @@
 /**
- * One socket of a session: the `Deno.Conn`, its `FrameReader`
- * (`_frame_reader.ts`), its {@linkcode WriteQueue} (`_write_queue.ts`), its
+ * One socket: the `Deno.Conn`, its {@linkcode FrameReader}
+ * (`frame_reader.ts`), its {@linkcode WriteQueue} (`write_queue.ts`), its
  * {@linkcode Keepalive} and its read loop. The loop hands every frame body to
- * the link's owner, the session (`_connection.ts`), which a resume changes:
- * a new connection is opened and handshaken on its own, then handed over to
- * the session it resumes, read loop, buffered bytes and all.
+ * the link's owner: first the handshake (`_handshake/greeting.ts`), then the
+ * session (`_session/session.ts`), which a resume hands a new link to,
+ * read loop, buffered bytes and all.
  *
  * @module
  */
 
 import { controlFrame, PING } from "../_wire/control.ts";
-import { FrameReader } from "../_wire/frame_reader.ts";
+import { FrameReader } from "./frame_reader.ts";
 import { Keepalive } from "./keepalive.ts";
 import { WriteQueue } from "./write_queue.ts";
 

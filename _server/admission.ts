@@ -3,7 +3,7 @@
  * connection, up to the moment the server gives it an id.
  *
  * Before a connection is admitted it holds little: it must hold one of the
- * `maxPendingHandshakes` places (`_pending.ts` says who gets one when they
+ * `maxPendingHandshakes` places (`pending.ts` says who gets one when they
  * are taken; a connection without one gets a `busy` reject and is closed),
  * its frames are limited to 64 KiB and never draw on the receive budget, its
  * hello must arrive within `helloTimeout` and the whole handshake finish

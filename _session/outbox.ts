@@ -6,7 +6,7 @@
  *
  * Memory: retained messages are kept by reference (a broadcast's frame is
  * shared by every client's outbox); small chunks built in transient scratch
- * memory are copied into the shared slabs of `_slab.ts`. While `retainBytes` or more are
+ * memory are copied into the shared slabs of `slab.ts`. While `retainBytes` or more are
  * retained, senders wait for room ({@linkcode Outbox.room}): at most
  * `retainBytes` plus one message is held per session. Nothing unacknowledged
  * is ever dropped.

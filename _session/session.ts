@@ -54,7 +54,7 @@ export interface SessionOptions {
 export type SessionState = "connected" | "resuming" | "gone";
 
 /** How long `close()` waits for acknowledgements, then for queued writes, before closing anyway. */
-const CLOSE_FLUSH_MS = 5_000;
+export const CLOSE_FLUSH_MS = 5_000;
 /** The body of a close frame. */
 const CLOSE_FRAME = controlFrame(CLOSE, new Uint8Array(0));
 

@@ -1,8 +1,8 @@
 /**
  * The frame codec: a 4-byte big-endian unsigned length, then that many body
  * bytes. No I/O here; the drivers (`FrameDecoderStream`/`FrameEncoderStream`
- * in `framing.ts`, the socket reader in `_socket_reader.ts`, the write path in
- * `_write_queue.ts`) feed it bytes.
+ * in `framing.ts`, the socket reader in `_link/frame_reader.ts`, the write
+ * path in `_codec/encode_frame.ts` and `_link/write_queue.ts`) feed it bytes.
  *
  * Modelled on tokio-util's `LengthDelimitedCodec`: the decoder has two
  * states, waiting for a header and waiting for N body bytes. The header is

@@ -1651,7 +1651,7 @@ export const INVALID_UTF8: readonly (readonly number[])[] = [
   [0xed, 0xa0, 0x80], // a UTF-16 surrogate
   [0xf4, 0x90, 0x80, 0x80], // beyond U+10FFFF
 ];
-/** Short (≤ 8 bytes), medium (≤ 32) and long strings take different paths in `_decoder.ts`. */
+/** Short (≤ 8 bytes), medium (≤ 32) and long strings take different paths in `_codec/decoder.ts`. */
 export const PREFIX_LENGTHS: readonly number[] = [1, 20, 40];
 
 /** The body of an array holding, for each invalid sequence and prefix, the string then `0x42`. */
