@@ -11,7 +11,7 @@ import { Admission } from "./_server/admission.ts";
 import { ByteBudget, DEFAULT_RECEIVE_BUFFER_BYTES } from "./_session/budget.ts";
 import type { Session } from "./_session/session.ts";
 import type { Arrival } from "./_session/inbox.ts";
-import { type EncodedFrame, encodeFrame } from "./_codec/encode_frame.ts";
+import { encodeFrame } from "./_codec/encode_frame.ts";
 import { checkListenOptions, checkReadyCount } from "./_server/listen_options.ts";
 import { gatherFrom } from "./_server/gather.ts";
 import { uploadsFrom } from "./_server/uploads.ts";
@@ -19,16 +19,16 @@ import { Members } from "./_server/members.ts";
 import { startDeadline } from "./_util/wait.ts";
 import { fanOut } from "./_server/fan_out.ts";
 import { FedcommEventTarget, RefuseEvent, type ServerEventMap } from "./events.ts";
-import {
-  type BroadcastOptions,
-  type ClientStats,
-  type GatherOptions,
-  type GatherResult,
-  type ListenOptions,
-  type ReadyOptions,
-  type Upload,
-  type UploadsOptions,
-  type WaitOptions,
+import type {
+  BroadcastOptions,
+  ClientStats,
+  GatherOptions,
+  GatherResult,
+  ListenOptions,
+  ReadyOptions,
+  Upload,
+  UploadsOptions,
+  WaitOptions,
 } from "./types.ts";
 /**
  * Starts a coordinator listening for `clients` clients. The socket is bound

@@ -13,7 +13,7 @@
 import { ExtData } from "@msgpack/msgpack";
 import { ProtocolError } from "../errors.ts";
 import { fromNumpyMap, NdArray } from "../tensor.ts";
-import { type DecodeOptions } from "../types.ts";
+import type { DecodeOptions } from "../types.ts";
 
 /** Containers a value may nest, by default (the encoder's limit too). */
 export const DEFAULT_MAX_DEPTH: number = 100;

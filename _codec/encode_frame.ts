@@ -7,7 +7,7 @@
 
 import { checkFrameLength, encodeHead, HEADER_BYTES } from "../_wire/frame.ts";
 import { encodeChunks } from "./encoder.ts";
-import { type EncodedChunks } from "../types.ts";
+import type { EncodedChunks } from "../types.ts";
 
 /** A whole frame to queue: its chunks, and whether any lends the caller's memory. */
 export type EncodedFrame = Pick<EncodedChunks, "chunks" | "borrowed">;

@@ -9,7 +9,7 @@
 
 import { encodeTimestampExtension, EXT_TIMESTAMP, ExtData } from "@msgpack/msgpack";
 import { dtypeOf, NdArray, type TypedArray } from "../tensor.ts";
-import { type EncodeChunksOptions, type EncodedChunks } from "../types.ts";
+import type { EncodeChunksOptions, EncodedChunks } from "../types.ts";
 
 /** Binaries of at least this many bytes are passed through as chunks, not copied. */
 export const EXTERNAL_MIN_BYTES: number = 64 * 1024;

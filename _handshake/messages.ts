@@ -13,7 +13,7 @@
 
 import { controlFrame, HANDSHAKE } from "../_wire/control.ts";
 import { encodeValue } from "../_codec/encoder.ts";
-import { type Deadline } from "../_util/wait.ts";
+import type { Deadline } from "../_util/wait.ts";
 import { ProtocolError, RejectedError, type RejectReason } from "../errors.ts";
 import { type Props, PROTOCOL_VERSION } from "../types.ts";
 import { type Greeting, PlainFrame } from "./greeting.ts";

@@ -6,7 +6,7 @@
  */
 
 import { type ByteWindow, FrameDecoder, HEADER_BYTES } from "../_wire/frame.ts";
-import { type FrameOptions } from "../types.ts";
+import type { FrameOptions } from "../types.ts";
 
 /** The read buffer starts this small (a server may hold thousands) and grows when filled. */
 const SCRATCH_MIN_BYTES = 4 * 1024;

@@ -19,7 +19,7 @@ import { Notifier } from "../_util/wait.ts";
 import { FedcommError, PeerDisconnectedError } from "../errors.ts";
 import { formatAddress, type Logger } from "../events.ts";
 import { type Member, MemberEvents } from "./member_events.ts";
-import { type ClientStats, type Props } from "../types.ts";
+import type { ClientStats } from "../types.ts";
 
 /** How the members are admitted. */
 export interface MembersOptions {

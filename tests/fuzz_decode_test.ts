@@ -3,7 +3,7 @@ import { ExtData } from "@msgpack/msgpack";
 import { decode, encode } from "../codec.ts";
 import { ProtocolError } from "../errors.ts";
 import { NdArray } from "../tensor.ts";
-import { type DecodeOptions } from "../types.ts";
+import type { DecodeOptions } from "../types.ts";
 
 // A bounded, deterministic fuzz test of decode(): random bytes and mutations
 // of valid encodings must decode or throw ProtocolError, quickly, in bounded

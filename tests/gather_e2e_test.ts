@@ -6,7 +6,7 @@ import { connect } from "../client.ts";
 import { TimeoutError } from "../errors.ts";
 import { listen, type Server } from "../server.ts";
 import { cluster, until } from "./test_util.ts";
-import { type Upload } from "../types.ts";
+import type { Upload } from "../types.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
