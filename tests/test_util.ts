@@ -4,11 +4,17 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { type Client, connect } from "../client.ts";
 import { decode, encode } from "../codec.ts";
 import { listen, type Server } from "../server.ts";
 import { FrameReader } from "../framing.ts";
-import { type ListenOptions } from "../types.ts";
+import type { ListenOptions } from "../types.ts";
+
+/** The Python interpreter the interoperability tests run (Debian's, with its packages). */
+export const PYTHON = "/usr/bin/python3";
+/** The `python/` folder, the `fedcomm` package's parent: the first argument of every script. */
+export const PYTHON_DIR = decodeURIComponent(new URL("../python/", import.meta.url).pathname);
 
 /**
  * Concatenates byte chunks into one array.
@@ -24,6 +30,24 @@ export function concat(chunks: readonly Uint8Array[]): Uint8Array {
     offset += chunk.byteLength;
   }
   return out;
+}
+
+/** The "c4-02-00-ff" notation of some bytes, for readable failures. */
+export function toHex(bytes: Uint8Array): string {
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("-");
+}
+
+/** Resolves after `ms` milliseconds. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Whether a promise has settled after a turn of the event loop. */
+export async function settled(promise: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  promise.then(() => done = true, () => done = true);
+  await delay(0);
+  return done;
 }
 
 /** Waits (polling, bounded) until `condition` holds. */
@@ -137,4 +161,80 @@ export async function cluster(
       await server.close();
     },
   };
+}
+
+/** Sends from a client and waits until the server has read every byte of it. */
+export async function sendAndLand(server: Server, client: Client, value: unknown): Promise<void> {
+  const before = server.bytesReceived;
+  const size = 4 + encode(value).byteLength;
+  await client.send(value);
+  await client.flush();
+  await until(() => server.bytesReceived >= before + size, "the server to read the message");
+}
+
+/**
+ * Whether {@linkcode PYTHON} can import every one of `modules`: checked
+ * once, at load time, by the tests it gates.
+ *
+ * @param modules The Python modules the tests need.
+ * @returns `false` without the interpreter, a module, or `--allow-run`.
+ */
+export function pythonReady(...modules: string[]): boolean {
+  try {
+    return new Deno.Command(PYTHON, {
+      args: ["-c", `import ${modules.join(", ")}`],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).outputSync().success;
+  } catch {
+    return false; // no such interpreter, or no --allow-run
+  }
+}
+
+/**
+ * Starts {@linkcode PYTHON} on a script with {@linkcode PYTHON_DIR} as its
+ * first argument, its output piped, and no `__pycache__` written in `python/`.
+ *
+ * @param script The script: its source (run with `-c`), or the URL of its file.
+ * @param args The arguments after {@linkcode PYTHON_DIR}.
+ * @param stdin `"piped"` to write to its standard input.
+ * @returns The running process.
+ */
+export function spawnPython(
+  script: string | URL,
+  args: string[],
+  stdin: "null" | "piped" = "null",
+): Deno.ChildProcess {
+  const program = script instanceof URL ? [decodeURIComponent(script.pathname)] : ["-c", script];
+  return new Deno.Command(PYTHON, {
+    args: [...program, PYTHON_DIR, ...args],
+    env: { PYTHONDONTWRITEBYTECODE: "1" },
+    stdin,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+/**
+ * Runs a Python script to completion (see {@linkcode spawnPython}), feeding
+ * `input` on its standard input.
+ *
+ * @returns What it wrote on its standard output.
+ * @throws {assert.AssertionError} With its standard error, if it failed.
+ */
+export async function runPython(
+  script: string,
+  args: string[],
+  input?: Uint8Array,
+): Promise<Uint8Array> {
+  const child = spawnPython(script, args, input === undefined ? "null" : "piped");
+  if (input !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(input);
+    await writer.close();
+  }
+  const { code, stdout, stderr } = await child.output();
+  assert.equal(code, 0, `python exited with ${code}:\n${new TextDecoder().decode(stderr)}`);
+  return stdout;
 }
