@@ -249,7 +249,7 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
   async broadcast(value: unknown, options?: BroadcastOptions): Promise<void> {
     const ids = this.#members.targets(options?.ids, "broadcast");
     const frame = encodeFrame(value, this.#maxFrameBytes);
-    await fanOut(this.#connections, ids, () => frame, "Broadcast", options, this.#progress);
+    await fanOut(this.#connections, ids, frame, "Broadcast", options, this.#progress);
   }
 
   /**
@@ -278,7 +278,7 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
   ): Promise<void> {
     const [ids, values] = this.#members.scatter(messages);
     const frames = values.map((value) => encodeFrame(value, this.#maxFrameBytes));
-    await fanOut(this.#connections, ids, (i) => frames[i], "Send", options, this.#progress);
+    await fanOut(this.#connections, ids, frames, "Send", options, this.#progress);
   }
 
   /** The progress callback of a message sent to a client, if progress is reported. */

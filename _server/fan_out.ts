@@ -8,6 +8,7 @@
  */
 
 import type { EncodedFrame } from "../_codec/encode_frame.ts";
+import type { Copies } from "../_session/sender.ts";
 import type { Session } from "../_session/session.ts";
 import { startDeadline, within } from "../_util/wait.ts";
 import type { WaitOptions } from "../types.ts";
@@ -17,7 +18,7 @@ import type { WaitOptions } from "../types.ts";
  *
  * @param sessions The server's sessions by client id.
  * @param ids The targets.
- * @param frameOf The frame of the i-th target (the same one for a broadcast).
+ * @param frames One frame for every target (a broadcast), or the i-th target's frame.
  * @param what The call, for a timeout's message.
  * @param options Cancellation and time limit.
  * @param progressOf The progress callback for a client, if progress is reported.
@@ -27,7 +28,7 @@ import type { WaitOptions } from "../types.ts";
 export async function fanOut(
   sessions: ReadonlyMap<number, Session>,
   ids: readonly number[],
-  frameOf: (index: number) => EncodedFrame,
+  frames: EncodedFrame | readonly EncodedFrame[],
   what: string,
   options: WaitOptions | undefined,
   progressOf: (id: number) => ((done: number, total: number) => void) | undefined,
@@ -41,14 +42,13 @@ export async function fanOut(
   }));
   const waits: Promise<void>[] = [];
   // A frame that lends the caller's memory is copied once for all the clients that are away.
-  const copies = new WeakMap<readonly Uint8Array[], readonly Uint8Array[]>();
+  const copies: Copies = new WeakMap();
+  const shared = "chunks" in frames ? () => frames : undefined;
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i];
     try {
-      const wait = sessions.get(id)!.sender.post(() => frameOf(i), deadline, {
-        progress: progressOf(id),
-        copies,
-      });
+      const encode = shared ?? (() => (frames as readonly EncodedFrame[])[i]);
+      const wait = sessions.get(id)!.sender.post(encode, deadline, progressOf(id), copies);
       if (wait === undefined) continue;
       unwritten.add(id);
       waits.push(wait.then(() => void unwritten.delete(id), (e) => void failures.push(e)));

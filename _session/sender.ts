@@ -28,17 +28,14 @@ import { type EncodedFrame, encodeFrame } from "../_codec/encode_frame.ts";
 import { type Deadline, NO_DEADLINE, within } from "../_util/wait.ts";
 import { PeerDisconnectedError, SendTimeoutError } from "../errors.ts";
 
-/** How {@linkcode Sender.post} sends one message. */
-export interface PostOptions {
-  /** Called as its bytes are written (on its first connection). */
-  progress?: (done: number, total: number) => void;
-  /** Whether small chunks are scratch memory (copied for retention). */
-  transient?: boolean;
-  /** Copies of lent frames made so far (one per frame for a broadcast). */
-  copies?: WeakMap<readonly Uint8Array[], readonly Uint8Array[]>;
-  /** Turns an error into the one the caller throws: before the message was queued, or after. */
-  wrap?: (error: unknown, queued: boolean) => unknown;
-}
+/** Copies of lent frames made so far, shared by the sessions of one broadcast. */
+export type Copies = WeakMap<readonly Uint8Array[], readonly Uint8Array[]>;
+
+/** A progress callback: bytes done, and the total. */
+type Progress = (done: number, total: number) => void;
+
+/** How a caller tells errors: before its message was queued (`false`), or after. */
+type Wrap = (error: unknown, queued: boolean) => unknown;
 
 /** What the sender needs of its session. */
 export interface SenderHost {
@@ -92,34 +89,74 @@ export class Sender {
   /**
    * Sends one message under the send policy (see the module doc) and
    * returns what the caller waits for. Encoding waits for room too: a
-   * transient encoding is valid only until the next one.
+   * transient encoding is valid only until the next one. Nothing is
+   * allocated for a message that needs no wait.
    *
    * @param encode Encodes the message (called once, when there is room).
    * @param deadline The caller's deadline.
-   * @param options Progress, copies of lent frames, and how errors are told.
+   * @param progress Called as its bytes are written (on its first connection).
+   * @param copies Copies of lent frames made so far (one per frame for a broadcast).
    * @returns The wait, or `undefined` if there is none.
    * @throws {Error} The encoder's error, or the session's if it is over.
    */
   post(
     encode: () => EncodedFrame,
     deadline: Deadline,
-    options: PostOptions = {},
+    progress?: Progress,
+    copies?: Copies,
   ): Promise<void> | undefined {
-    if (this.outbox.full) return this.#postWhenRoom(encode, deadline, options);
+    if (this.outbox.full) return this.#postWhenRoom(encode, deadline, progress, copies, false);
     const { chunks, borrowed } = encode();
-    const seq = this.#push(chunks, options.progress, options.transient);
-    const wait = this.#settled(seq, borrowed, deadline, options.copies ?? new WeakMap());
-    const wrap = options.wrap;
-    return wait === undefined || wrap === undefined
-      ? wait
-      : wait.catch((error) => Promise.reject(wrap(error, true)));
+    return this.#settled(this.#push(chunks, progress, false), borrowed, deadline, copies);
   }
 
+  /**
+   * Encodes and sends one value (the client's `send` and `reply`): as
+   * {@linkcode Sender.post}, with the reply prefix, the encoder's scratch
+   * memory and `SendTimeoutError`s.
+   *
+   * @param value The value.
+   * @param progress Called as its bytes are written: done and total.
+   * @param to The number of the peer's message it answers (a reply), or 0.
+   * @param deadline The caller's deadline.
+   * @returns Resolves when queued or acknowledged, as the policy says.
+   * @throws {TypeError} If the value has no MessagePack form.
+   * @throws {FrameTooLargeError} If it encodes to more than the send limit.
+   * @throws {PeerDisconnectedError} If the session is over.
+   * @throws {SendTimeoutError} If the deadline fired: before the value was queued, or after.
+   */
+  async send(
+    value: unknown,
+    progress?: Progress,
+    to = 0,
+    deadline: Deadline = NO_DEADLINE,
+  ): Promise<void> {
+    if (this.outbox.full) {
+      const encode = () => this.#encode(value, to);
+      return await this.#postWhenRoom(encode, deadline, progress, undefined, true);
+    }
+    const { chunks, borrowed } = this.#encode(value, to);
+    const wait = this.#settled(this.#push(chunks, progress, true), borrowed, deadline, undefined);
+    if (wait !== undefined) {
+      await wait.catch((error) => Promise.reject(SendTimeoutError.from(error, true)));
+    }
+  }
+
+  /** A value as a whole frame, into the encoder's scratch memory (a reply: with its prefix). */
+  #encode(value: unknown, to: number): EncodedFrame {
+    const prefix = to > 0 ? setReplyPrefix(this.#prefix, to) : undefined;
+    return encodeFrame(value, this.#sendMaxFrameBytes, true, prefix);
+  }
+
+  /** {@linkcode Sender.post} or `send` when the outbox is full: waits for room first. */
   async #postWhenRoom(
     encode: () => EncodedFrame,
     deadline: Deadline,
-    options: PostOptions,
+    progress: Progress | undefined,
+    copies: Copies | undefined,
+    timeouts: boolean,
   ): Promise<void> {
+    const wrap: Wrap | undefined = timeouts ? SendTimeoutError.from : undefined;
     try {
       // Checked again after each wake: concurrent senders take turns.
       while (this.outbox.full && !this.#host.over) {
@@ -128,9 +165,13 @@ export class Sender {
         await (away ? this.outbox.room(deadline) : this.#room(deadline));
       }
     } catch (error) {
-      throw options.wrap === undefined ? error : options.wrap(error, false);
+      throw wrap === undefined ? error : wrap(error, false);
     }
-    await this.post(encode, deadline, options);
+    const { chunks, borrowed } = encode();
+    const wait = this.#settled(this.#push(chunks, progress, timeouts), borrowed, deadline, copies);
+    if (wait !== undefined) {
+      await (wrap === undefined ? wait : wait.catch((error) => Promise.reject(wrap(error, true))));
+    }
   }
 
   /** While connected: waits until the peer acknowledged enough, or its link dropped. */
@@ -150,42 +191,8 @@ export class Sender {
     );
   }
 
-  /**
-   * Encodes and sends one value: {@linkcode Sender.post} with the reply
-   * prefix, the encoder's scratch memory and `SendTimeoutError`s.
-   *
-   * @param value The value.
-   * @param progress Called as its bytes are written: done and total.
-   * @param to The number of the peer's message it answers (a reply), or 0.
-   * @param deadline The caller's deadline.
-   * @returns Resolves when queued or acknowledged, as the policy says.
-   * @throws {TypeError} If the value has no MessagePack form.
-   * @throws {FrameTooLargeError} If it encodes to more than the send limit.
-   * @throws {PeerDisconnectedError} If the session is over.
-   * @throws {SendTimeoutError} If the deadline fired: before the value was queued, or after.
-   */
-  async send(
-    value: unknown,
-    progress?: (done: number, total: number) => void,
-    to = 0,
-    deadline: Deadline = NO_DEADLINE,
-  ): Promise<void> {
-    const encode = () =>
-      encodeFrame(
-        value,
-        this.#sendMaxFrameBytes,
-        true,
-        to > 0 ? setReplyPrefix(this.#prefix, to) : undefined,
-      );
-    await this.post(encode, deadline, { progress, transient: true, wrap: SendTimeoutError.from });
-  }
-
   /** Numbers, retains and queues one message; a pending ack goes in front. */
-  #push(
-    chunks: readonly Uint8Array[],
-    progress: ((done: number, total: number) => void) | undefined,
-    transient = false,
-  ): number {
+  #push(chunks: readonly Uint8Array[], progress: Progress | undefined, transient: boolean): number {
     const seq = this.outbox.add(chunks, transient);
     const link = this.#links.current;
     if (link !== undefined && link.queue.error === undefined) {
@@ -204,12 +211,12 @@ export class Sender {
     seq: number,
     borrowed: boolean,
     deadline: Deadline,
-    copies: WeakMap<readonly Uint8Array[], readonly Uint8Array[]>,
+    copies: Copies | undefined,
   ): Promise<void> | undefined {
     const link = this.#links.current;
     if (link === undefined) {
       if (this.#host.over) return this.outbox.delivered(seq, deadline); // throws the end reason
-      if (borrowed) this.outbox.keep(seq, copies);
+      if (borrowed) this.outbox.keep(seq, copies ?? new WeakMap());
       return undefined;
     }
     let wait: Promise<unknown>;
@@ -229,14 +236,9 @@ export class Sender {
   }
 
   /** After a wait in `#settled`: if `link` dropped meanwhile, keeps the message for the resume. */
-  #away(
-    link: Link,
-    seq: number,
-    borrowed: boolean,
-    copies: WeakMap<readonly Uint8Array[], readonly Uint8Array[]>,
-  ): void {
+  #away(link: Link, seq: number, borrowed: boolean, copies: Copies | undefined): void {
     if (this.#links.current === link || seq <= this.outbox.acked) return;
     if (this.#host.over) throw this.outbox.error;
-    if (borrowed) this.outbox.keep(seq, copies);
+    if (borrowed) this.outbox.keep(seq, copies ?? new WeakMap());
   }
 }
