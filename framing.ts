@@ -19,10 +19,10 @@
  * exports: every connection reads with this {@linkcode FrameReader} over
  * `conn.read` (`_link/link.ts`) and writes with `conn.write`, but not
  * through the stream pipeline, because the pipeline measured far slower (`bench/streams.ts`, the
- * `streams` column of `deno task bench`): its round took 1.9–2.1× the direct
- * driver's at N=4 × 1 KiB, 1.3–1.7× at 1 MiB, 2.6–3.2× at 100 MiB and
- * 2.7–6.5× at N=1000 × 1 KiB (three runs, 2 cores, Deno 2.9.6), where it had
- * to come within 10% to replace it. The streams cannot avoid copies:
+ * `streams` column of `deno task bench`): its round took 1.5× the direct
+ * driver's at N=4 × 1 KiB, 2.1× at 1 MiB, 2.9× at 100 MiB and 3.4× at
+ * N=1000 × 1 KiB (the README's Performance table, 2 cores, Deno 2.9.6),
+ * where it had to come within 10% to replace it. The streams cannot avoid copies:
  * `pipeThrough` reads the socket with a default reader (a fresh 64 KiB
  * chunk per read) and {@linkcode FrameDecoderStream} copies every body out
  * of those chunks, where the direct driver reads a large body straight into
