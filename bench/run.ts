@@ -12,8 +12,9 @@
  *   `streams` (the same rounds through the web-streams pipeline of
  *   `framing.ts`, see `streams.ts`), `tls` (fedcomm over TLS, see
  *   `round_tls.ts`), `node+msgpackr`, `python+pickle`, and the
- *   extra benchmarks `messages`, `memory` and `admission` (see `admission.ts`),
- *   e.g. `--only=raw,fedcomm,streams`;
+ *   extra benchmarks `messages`, `memory`, `admission` (see `admission.ts`)
+ *   and `python` (the Python client against the Deno client, see
+ *   `python.ts`), e.g. `--only=raw,fedcomm,streams`;
  * - `--scenarios=KEYS` runs only these round scenarios, from `1k`, `1m`,
  *   `100m` (N=4) and `n1000` (N=1000, 1 KiB), e.g. `--scenarios=1k,100m`.
  *
@@ -117,7 +118,8 @@ const impls = [...candidates, ...(wantsPeers ? peers() : [])]
   .filter(([name]) => selected(name));
 const unknown = [
   ...(only ?? []).filter((name) =>
-    !["messages", "memory", "admission", "node+msgpackr", "python+pickle"].includes(name) &&
+    !["messages", "memory", "admission", "python"].includes(name) &&
+    !["node+msgpackr", "python+pickle"].includes(name) &&
     !candidates.some(([known]) => known === name)
   ),
   ...(scenarioKeys ?? []).filter((key) => !allScenarios.some((s) => s.key === key)),
@@ -213,6 +215,17 @@ if (selected("admission")) {
     `\nAdmission under a handshake flood:\n${lines.filter((l) => l.startsWith("|")).join("\n")}`,
   );
   if (!run.success) missed.push("admission: a join or a resume took over 500 ms (see above)");
+}
+if (selected("python")) {
+  // The Python client moves a 100 MiB model at ≥ 0.8 × the Deno client's rate (see python.ts).
+  const args = ["run", "-A", `${dir}python.ts`, ...(quick ? ["--quick"] : [])];
+  const run = await new Deno.Command(Deno.execPath(), { args, stdout: "piped" }).output();
+  const lines = new TextDecoder().decode(run.stdout).trim().split("\n");
+  for (const line of lines.filter((l) => l.startsWith("{"))) console.error(line);
+  console.log(`\n${lines.filter((l) => !l.startsWith("{")).join("\n")}`);
+  if (!run.success) {
+    missed.push("python: the Python client's rate is below 0.8 × the Deno client's (see above)");
+  }
 }
 console.log(
   `\nMachine: ${Deno.build.target}, ${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}`,
