@@ -120,15 +120,14 @@ export class Client extends FedcommEventTarget<ClientEventMap>
 
   /** Resumes the session on new connections, as `_client/reconnect.ts` says. */
   async #reconnect(cause: Error): Promise<void> {
-    const target = {
+    await reconnect(this.#connection, cause, {
       options: this.#options,
       id: this.id,
       token: this.#token!,
       closing: this.#closing.signal,
-    };
-    if (await reconnect(this.#connection, cause, target)) {
-      this.dispatchEvent(new ClientEvent("resume", { clientId: this.id, name: this.name }));
-    }
+      resumed: () =>
+        this.dispatchEvent(new ClientEvent("resume", { clientId: this.id, name: this.name })),
+    });
   }
 
   /** How many times the session resumed on a new connection. */

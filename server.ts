@@ -14,7 +14,7 @@ import type { Arrival } from "./_session/inbox.ts";
 import { encodeFrame } from "./_codec/encode_frame.ts";
 import { checkListenOptions, checkReadyCount } from "./_server/listen_options.ts";
 import { gatherFrom } from "./_server/gather.ts";
-import { uploadsFrom } from "./_server/uploads.ts";
+import { uploadsCount, uploadsFrom } from "./_server/uploads.ts";
 import { Members } from "./_server/members.ts";
 import { startDeadline } from "./_util/wait.ts";
 import { fanOut } from "./_server/fan_out.ts";
@@ -326,9 +326,9 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
   }
 
   /** One answer per client ({@linkcode gatherFrom}): failures fail the call if `strict`. */
-  #gather(what: string, strict: boolean, options?: GatherOptions): Promise<GatherResult> {
+  async #gather(what: string, strict: boolean, options?: GatherOptions): Promise<GatherResult> {
     const ids = this.#members.targets(options?.ids, what);
-    return gatherFrom(this.#connections, ids, what, strict, options, this.#onLate);
+    return await gatherFrom(this.#connections, ids, what, strict, options, this.#onLate);
   }
 
   /**
@@ -366,8 +366,8 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
    * if (!quorum) throw new Error(`Only ${received.size} answers`);
    * ```
    */
-  gatherSettled(options?: GatherOptions): Promise<GatherResult> {
-    return this.#gather("gatherSettled", false, options);
+  async gatherSettled(options?: GatherOptions): Promise<GatherResult> {
+    return await this.#gather("gatherSettled", false, options);
   }
 
   /**
@@ -420,6 +420,7 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
    * ```
    */
   async *uploads(options?: UploadsOptions): AsyncGenerator<Upload> {
+    uploadsCount(options); // checked first, before the cohort and the ids
     const ids = this.#members.targets(options?.ids, "uploads");
     yield* uploadsFrom(this.#connections, ids, options, this.#onLate);
   }

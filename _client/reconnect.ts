@@ -31,6 +31,8 @@ export interface ResumeTarget {
   readonly token: Uint8Array;
   /** Stops trying when the client closes. */
   readonly closing: AbortSignal;
+  /** Called at once when the session resumed, before it reads any further. */
+  readonly resumed: () => void;
 }
 
 /**
@@ -70,6 +72,7 @@ export async function reconnect(
       return false;
     }
     session.resume(attempt.greeting.release(), attempt.welcome.received);
+    target.resumed();
     return true;
   }
   return false;

@@ -180,8 +180,13 @@ async function challenge(
  *
  * @param greeting The connection to turn away.
  * @param refusal The reason and explanation.
+ * @param maxFrameBytes The largest body sent (a plain reject may quote a long hello).
  */
-export async function reject(greeting: Greeting, refusal: Refusal): Promise<void> {
+export async function reject(
+  greeting: Greeting,
+  refusal: Refusal,
+  maxFrameBytes: number,
+): Promise<void> {
   const message = {
     fedcomm: PROTOCOL_VERSION,
     type: "reject",
@@ -191,7 +196,7 @@ export async function reject(greeting: Greeting, refusal: Refusal): Promise<void
   try {
     if (refusal.plain) {
       // The reject a version 1 peer can read: a plain MessagePack frame.
-      const { chunks } = encodeFrame(message, greeting.maxFrameBytes);
+      const { chunks } = encodeFrame(message, maxFrameBytes);
       const frame = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
       let at = 0;
       for (const chunk of chunks) {

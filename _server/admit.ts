@@ -239,7 +239,7 @@ class Admit {
       message: refusal.message,
     });
     if (refusal.reason === "tls") await this.#greeting.close();
-    else await reject(this.#greeting, refusal);
+    else await reject(this.#greeting, refusal, this.#context.deps.maxFrameBytes);
   }
 
   /** The peer timed out, left, or sent garbage before it had a session: drop it. */

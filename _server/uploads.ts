@@ -40,10 +40,7 @@ export async function* uploadsFrom(
   options: UploadsOptions | undefined,
   onLate: LateHandler,
 ): AsyncGenerator<Upload> {
-  const count = options?.count ?? 1;
-  if (!(count === Infinity || Number.isSafeInteger(count) && count > 0)) {
-    throw new RangeError(`Invalid count: "${count}" is not a positive integer or Infinity`);
-  }
+  const count = uploadsCount(options);
   const { required, grace, given } = checkQuorum(options, list.length, "uploads");
   if (given && count === Infinity) {
     throw new RangeError(`Invalid min for uploads: a quorum needs a finite count, not "Infinity"`);
@@ -76,6 +73,21 @@ export async function* uploadsFrom(
     yield { id, value: source.inbox.take()!.value };
     state.consider(id); // its next message, or its disconnect, after the value is delivered
   }
+}
+
+/**
+ * The count of `uploads()`: how many from each client (default 1).
+ *
+ * @param options The options.
+ * @returns The count.
+ * @throws {RangeError} If it is not a positive integer or Infinity.
+ */
+export function uploadsCount(options: UploadsOptions | undefined): number {
+  const count = options?.count ?? 1;
+  if (!(count === Infinity || Number.isSafeInteger(count) && count > 0)) {
+    throw new RangeError(`Invalid count: "${count}" is not a positive integer or Infinity`);
+  }
+  return count;
 }
 
 /** What each client still owes, and who has an answer ready. */

@@ -55,8 +55,11 @@ export class Links {
    *
    * @param link The link.
    * @param reason Why: what its queued frames fail with.
+   * @param failed Whether the link failed (the peer may resume): only then
+   * are the waits on {@linkcode Links.dropped} released; when the session
+   * ends or closes, its outbox fails them with the session's reason.
    */
-  drop(link: Link, reason: Error): void {
+  drop(link: Link, reason: Error, failed: boolean): void {
     this.#bytesSentBefore += link.queue.bytesSent;
     this.#lastRtt = link.keepalive.rtt ?? this.#lastRtt;
     link.drop(reason);
@@ -64,11 +67,12 @@ export class Links {
     link.loop.finally(() => this.#stopping.delete(link.loop));
     if (link !== this.current) return;
     this.current = undefined;
+    if (!failed) return;
     this.#dropped.resolve();
     this.#dropped = Promise.withResolvers<void>();
   }
 
-  /** Resolves when the current link drops. */
+  /** Resolves when the current link fails. */
   get dropped(): Promise<void> {
     return this.#dropped.promise;
   }

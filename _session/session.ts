@@ -365,7 +365,7 @@ export class Session implements LinkOwner {
   #linkFailed(link: Link, reason: Error): void {
     if (link !== this.#links.current || link.done) return;
     this.#receiver.abort();
-    this.#links.drop(link, reason);
+    this.#links.drop(link, reason, true);
     if (this.#grace <= 0 || this.#closing || !isDrop(reason)) {
       this.#end(reason);
       return;
@@ -402,7 +402,7 @@ export class Session implements LinkOwner {
     this.inbox.end(reason);
     this.outbox.fail(reason);
     const link = this.#links.current;
-    if (link !== undefined) this.#links.drop(link, reason);
+    if (link !== undefined) this.#links.drop(link, reason, false);
     if (!this.#closing) this.onEnd?.(reason);
   }
 
@@ -438,7 +438,7 @@ export class Session implements LinkOwner {
       // waiting calls are told, as close() returns.
       this.meter.abort();
       const current = this.#links.current;
-      if (current !== undefined) this.#links.drop(current, this.#peer.disconnected(true));
+      if (current !== undefined) this.#links.drop(current, this.#peer.disconnected(true), false);
       await this.#links.stopped();
       this.#end(this.#peer.disconnected(true));
     }

@@ -291,3 +291,16 @@ Deno.test("gatherSettled() rejects with the abort reason and puts back what it t
   await c.clients[1].send("one");
   assert.deepStrictEqual([...await c.server.gather()], [[0, "kept"], [1, "one"]]);
 });
+
+Deno.test("gatherSettled() and uploads() report bad calls as rejections, the count before the cohort", async () => {
+  await using server = listen({ clients: 2 });
+  // Not ready: a rejected promise, not an exception thrown by the call.
+  const settled = server.gatherSettled();
+  assert.ok(settled instanceof Promise);
+  await assert.rejects(settled, { name: "FedcommError", message: /Server not ready/ });
+  // A bad count is told first, before the cohort that has not joined.
+  await assert.rejects(server.uploads({ count: 0 }).next(), {
+    name: "RangeError",
+    message: 'Invalid count: "0" is not a positive integer or Infinity',
+  });
+});
