@@ -46,7 +46,7 @@ export function median(values: number[]): number {
 }
 
 /**
- * Prints the result line: `{"impl","clients","size","rounds","median_round_s","gbps"}`.
+ * Prints the result line: `{"impl","bench":"round","clients","size","rounds","median_round_s","gbps"}`.
  *
  * @param impl The implementation's name.
  * @param clients N.
@@ -64,6 +64,7 @@ export function report(
   const gbps = (2 * clients * size) / medianRound / 1e9;
   console.log(JSON.stringify({
     impl,
+    bench: "round",
     clients,
     size,
     rounds,

@@ -111,6 +111,7 @@ if (role === "server") {
     const m = median(times);
     console.log(JSON.stringify({
       impl: "node-net-msgpackr",
+      bench: "round",
       clients,
       size,
       rounds,

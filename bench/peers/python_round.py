@@ -56,6 +56,7 @@ async def server(port, clients, size, rounds):
     median = statistics.median(times)
     print(json.dumps({
         "impl": "python-asyncio-pickle",
+        "bench": "round",
         "clients": clients,
         "size": size,
         "rounds": rounds,
