@@ -405,9 +405,18 @@ export function encodeChunks(value: unknown, options?: EncodeChunksOptions): Enc
  * @returns Its bytes.
  */
 export function encodeValue(value: unknown): Uint8Array {
-  const { chunks, byteLength } = sharedEncoder.encode(value);
+  return joinChunks(sharedEncoder.encode(value).chunks);
+}
+
+/**
+ * Chunks as one byte array (the one chunk itself if there is one).
+ *
+ * @param chunks The chunks.
+ * @returns Their bytes, in order.
+ */
+export function joinChunks(chunks: readonly Uint8Array[]): Uint8Array {
   if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(byteLength);
+  const out = new Uint8Array(chunks.reduce((n, chunk) => n + chunk.byteLength, 0));
   let offset = 0;
   for (const chunk of chunks) {
     out.set(chunk, offset);

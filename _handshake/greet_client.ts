@@ -18,6 +18,7 @@ import {
   sendHandshake,
 } from "./messages.ts";
 import { encodeFrame } from "../_codec/encode_frame.ts";
+import { joinChunks } from "../_codec/encoder.ts";
 import type { Deadline } from "../_util/wait.ts";
 import { PeerDisconnectedError } from "../errors.ts";
 import { type Props, PROTOCOL_VERSION } from "../types.ts";
@@ -196,14 +197,7 @@ export async function reject(
   try {
     if (refusal.plain) {
       // The reject a version 1 peer can read: a plain MessagePack frame.
-      const { chunks } = encodeFrame(message, maxFrameBytes);
-      const frame = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-      let at = 0;
-      for (const chunk of chunks) {
-        frame.set(chunk, at);
-        at += chunk.byteLength;
-      }
-      await greeting.send(frame);
+      await greeting.send(joinChunks(encodeFrame(message, maxFrameBytes).chunks));
     } else {
       await sendHandshake(greeting, message);
     }

@@ -12,15 +12,13 @@
  * @module
  */
 
-import { CONTROL, HANDSHAKE, PING, PING_BODY_BYTES, PONG } from "../_wire/control.ts";
-import { controlFrame } from "../_wire/control.ts";
+import { CONTROL, HANDSHAKE, invalidControlFrame } from "../_wire/control.ts";
 import { decodeBounded } from "../_codec/decoder.ts";
 import { Link, type LinkOwner } from "../_link/link.ts";
 import { Peer } from "../_link/peer_errors.ts";
 import { CLOSE_FLUSH_MS } from "../_session/session.ts";
 import { own } from "../_session/slab.ts";
 import { type Deadline, within } from "../_util/wait.ts";
-import { ProtocolError } from "../errors.ts";
 
 /**
  * A plain (non-control) frame received during the handshake: a version 1
@@ -83,11 +81,6 @@ export class Greeting implements LinkOwner {
       heartbeatMs: options.heartbeatMs,
       idleTimeout: options.idleTimeout,
     });
-  }
-
-  /** The peer's address. */
-  get remoteAddr(): Deno.Addr {
-    return this.#link.conn.remoteAddr;
   }
 
   /**
@@ -208,28 +201,15 @@ export class Greeting implements LinkOwner {
    * @throws {ProtocolError} For any other control frame, or bytes that are not MessagePack.
    */
   linkFrame(link: Link, body: Uint8Array): void {
-    const size = body.byteLength;
-    if (size === 0) return; // heartbeat
+    if (body.byteLength === 0) return; // heartbeat
     // A body is a view into the read buffer, which the next read overwrites.
     const kept = (bytes: Uint8Array) => link.reader.isBuffered(body) ? own(bytes) : bytes;
     if (body[0] !== CONTROL) {
       this.#push(new PlainFrame(decodeBounded(kept(body))));
       return;
     }
-    const kind = body[1];
-    if (kind === HANDSHAKE) {
-      this.#push(decodeBounded(kept(body.subarray(2))));
-    } else if (kind === PING && size === PING_BODY_BYTES) {
-      if (link.queue.error === undefined) link.queue.push([controlFrame(PONG, body.subarray(2))]);
-    } else if (kind === PONG && size === PING_BODY_BYTES) {
-      link.keepalive.pong(body.subarray(2));
-    } else {
-      throw new ProtocolError(
-        size < 2
-          ? "Invalid control frame: no kind byte"
-          : `Invalid control frame: kind "${kind}" with ${size} body bytes`,
-      );
-    }
+    if (body[1] === HANDSHAKE) this.#push(decodeBounded(kept(body.subarray(2))));
+    else if (!link.keepaliveFrame(body)) throw invalidControlFrame(body);
   }
 
   /**

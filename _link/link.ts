@@ -9,7 +9,7 @@
  * @module
  */
 
-import { controlFrame, PING } from "../_wire/control.ts";
+import { controlFrame, PING, PING_BODY_BYTES, PONG } from "../_wire/control.ts";
 import { FrameReader } from "./frame_reader.ts";
 import { Keepalive } from "./keepalive.ts";
 import { WriteQueue } from "./write_queue.ts";
@@ -98,6 +98,23 @@ export class Link {
   ping(): void {
     if (this.done || this.queue.error !== undefined) return;
     this.queue.push([controlFrame(PING, this.keepalive.nextPing())]);
+  }
+
+  /**
+   * Answers a ping with its pong, or gives a pong to the keepalive: what
+   * every owner does with them, in the handshake and in the session.
+   *
+   * @param body A control frame's body (`c1` and its kind).
+   * @returns Whether it was a ping or a pong.
+   */
+  keepaliveFrame(body: Uint8Array): boolean {
+    const kind = body[1];
+    if ((kind !== PING && kind !== PONG) || body.byteLength !== PING_BODY_BYTES) return false;
+    if (kind === PONG) this.keepalive.pong(body.subarray(2));
+    else if (this.queue.error === undefined) {
+      this.queue.push([controlFrame(PONG, body.subarray(2))]);
+    }
+    return true;
   }
 
   async #read(): Promise<void> {

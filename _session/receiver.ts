@@ -21,11 +21,8 @@ import {
   ackCount,
   CLOSE,
   CONTROL,
-  controlFrame,
   HANDSHAKE,
-  PING,
-  PING_BODY_BYTES,
-  PONG,
+  invalidControlFrame,
   REPLY,
   REPLY_PREFIX_BYTES,
   replyTo,
@@ -185,24 +182,15 @@ export class Receiver {
     const kind = body[1];
     const size = body.byteLength;
     const clientId = this.#host.clientId;
-    if ((kind === PING || kind === PONG) && size === PING_BODY_BYTES) {
-      if (kind === PONG) link.keepalive.pong(body.subarray(2));
-      else if (link.queue.error === undefined) {
-        link.queue.push([controlFrame(PONG, body.subarray(2))]);
-      }
-    } else if (kind === ACK && size === ACK_BODY_BYTES) {
+    if (link.keepaliveFrame(body)) return;
+    if (kind === ACK && size === ACK_BODY_BYTES) {
       this.#host.outbox.ack(ackCount(body), clientId);
     } else if (kind === CLOSE && size === 2) {
       this.#host.peerClosed();
     } else if (kind === HANDSHAKE) {
       throw new ProtocolError("Unexpected handshake message: the handshake is over", { clientId });
     } else {
-      throw new ProtocolError(
-        size < 2
-          ? "Invalid control frame: no kind byte"
-          : `Invalid control frame: kind "${kind}" with ${size} body bytes`,
-        { clientId },
-      );
+      throw invalidControlFrame(body, clientId);
     }
   }
 }

@@ -18,6 +18,7 @@
  */
 
 import { encodeHead, HEADER_BYTES } from "./frame.ts";
+import { ProtocolError } from "../errors.ts";
 
 /** The first byte of every control frame's body. */
 export const CONTROL = 0xc1;
@@ -148,4 +149,22 @@ export function controlFrame(kind: number, payload: Uint8Array): Uint8Array {
   frame[HEADER_BYTES + 1] = kind;
   frame.set(payload, HEADER_BYTES + 2);
   return frame;
+}
+
+/**
+ * The error for a control frame no one expects where it came: no kind
+ * byte, or a kind (or size) that is not valid here.
+ *
+ * @param body The frame's body.
+ * @param clientId The client, if known.
+ * @returns The error.
+ */
+export function invalidControlFrame(body: Uint8Array, clientId?: number): ProtocolError {
+  const size = body.byteLength;
+  return new ProtocolError(
+    size < 2
+      ? "Invalid control frame: no kind byte"
+      : `Invalid control frame: kind "${body[1]}" with ${size} body bytes`,
+    { clientId },
+  );
 }
