@@ -23,7 +23,6 @@ import { type AdmissionDeps, admit, type AdmitContext } from "./admit.ts";
 import { type NoPlace, PendingHandshakes } from "./pending.ts";
 import { NO_DEADLINE, Notifier, pause } from "../_util/wait.ts";
 import { PeerDisconnectedError } from "../errors.ts";
-import type { Logger } from "../events.ts";
 import { type ListenOptions, PROTOCOL_VERSION } from "../types.ts";
 
 /** The default cap on connections in their handshake at once. */
@@ -52,8 +51,6 @@ const BUSY_FRAME = handshakeFrame({
 /** Accepts connections and runs their handshakes; see the module doc. */
 export class Admission {
   readonly #listener: Deno.Listener;
-  readonly #deps: AdmissionDeps;
-  readonly #logger: Logger | undefined;
   readonly #pending: PendingHandshakes;
   readonly #context: AdmitContext;
   readonly #handshaking = new Set<Promise<void>>();
@@ -76,8 +73,6 @@ export class Admission {
    * @throws {Deno.errors.AddrInUse} If the port is taken.
    */
   constructor(options: ListenOptions, deps: AdmissionDeps) {
-    this.#deps = deps;
-    this.#logger = options.logger;
     const maxPending = options.maxPendingHandshakes ?? DEFAULT_MAX_PENDING_HANDSHAKES;
     this.#pending = new PendingHandshakes(
       maxPending,
@@ -130,7 +125,7 @@ export class Admission {
         // Out of descriptors (EMFILE/ENFILE) or a connection reset before it
         // was accepted: keep serving the clients already there, retry soon.
         backoff = Math.min(MAX_BACKOFF_MS, backoff === 0 ? 10 : backoff * 2);
-        this.#logger?.error?.("Accept failed: retrying", {
+        this.#context.logger?.error?.("Accept failed: retrying", {
           error: String(error),
           retryInMs: backoff,
         });
@@ -179,7 +174,7 @@ export class Admission {
     } catch {
       // Already gone.
     }
-    this.#deps.refused(
+    this.#context.deps.refused(
       "busy",
       why === "address"
         ? `Too many connections in their handshake from "${host}"`

@@ -105,9 +105,8 @@ export class Sender {
     progress?: Progress,
     copies?: Copies,
   ): Promise<void> | undefined {
-    if (this.outbox.full) return this.#postWhenRoom(encode, deadline, progress, copies, false);
-    const { chunks, borrowed } = encode();
-    return this.#settled(this.#push(chunks, progress, false), borrowed, deadline, copies);
+    if (this.outbox.full) return this.#postWhenRoom(encode, deadline, progress, copies);
+    return this.#queue(encode(), progress, false, deadline, copies);
   }
 
   /**
@@ -133,10 +132,10 @@ export class Sender {
   ): Promise<void> {
     if (this.outbox.full) {
       const encode = () => this.#encode(value, to);
-      return await this.#postWhenRoom(encode, deadline, progress, undefined, true);
+      const client = { transient: true, wrap: SendTimeoutError.from };
+      return await this.#postWhenRoom(encode, deadline, progress, undefined, client);
     }
-    const { chunks, borrowed } = this.#encode(value, to);
-    const wait = this.#settled(this.#push(chunks, progress, true), borrowed, deadline, undefined);
+    const wait = this.#queue(this.#encode(value, to), progress, true, deadline, undefined);
     if (wait !== undefined) {
       await wait.catch((error) => Promise.reject(SendTimeoutError.from(error, true)));
     }
@@ -148,15 +147,34 @@ export class Sender {
     return encodeFrame(value, this.#sendMaxFrameBytes, true, prefix);
   }
 
-  /** {@linkcode Sender.post} or `send` when the outbox is full: waits for room first. */
+  /** Numbers, retains and queues an encoded frame; returns what the sender waits for. */
+  #queue(
+    frame: EncodedFrame,
+    progress: Progress | undefined,
+    transient: boolean,
+    deadline: Deadline,
+    copies: Copies | undefined,
+  ): Promise<void> | undefined {
+    return this.#settled(
+      this.#push(frame.chunks, progress, transient),
+      frame.borrowed,
+      deadline,
+      copies,
+    );
+  }
+
+  /**
+   * {@linkcode Sender.post}, or `send` (`client`: transient encodings and
+   * `SendTimeoutError`s), when the outbox is full: waits for room first.
+   */
   async #postWhenRoom(
     encode: () => EncodedFrame,
     deadline: Deadline,
     progress: Progress | undefined,
     copies: Copies | undefined,
-    timeouts: boolean,
+    client?: { transient: boolean; wrap: Wrap },
   ): Promise<void> {
-    const wrap: Wrap | undefined = timeouts ? SendTimeoutError.from : undefined;
+    const wrap = client?.wrap;
     try {
       // Checked again after each wake: concurrent senders take turns.
       while (this.outbox.full && !this.#host.over) {
@@ -167,8 +185,7 @@ export class Sender {
     } catch (error) {
       throw wrap === undefined ? error : wrap(error, false);
     }
-    const { chunks, borrowed } = encode();
-    const wait = this.#settled(this.#push(chunks, progress, timeouts), borrowed, deadline, copies);
+    const wait = this.#queue(encode(), progress, client?.transient ?? false, deadline, copies);
     if (wait !== undefined) {
       await (wrap === undefined ? wait : wait.catch((error) => Promise.reject(wrap(error, true))));
     }
