@@ -141,6 +141,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 interface Run {
   /** Whether its exit is expected (killed, or told to stop). */
   expectExit: boolean;
+  /** Killed by the soak (a `kill` fault), not told to stop. */
+  killed?: boolean;
   exited: boolean;
   /** `performance.now()` at its start and at its exit. */
   started: number;
@@ -205,6 +207,11 @@ class SiteProcess {
     return this.#run.exited;
   }
 
+  /** Whether the current (or last) process was killed by the soak. */
+  get killed(): boolean {
+    return this.#run.killed ?? false;
+  }
+
   /** What the process wrote to stderr lately. */
   get stderr(): string {
     return this.#stderr;
@@ -213,6 +220,7 @@ class SiteProcess {
   /** Kills the process (SIGKILL) and waits for it. */
   async kill(): Promise<void> {
     this.#run.expectExit = true;
+    this.#run.killed = true;
     try {
       this.#child?.kill("SIGKILL");
     } catch {
@@ -694,8 +702,11 @@ async function stopSites(
     await sessions.changed(250);
   }
   await Promise.all([...processes.values()].map(async (site) => {
+    // A site killed by a fault just before the stop is not started again:
+    // it was never told to stop, so its SIGKILL is no failure.
+    const killed = site.killed && site.exited;
     const code = await site.finish(1000);
-    if (code !== 0) {
+    if (code !== 0 && !killed) {
       const tail = site.stderr.trim().split("\n").slice(-5).join(" | ");
       problem(`${site.name}'s process ended with code ${code} at the stop: ${tail}`);
     }
