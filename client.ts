@@ -1,8 +1,4 @@
-/**
- * The client: connects to the coordinator, learns its id, then receives and sends.
- *
- * @module
- */
+/** The client: connects to the coordinator, learns its id, then receives and sends. @module */
 
 import type { DialOptions } from "./_client/dial.ts";
 import { join } from "./_client/join.ts";
@@ -90,6 +86,12 @@ export class Client extends FedcommEventTarget<ClientEventMap>
   readonly name: string | undefined;
   /** Whether this client and the server proved to each other that they know the secret. */
   readonly authenticated: boolean;
+  /**
+   * The largest long message (PROTOCOL.md §8.8) this client sends: the
+   * smaller of its own `maxMessageBytes` and the server's, from its welcome
+   * (0: none; a value must then fit one frame).
+   */
+  readonly maxMessageBytes: number;
   /** The metadata this client gave in its hello. */
   readonly props: Props;
 
@@ -110,6 +112,7 @@ export class Client extends FedcommEventTarget<ClientEventMap>
     this.name = options.name;
     this.props = options.props ?? {};
     this.authenticated = welcome.authenticated;
+    this.maxMessageBytes = Math.min(options.maxMessageBytes, welcome.maxMessageBytes);
     connection.onDrop = (error) => {
       this.dispatchEvent(
         new ClientEvent("disconnect", { clientId: this.id, name: this.name, error }),
@@ -389,6 +392,32 @@ export class Client extends FedcommEventTarget<ClientEventMap>
       clientIds: [this.id],
     }));
     await this.#connection.outbox.delivered(this.#connection.messagesSent, deadline);
+  }
+
+  /**
+   * Gives a received value's memory back for later messages of the same size
+   * (an echoing client then allocates nothing per round; at most 1 GiB is
+   * kept). Use nothing of it afterwards, and only once its sends resolved.
+   *
+   * @param value A value this client received (anything else is left alone).
+   * @returns The bytes taken back.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { connect, listen } from "@fedcomm/fedcomm";
+   *
+   * await using server = listen({ clients: 1 });
+   * await using client = await connect({ port: server.port });
+   * await server.broadcast(new Float32Array(1 << 16));
+   * const first = await client.recv() as Float32Array;
+   * assert.ok(client.recycle(first) >= first.byteLength); // its frame body
+   * await server.broadcast(new Float32Array(1 << 16));
+   * assert.equal((await client.recv() as Float32Array).buffer, first.buffer); // read into again
+   * ```
+   */
+  recycle(value: unknown): number {
+    return this.#connection.recycle(value);
   }
 
   /**

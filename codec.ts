@@ -22,7 +22,7 @@
  */
 
 import { decodeBounded } from "./_codec/decoder.ts";
-import { encodeChunks as encodeChunksOf, encodeValue } from "./_codec/encoder.ts";
+import { encodeChunks as encodeChunksOf, encodeValue } from "./_codec/encode.ts";
 import type { DecodeOptions, EncodeChunksOptions, EncodedChunks } from "./types.ts";
 
 export type { DecodeOptions, EncodeChunksOptions, EncodedChunks } from "./types.ts";

@@ -367,3 +367,47 @@ export class FrameTooLargeError extends RangeError {
     this.limit = limit;
   }
 }
+
+/**
+ * A long message (PROTOCOL.md §8.8) larger than `maxMessageBytes`: announced
+ * by a peer's header (the connection then fails, before the references are
+ * allocated) or about to be sent (nothing is sent). A `RangeError`, since it
+ * is a limit.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { MessageTooLargeError } from "@fedcomm/fedcomm";
+ *
+ * const error = new MessageTooLargeError(2 ** 33, 2 ** 32, { clientId: 2 });
+ * assert.ok(error instanceof RangeError);
+ * assert.equal(error.message, "Message too large: 8589934592 bytes exceeds maxMessageBytes 4294967296");
+ * assert.equal(error.clientId, 2);
+ * ```
+ */
+export class MessageTooLargeError extends RangeError {
+  /** The id of the client concerned, where known. */
+  clientId: number | undefined;
+  /** The message's size: its header body plus the lengths of its references. */
+  readonly length: number;
+  /** The limit it exceeds. */
+  readonly limit: number;
+
+  /**
+   * Creates the error.
+   *
+   * @param length The message's size.
+   * @param limit The limit.
+   * @param options The client concerned.
+   */
+  constructor(length: number, limit: number, options?: FedcommErrorOptions) {
+    super(
+      `Message too large: ${length} bytes exceeds maxMessageBytes ${limit}`,
+      options?.cause === undefined ? undefined : { cause: options.cause },
+    );
+    this.name = "MessageTooLargeError";
+    this.clientId = options?.clientId;
+    this.length = length;
+    this.limit = limit;
+  }
+}

@@ -9,14 +9,14 @@
 
 import { Admission } from "./_server/admission.ts";
 import { ByteBudget, DEFAULT_RECEIVE_BUFFER_BYTES } from "./_session/budget.ts";
+import { BufferPool } from "./_session/pool.ts";
 import type { Session } from "./_session/session.ts";
 import type { Arrival } from "./_session/inbox.ts";
-import { encodeFrame } from "./_codec/encode_frame.ts";
+import { encodeFrame, type LongOptions } from "./_codec/encode_frame.ts";
 import { checkListenOptions, checkReadyCount } from "./_server/listen_options.ts";
 import { gatherFrom } from "./_server/gather.ts";
 import { uploadsCount, uploadsFrom } from "./_server/uploads.ts";
 import { Members } from "./_server/members.ts";
-import { startDeadline } from "./_util/wait.ts";
 import { fanOut } from "./_server/fan_out.ts";
 import { FedcommEventTarget, RefuseEvent, type ServerEventMap } from "./events.ts";
 import type {
@@ -63,19 +63,21 @@ export function listen(options: ListenOptions): Server {
 }
 
 /**
- * A coordinator serving a cohort of clients. Create it with
- * {@linkcode listen}. It is an `EventTarget` of the events in
- * {@linkcode ServerEventMap}: `join`, `disconnect`, `resume`, `leave`,
- * `late`, `refuse` and `progress`.
+ * A coordinator serving a cohort of clients, made by {@linkcode listen}; an `EventTarget` of
+ * {@linkcode ServerEventMap}: `join`, `disconnect`, `resume`, `leave`, `late`, `refuse`, `progress`.
  */
 export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncDisposable {
   readonly #clients: number;
   readonly #open: boolean;
   readonly #maxFrameBytes: number;
+  /** A value as a frame, or a long message (each session checks its client's limit). */
+  readonly #encode = (value: unknown) =>
+    encodeFrame(value, this.#maxFrameBytes, false, undefined, this.#long);
+  readonly #long: LongOptions;
   readonly #members: Members;
-  /** The sessions by client id (the members'). */
-  readonly #connections: ReadonlyMap<number, Session>;
+  readonly #connections: ReadonlyMap<number, Session>; // the members' sessions by id
   readonly #admission: Admission;
+  readonly #pool = new BufferPool(); // large bodies' memory, recycled
   #closed: Promise<void> | undefined;
 
   /**
@@ -85,14 +87,13 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
    */
   constructor(options: ListenOptions) {
     super();
-    const { clients, open, maxFrameBytes, grace } = checkListenOptions(options);
+    const { clients, open, maxFrameBytes, grace, maxMessageBytes } = checkListenOptions(options);
     this.#clients = clients;
     this.#open = open;
     this.#maxFrameBytes = maxFrameBytes;
-    const budget = new ByteBudget(
-      options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES,
-      clients,
-    );
+    this.#long = { maxMessageBytes };
+    const budgetBytes = options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES;
+    const budget = new ByteBudget(budgetBytes, clients);
     const namedSecrets = options.auth?.clients !== undefined;
     const cohort = { capacity: clients, open, grace, namedSecrets };
     this.#members = new Members(cohort, this, options.logger);
@@ -101,8 +102,10 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
       this.dispatchEvent(new RefuseEvent({ reason, message, address, name }));
     this.#admission = new Admission(options, {
       budget,
+      pool: this.#pool,
       members: this.#members,
       maxFrameBytes,
+      maxMessageBytes,
       refused,
     });
   }
@@ -202,17 +205,7 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
    */
   async ready(options?: ReadyOptions): Promise<void> {
     const count = checkReadyCount(options?.clients, this.#clients);
-    if (!Number.isSafeInteger(count) || count < 0 || count > this.#clients) {
-      throw new RangeError(
-        `Invalid clients for ready: "${count}" is not from 0 to ${this.#clients}`,
-      );
-    }
-    using deadline = startDeadline(options, () => ({
-      what: "Waiting for clients",
-      detail: `${this.joined} of ${count} joined`,
-      clientIds: this.#members.missing(),
-    }));
-    while (this.joined < count) await this.#members.changed.changed(deadline);
+    await this.#members.untilJoined(count, () => this.joined, options);
   }
 
   /**
@@ -241,14 +234,16 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
    * @throws {FedcommError} If a fixed cohort has not joined yet.
    * @throws {TypeError} If an id is not an integer or is listed twice, or the value cannot be encoded.
    * @throws {RangeError} If an id is not a member's.
-   * @throws {FrameTooLargeError} If the value encodes to more than `maxFrameBytes`.
+   * @throws {FrameTooLargeError} If the value encodes to more than `maxFrameBytes` and a target
+   * takes no long messages (the others still get it as one).
+   * @throws {MessageTooLargeError} If it exceeds a target's `maxMessageBytes` (or the server's).
    * @throws {PeerDisconnectedError} If a target client is gone for good (the others still get it).
    * @throws {TimeoutError} If a connected client did not acknowledge in time (it may still
    * be sending it from your memory: keep it unchanged until that client is gone or acked).
    */
   async broadcast(value: unknown, options?: BroadcastOptions): Promise<void> {
     const ids = this.#members.targets(options?.ids, "broadcast");
-    const frame = encodeFrame(value, this.#maxFrameBytes);
+    const frame = this.#encode(value);
     await fanOut(this.#connections, ids, frame, "Broadcast", options, this.#progress);
   }
 
@@ -263,7 +258,7 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
    * @throws {FedcommError} If a fixed cohort has not joined yet.
    * @throws {TypeError} If an id is not an integer, or a value cannot be encoded.
    * @throws {RangeError} If an id is not a member's.
-   * @throws {FrameTooLargeError} If a value encodes to more than `maxFrameBytes`.
+   * @throws {FrameTooLargeError} As for `broadcast`; or a `MessageTooLargeError`.
    * @throws {PeerDisconnectedError} If a target client is gone for good (the others still get theirs).
    * @throws {TimeoutError} If the acknowledgements did not come in time.
    *
@@ -277,11 +272,11 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
     options?: WaitOptions,
   ): Promise<void> {
     const [ids, values] = this.#members.scatter(messages);
-    const frames = values.map((value) => encodeFrame(value, this.#maxFrameBytes));
+    const frames = values.map(this.#encode);
     await fanOut(this.#connections, ids, frames, "Send", options, this.#progress);
   }
 
-  /** The progress callback of a message sent to a client, if progress is reported. */
+  /** A client's send progress callback, if progress is reported. */
   readonly #progress = (id: number) => this.#members.events.sendProgress(id);
 
   /** A late reply was dropped by a receiving call. */
@@ -339,14 +334,12 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
    * dropped as in `gather` and counted in `late`.
    *
    * It completes when every client asked answered or failed; with `min`, also
-   * once `min` answered and `grace` ms passed since the `min`-th answer, or
-   * at once when so many failed that `min` answers cannot come any more (as
-   * `gather({ min })` fails then); and at the deadline. The clients still
-   * silent then are in `failed`: a client that is away (dropped, not resumed)
-   * with a `PeerDisconnectedError` saying so, the others with a `TimeoutError`
-   * (its message says whether the deadline or the grace ran out) or, for an
-   * unreachable quorum, a `FedcommError` saying they were not waited for;
-   * `quorum` says whether `min` (default: all asked) answered.
+   * once `min` answered and `grace` ms passed since, or at once when `min`
+   * answers cannot come any more; and at the deadline. The clients still
+   * silent then are in `failed`: one that is away with a
+   * `PeerDisconnectedError`, the others with a `TimeoutError` (deadline or
+   * grace) or, for an unreachable quorum, a `FedcommError`; `quorum` says
+   * whether `min` (default: all asked) answered.
    *
    * @param options The clients (default: all), the quorum, cancellation and time limit.
    * @returns The answers by client id (in the order of the ids), the clients that gave
@@ -397,25 +390,21 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
    * @throws {TimeoutError} If time ran out (with `min`: before the quorum); `clientIds`
    * lists the clients still owing.
    *
-   * @example Federated averaging as a web stream
+   * @example Federated averaging: fold each upload, then recycle its memory
    * ```ts
    * import assert from "node:assert/strict";
-   * import { connect, listen, type Upload } from "@fedcomm/fedcomm";
+   * import { connect, listen } from "@fedcomm/fedcomm";
    *
    * await using server = listen({ clients: 2 });
    * const clients = await Promise.all([0, 1].map(() => connect({ port: server.port })));
    * await server.ready();
-   * for (const client of clients) await client.send(new Float32Array([client.id + 1, 1]));
-   *
-   * const sum = new Float32Array(2);
-   * await ReadableStream.from(server.uploads({ timeout: 10_000 })).pipeTo(
-   *   new WritableStream<Upload>({
-   *     write({ value }) {
-   *       (value as Float32Array).forEach((w, i) => sum[i] += w);
-   *     },
-   *   }),
-   * );
-   * assert.deepStrictEqual(sum, new Float32Array([3, 2]));
+   * for (const client of clients) await client.send(new Float32Array(1 << 16).fill(client.id + 1));
+   * const sum = new Float32Array(1 << 16);
+   * for await (const { value } of server.uploads({ timeout: 10_000 })) {
+   *   (value as Float32Array).forEach((w, i) => sum[i] += w);
+   *   assert.ok(server.recycle(value) >= 4 * (1 << 16)); // its frame body, for the next
+   * }
+   * assert.equal(sum[0], 3);
    * for (const client of clients) await client.close();
    * ```
    */
@@ -423,6 +412,18 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
     uploadsCount(options); // checked first, before the cohort and the ids
     const ids = this.#members.targets(options?.ids, "uploads");
     yield* uploadsFrom(this.#connections, ids, options, this.#onLate);
+  }
+
+  /**
+   * Gives a received value's memory back for later messages of the same size
+   * (a round loop then allocates nothing per upload; at most 1 GiB is kept).
+   * Use nothing of the value afterwards, and send nothing more from it.
+   *
+   * @param value A value this server received (anything else is left alone).
+   * @returns The bytes taken back.
+   */
+  recycle(value: unknown): number {
+    return this.#pool.recycle(value);
   }
 
   /**

@@ -33,6 +33,23 @@ export interface FrameOptions {
   maxFrameBytes?: number;
 }
 
+/** The default largest long message accepted and sent: 16 GiB. */
+export const DEFAULT_MAX_MESSAGE_BYTES: number = 16 * 1024 ** 3;
+
+/** The limit on long messages (PROTOCOL.md §8.8), of `listen()` and `connect()`. */
+export interface MessageOptions {
+  /**
+   * The largest long message accepted, and sent, in bytes (default 16 GiB,
+   * at most 2⁵³−1; 0 turns long messages off). A value whose frame would
+   * exceed `maxFrameBytes`, or that holds a binary of 4 GiB or more, travels
+   * as a long message: a header frame, then its large binaries in parts,
+   * each received straight into an array of its own. A peer's header that
+   * announces more fails its connection with a `MessageTooLargeError` (a
+   * `RangeError`) before anything is allocated for it.
+   */
+  maxMessageBytes?: number;
+}
+
 /** A shared secret: a string (its UTF-8 bytes) or bytes. */
 export type Secret = string | Uint8Array;
 
@@ -63,6 +80,8 @@ export interface Welcome {
   readonly received: number;
   /** Whether this welcome resumed the session asked for. */
   readonly resumed: boolean;
+  /** The largest long message the server accepts (0: it takes none, PROTOCOL.md §8.8). */
+  readonly maxMessageBytes: number;
 }
 
 /** A value encoded as a list of chunks whose concatenation is one MessagePack value. */
@@ -127,7 +146,7 @@ export interface DecodeOptions {
 }
 
 /** Options for {@linkcode connect}. */
-export interface ConnectOptions extends FrameOptions {
+export interface ConnectOptions extends FrameOptions, MessageOptions {
   /** The server's TCP port. */
   port: number;
   /** The server's address (default `"127.0.0.1"`). */
@@ -182,7 +201,7 @@ export interface ConnectTlsOptions {
 }
 
 /** Options for {@linkcode listen}. */
-export interface ListenOptions extends FrameOptions {
+export interface ListenOptions extends FrameOptions, MessageOptions {
   /**
    * How many clients to wait for; they get ids `0 … clients − 1` in order of
    * arrival. With `open`, the most clients connected at once (ids then grow

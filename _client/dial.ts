@@ -22,7 +22,7 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const RETRY_MS = 100;
 
 /** The options of `connect()`, with the frame limit validated. */
-export type DialOptions = ConnectOptions & { maxFrameBytes: number };
+export type DialOptions = ConnectOptions & { maxFrameBytes: number; maxMessageBytes: number };
 
 /** A connection whose handshake is done, and what the server said. */
 export interface Dialed {
@@ -78,6 +78,7 @@ export async function dial(
         name: options.name,
         secret: options.secret,
         props: options.props,
+        maxMessageBytes: options.maxMessageBytes,
         resume,
       });
       return { greeting, welcome };

@@ -11,7 +11,7 @@ import { DEFAULT_CONNECT_TIMEOUT_MS, dial, type DialOptions } from "./dial.ts";
 import { secretBytes } from "../_handshake/auth.ts";
 import { MAX_NAME_BYTES, propsProblem } from "../_handshake/messages.ts";
 import { Session } from "../_session/session.ts";
-import { checkMaxFrameBytes } from "../_wire/frame.ts";
+import { checkMaxFrameBytes, checkMaxMessageBytes } from "../_wire/frame.ts";
 import { Backoff, checkTimeout, pause } from "../_util/wait.ts";
 import { RejectedError } from "../errors.ts";
 import type { ConnectOptions, Welcome } from "../types.ts";
@@ -41,13 +41,14 @@ export interface Joined {
  */
 export async function join(options: ConnectOptions): Promise<Joined> {
   const maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
+  const maxMessageBytes = checkMaxMessageBytes(options.maxMessageBytes);
   if (options.secret !== undefined) secretBytes(options.secret, "secret");
   checkName(options.name);
   checkProps(options.props);
   const timeout = options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS;
   checkTimeout(timeout);
   const end = performance.now() + timeout;
-  const checked = { ...options, maxFrameBytes };
+  const checked = { ...options, maxFrameBytes, maxMessageBytes };
   const backoff = new Backoff(BUSY_FIRST_PAUSE_MS, BUSY_MAX_PAUSE_MS);
   while (true) {
     try {
@@ -59,6 +60,8 @@ export async function join(options: ConnectOptions): Promise<Joined> {
         peerIsServer: true,
         maxFrameBytes,
         peerMaxFrameBytes: welcome.maxFrameBytes,
+        maxMessageBytes,
+        peerMaxMessageBytes: welcome.maxMessageBytes,
         bytesReceived: greeting.bytesReceived,
       });
       session.allowResume(options.resume === false ? 0 : welcome.grace);

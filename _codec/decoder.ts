@@ -11,58 +11,37 @@
  */
 
 import { ExtData } from "@msgpack/msgpack";
-import { ProtocolError } from "../errors.ts";
+import { MessageTooLargeError, ProtocolError } from "../errors.ts";
 import { fromNumpyMap, NdArray } from "../tensor.ts";
+import { EXT_REFERENCE } from "./encoder.ts";
 import type { DecodeOptions } from "../types.ts";
-
-/** Containers a value may nest, by default (the encoder's limit too). */
-export const DEFAULT_MAX_DEPTH: number = 100;
-/** The largest `maxDepth` allowed: the decoder recurses once per level. */
-export const MAX_DEPTH_LIMIT: number = 1000;
-/** Cost units a body may spend per byte of its length, by default. */
-export const DEFAULT_COST_PER_BYTE: number = 2;
-/** Cost units any body may spend whatever its length, by default (2²²). */
-export const DEFAULT_COST_FLOOR: number = 2 ** 22;
-/** Cost units no body may exceed, by default (2²⁴: ~128 MiB of heap, ~1 s of work). */
-export const DEFAULT_COST_LIMIT: number = 2 ** 24;
-
-// Cost units: each about one 8-byte word of heap and 10 to 60 ns of work, as
-// measured for every kind of value. A container's own units, with one per
-// element or two per entry, are charged from its header before it is
-// allocated; the rest as each value is built.
-const ARRAY_UNITS = 4; // the JSArray and its elements' header
-const MAP_UNITS = 8; // the object with its first property slots
-const ENTRY_UNITS = 2; // each entry: a property slot
-// Each entry beyond the first SMALL_MAP of a map, a hash table in V8: its
-// slots, and interning a new key (about 2 µs).
-const SMALL_MAP = 16;
-const LARGE_ENTRY_UNITS = 48;
-/**
- * Each of the first SMALL_MAP keys of a map, the first time the body adds it
- * after the same keys before it: V8 then builds a hidden class (and interns
- * the name if it is new), 1 to 3 µs. Records that repeat their keys pay it
- * once per key.
- */
-const NEW_KEY_UNITS = 64;
-const NUMBER_UNITS = 2; // a heap number: floats, 32- and 64-bit integers
-const BIGINT_UNITS = 3;
-const VIEW_UNITS = 13; // a Uint8Array view, or the typed array of a numpy map
-const EXT_UNITS = 17; // an ExtData and its view
-const DATE_UNITS = 12;
-const NDARRAY_UNITS = 8;
+import {
+  ARRAY_UNITS,
+  BIGINT_UNITS,
+  budgetOf,
+  DATE_UNITS,
+  DEFAULT_MAX_DEPTH,
+  ENTRY_UNITS,
+  EXT_UNITS,
+  LARGE_ENTRY_UNITS,
+  MAP_UNITS,
+  maxDepthOf,
+  NDARRAY_UNITS,
+  NEW_KEY_UNITS,
+  NUMBER_UNITS,
+  SMALL_MAP,
+  stringUnits,
+  VIEW_UNITS,
+} from "./decode_limits.ts";
+import { hashBytes, keyType, lowerFirst, text } from "./decode_text.ts";
 
 const KEY_CACHE_MAX_LENGTH = 32; // longer keys are not cached
 const KEY_CACHE_SLOTS = 4096; // 2 ** (32 - 20): a hash's top 12 bits
 const SEQUENCE_SLOTS = 65536; // 2 ** (32 - 16): a hash's top 16 bits
-const SHORT_STRING = 32; // ASCII strings up to this long are built without TextDecoder
 
 const EMPTY = new Uint8Array(0);
 const EMPTY_VIEW = new DataView(EMPTY.buffer);
 const TWO_32 = 2 ** 32;
-/** Invalid UTF-8 becomes U+FFFD; a leading BOM is kept (it is part of the string). */
-const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
-const charCodes: number[] = []; // scratch for short strings
-
 // The key cache: each slot's key bytes, length (0: empty) and string.
 const keyBytes = new Uint8Array(KEY_CACHE_SLOTS * KEY_CACHE_MAX_LENGTH);
 const keyLengths = new Uint8Array(KEY_CACHE_SLOTS);
@@ -71,21 +50,6 @@ const keyStrings: string[] = new Array<string>(KEY_CACHE_SLOTS).fill("");
 const sequenceHashes = new Int32Array(SEQUENCE_SLOTS);
 const sequenceUses = new Uint32Array(SEQUENCE_SLOTS);
 let generation = 0;
-
-/** An option's value `v`, or `fallback`; TypeError unless a number, RangeError unless `ok`. */
-function option(name: string, v: unknown, fallback: number, ok: (n: number) => boolean): number {
-  if (v === undefined) return fallback;
-  if (typeof v !== "number") {
-    throw new TypeError(`Invalid ${name}: type "${typeof v}" is not a number`);
-  }
-  if (ok(v)) return v;
-  const range = ok === isDepth
-    ? `an integer from 1 to ${MAX_DEPTH_LIMIT}`
-    : "a non-negative number";
-  throw new RangeError(`Invalid ${name}: "${v}" is not ${range}`);
-}
-const isDepth = (n: number) => Number.isInteger(n) && n >= 1 && n <= MAX_DEPTH_LIMIT;
-const isCost = (n: number) => n >= 0;
 
 /** One decode's state; reused, reentrant only through a fresh instance. */
 class BoundedDecoder {
@@ -102,14 +66,37 @@ class BoundedDecoder {
   /** Key sequences this body used that a collision evicted from the table, if any. */
   #evicted: Set<number> | undefined;
   #busy = false;
+  /** In a long message's skeleton: allocates the buffer a reference stands for. */
+  #references: ((length: number) => Uint8Array) | undefined;
+  /** The buffers references became in this decode. */
+  #referenced: Set<ArrayBufferLike> | undefined;
+
+  /**
+   * Decodes a long message's skeleton (PROTOCOL.md §8.8): as `decode`, each
+   * reference (ext 127 with 8 bytes) becoming the buffer `allocate` gives
+   * for its length, to be filled by the parts that follow.
+   */
+  skeleton(
+    bytes: Uint8Array,
+    options: DecodeOptions | undefined,
+    allocate: (length: number) => Uint8Array,
+  ): unknown {
+    if (this.#busy) return new BoundedDecoder().skeleton(bytes, options, allocate);
+    this.#references = allocate;
+    this.#referenced = new Set();
+    try {
+      return this.decode(bytes, options);
+    } finally {
+      this.#references = undefined;
+      this.#referenced = undefined;
+    }
+  }
 
   /** Decodes the one value that fills `bytes` (see decodeBounded). */
   decode(bytes: Uint8Array, options: DecodeOptions | undefined): unknown {
     if (this.#busy) return new BoundedDecoder().decode(bytes, options);
-    const maxDepth = option("maxDepth", options?.maxDepth, DEFAULT_MAX_DEPTH, isDepth);
-    const perByte = option("costPerByte", options?.costPerByte, DEFAULT_COST_PER_BYTE, isCost);
-    const floor = option("costFloor", options?.costFloor, DEFAULT_COST_FLOOR, isCost);
-    const limit = option("costLimit", options?.costLimit, DEFAULT_COST_LIMIT, isCost);
+    const maxDepth = maxDepthOf(options);
+    const budget = budgetOf(options, bytes.byteLength);
     this.#busy = true;
     try {
       this.#bytes = bytes;
@@ -118,7 +105,7 @@ class BoundedDecoder {
       this.#end = bytes.byteLength;
       this.#maxDepth = maxDepth;
       this.#cost = 0;
-      this.#budget = Math.min(limit, Math.max(floor, perByte * bytes.byteLength));
+      this.#budget = budget;
       this.#clientId = options?.clientId;
       if (++generation > 0xffffffff) {
         generation = 1;
@@ -130,7 +117,7 @@ class BoundedDecoder {
       }
       return value;
     } catch (error) {
-      if (error instanceof ProtocolError) throw error;
+      if (error instanceof ProtocolError || error instanceof MessageTooLargeError) throw error;
       // Nothing else is expected; it is still the peer's bytes that caused it.
       const detail = error instanceof Error ? error.message : String(error);
       throw this.#error(lowerFirst(detail), error);
@@ -263,7 +250,7 @@ class BoundedDecoder {
       } else if (key === "data") {
         // A numpy map's data is a bin on the wire, not a value that became a Uint8Array.
         const head = this.#bytes[this.#pos];
-        data = head === 0xc4 || head === 0xc5 || head === 0xc6;
+        data = head === 0xc4 || head === 0xc5 || head === 0xc6 || this.#isReference();
         map[key] = this.#value(depth + 1);
       } else {
         map[key] = this.#value(depth + 1);
@@ -340,10 +327,28 @@ class BoundedDecoder {
     return new Uint8Array(this.#bytes.buffer, this.#bytes.byteOffset + pos, length);
   }
 
+  /** Whether a reference (`d7 7f`) starts at the current position of a skeleton. */
+  #isReference(): boolean {
+    const pos = this.#pos;
+    return this.#references !== undefined && this.#bytes[pos] === 0xd7 &&
+      this.#bytes[pos + 1] === EXT_REFERENCE;
+  }
+
   /** An extension of `length` data bytes after its type byte: a Date for type −1. */
-  #ext(length: number): Date | ExtData {
+  #ext(length: number): Date | ExtData | Uint8Array {
     const type = this.#view.getInt8(this.#take(1));
     const pos = this.#take(length);
+    if (type === EXT_REFERENCE && length === 8 && this.#references !== undefined) {
+      const high = this.#view.getUint32(pos);
+      const size = high * TWO_32 + this.#view.getUint32(pos + 4);
+      if (size === 0 || !Number.isSafeInteger(size)) {
+        throw this.#error(`reference of "${size}" bytes at offset "${pos - 2}"`);
+      }
+      this.#charge(VIEW_UNITS);
+      const buffer = this.#references(size);
+      this.#referenced!.add(buffer.buffer);
+      return buffer;
+    }
     if (type !== -1) {
       this.#charge(EXT_UNITS);
       return new ExtData(
@@ -371,6 +376,12 @@ class BoundedDecoder {
   /** Turns a numpy map (PROTOCOL.md §5) into its typed array, NdArray or scalar. */
   #numpy(map: Record<string, unknown>): unknown {
     let value: ReturnType<typeof fromNumpyMap>;
+    const data = map.data as Uint8Array;
+    const referenced = this.#referenced?.has(data.buffer) ?? false;
+    if (referenced && map.nd !== true) {
+      // A scalar is read at once, before the parts fill its reference.
+      throw this.#error(`a numpy scalar's data is a reference`);
+    }
     try {
       value = fromNumpyMap(map);
     } catch (error) {
@@ -380,54 +391,36 @@ class BoundedDecoder {
     if (typeof value === "object") {
       const array = value instanceof NdArray ? value.data : value;
       // Unaligned data was copied: that memory is charged too.
-      const copied = array.buffer === this.#bytes.buffer ? 0 : Math.ceil(array.byteLength / 8);
+      const inPlace = array.buffer === this.#bytes.buffer || referenced;
+      const copied = inPlace ? 0 : Math.ceil(array.byteLength / 8);
       this.#charge(VIEW_UNITS + copied + (array === value ? 0 : NDARRAY_UNITS));
     }
     return value;
   }
 }
 
-/** FNV-1a of `bytes[from..to)`. */
-function hashBytes(bytes: Uint8Array, from: number, to: number): number {
-  let hash = 0x811c9dc5;
-  for (let i = from; i < to; i++) hash = Math.imul(hash ^ bytes[i], 0x01000193);
-  return hash;
-}
-
-/** Cost units of a string of `length` UTF-8 bytes (one-character strings are shared). */
-function stringUnits(length: number): number {
-  return length < 2 ? 0 : 2 + (length >> 2);
-}
+const sharedDecoder = new BoundedDecoder();
 
 /**
- * Decodes UTF-8 bytes: short ASCII by hand, anything else with TextDecoder,
- * which replaces each invalid sequence with U+FFFD.
+ * Decodes a long message's skeleton (PROTOCOL.md §8.8) within the limits of
+ * `options`: each reference becomes the buffer `allocate` returns for its
+ * length (a numpy map's data: the memory of its array), filled later by the
+ * message's parts.
+ *
+ * @param bytes The skeleton.
+ * @param options The client id for errors, the depth limit and the cost budget.
+ * @param allocate Makes the buffer of a reference; may throw (a size limit).
+ * @returns The value, its references not yet filled.
+ * @throws {ProtocolError} If the skeleton is malformed or exceeds a limit.
+ * @throws {MessageTooLargeError} If `allocate` refuses a reference.
  */
-function text(bytes: Uint8Array, pos: number, length: number): string {
-  if (length > SHORT_STRING) return utf8.decode(bytes.subarray(pos, pos + length));
-  charCodes.length = length;
-  for (let i = 0; i < length; i++) {
-    const c = bytes[pos + i];
-    if (c >= 0x80) return utf8.decode(bytes.subarray(pos, pos + length));
-    charCodes[i] = c;
-  }
-  return String.fromCharCode.apply(null, charCodes);
+export function decodeSkeleton(
+  bytes: Uint8Array,
+  options: DecodeOptions | undefined,
+  allocate: (length: number) => Uint8Array,
+): unknown {
+  return sharedDecoder.skeleton(bytes, options, allocate);
 }
-
-/** The MessagePack type of a head byte that cannot start a map key. */
-function keyType(head: number): string {
-  if (head === 0xc0) return "nil";
-  if (head === 0xc2 || head === 0xc3) return "bool";
-  if (head < 0x90 || head === 0xde || head === 0xdf) return "map";
-  if (head < 0xa0 || head === 0xdc || head === 0xdd) return "array";
-  return "ext";
-}
-
-function lowerFirst(text: string): string {
-  return text.charAt(0).toLowerCase() + text.slice(1);
-}
-
-const sharedDecoder = new BoundedDecoder();
 
 /**
  * Decodes the one MessagePack value that fills `bytes`, within the limits of

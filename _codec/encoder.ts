@@ -1,8 +1,9 @@
 /**
- * The chunked MessagePack writer behind `encodeChunks()` and `encode()` in
- * `codec.ts`: standard MessagePack, byte for byte what `@msgpack/msgpack`
- * writes for ordinary values, typed arrays in the msgpack-numpy convention
- * with 8-byte aligned data, and large binaries passed through as views.
+ * The chunked MessagePack writer (its entry points: `encode.ts`): standard
+ * MessagePack, byte for byte what `@msgpack/msgpack` writes for ordinary
+ * values, typed arrays in the msgpack-numpy convention with 8-byte aligned
+ * data, large binaries passed through as views; and a long message's
+ * skeleton, its large binaries as references (PROTOCOL.md §8.8).
  *
  * @module
  */
@@ -25,6 +26,22 @@ const TENSOR_ALIGN = 8;
 const SCRATCH_BYTES = 64 * 1024;
 const TWO_32 = 2 ** 32;
 
+/** The extension type of an out-of-band reference in a long message's skeleton (PROTOCOL.md §8.8). */
+export const EXT_REFERENCE = 127;
+
+/** A binary of 4 GiB or more in a plain encode: a long message can hold it (`encode_frame.ts`). */
+export class HugeBinaryError extends RangeError {}
+
+/** A long message's skeleton: the value with references, and the binaries they stand for. */
+export interface Skeleton {
+  /** The skeleton's chunks, the first starting with the reserved bytes. */
+  readonly chunks: Uint8Array[];
+  /** Bytes of the skeleton, without the reserved bytes. */
+  readonly byteLength: number;
+  /** The binaries sent out of band, in the order of their references. */
+  readonly refs: Uint8Array[];
+}
+
 const textEncoder = new TextEncoder();
 const NUMPY_KEYS = ["nd", "type", "kind", "shape", "data"].map((k) => textEncoder.encode(k));
 const DTYPE_BYTES: Record<string, Uint8Array> = {};
@@ -39,6 +56,31 @@ export class ChunkEncoder {
   #chunks: Uint8Array[] = [];
   #borrowed = false;
   #busy = false;
+  /** In a skeleton: the binaries sent out of band so far, and the least size sent so. */
+  #refs: Uint8Array[] | undefined;
+  #refMinBytes = EXTERNAL_MIN_BYTES;
+
+  /**
+   * Encodes `value` as a long message's skeleton (PROTOCOL.md §8.8): each
+   * binary of at least `refMinBytes` becomes a reference.
+   *
+   * @param value The value.
+   * @param reserve Zero bytes to leave in front (frame header and prefix).
+   * @param refMinBytes The least size of a binary sent out of band (at least 1).
+   * @returns The skeleton and its references.
+   */
+  skeleton(value: unknown, reserve: number, refMinBytes = EXTERNAL_MIN_BYTES): Skeleton {
+    if (this.#busy) return new ChunkEncoder().skeleton(value, reserve, refMinBytes);
+    const refs: Uint8Array[] = [];
+    this.#refs = refs;
+    this.#refMinBytes = Math.max(1, refMinBytes);
+    try {
+      const { chunks, byteLength } = this.encode(value, { reserve });
+      return { chunks, byteLength, refs };
+    } finally {
+      this.#refs = undefined;
+    }
+  }
 
   /**
    * Encodes `value`. See `encodeChunks()` in `codec.ts`.
@@ -178,6 +220,11 @@ export class ChunkEncoder {
       if (!(v.data instanceof Uint8Array)) {
         throw new TypeError("Cannot encode ExtData: data must be a Uint8Array");
       }
+      if (this.#refs !== undefined && v.type === EXT_REFERENCE && v.data.byteLength === 8) {
+        throw new TypeError(
+          `Cannot encode ExtData: type "${EXT_REFERENCE}" with 8 bytes is a reference in a long message`,
+        );
+      }
       this.#ext(v.type, v.data);
     } else if (v instanceof Map) {
       this.#header(v.size, 0x80, 16, 0xde, 0xdf);
@@ -295,13 +342,26 @@ export class ChunkEncoder {
 
   #binary(bytes: Uint8Array): void {
     const n = bytes.byteLength;
+    if (this.#refs !== undefined && n >= this.#refMinBytes) return this.#reference(bytes);
     if (n < 0x100) this.#u8u8(0xc4, n);
     else if (n < 0x10000) this.#u8u16(0xc5, n);
     else if (n < TWO_32) this.#u8u32(0xc6, n);
-    else {throw new RangeError(
+    else {throw new HugeBinaryError(
         `Cannot encode binary: ${n} bytes exceeds the 4 GiB MessagePack limit`,
       );}
     this.#bytes(bytes);
+  }
+
+  /** A reference to a binary sent out of band: `d7 7f` and its length as a u64. */
+  #reference(bytes: Uint8Array): void {
+    this.#ensure(10);
+    this.#buf[this.#pos] = 0xd7;
+    this.#buf[this.#pos + 1] = EXT_REFERENCE;
+    this.#view.setUint32(this.#pos + 2, Math.floor(bytes.byteLength / TWO_32));
+    this.#view.setUint32(this.#pos + 6, bytes.byteLength >>> 0);
+    this.#pos += 10;
+    this.#refs!.push(bytes);
+    this.#borrowed = true;
   }
 
   /** Appends raw bytes: copied when small, passed through as a chunk when large. */
@@ -347,8 +407,11 @@ export class ChunkEncoder {
         `Cannot encode value: nested deeper than ${MAX_DEPTH} levels (a typed array's shape is a level)`,
       );
     }
-    if (data.byteLength >= TWO_32) {
-      throw new RangeError(
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    // Out of band (a long message's reference), the data has no alignment to keep.
+    const reference = this.#refs !== undefined && bytes.byteLength >= this.#refMinBytes;
+    if (!reference && data.byteLength >= TWO_32) {
+      throw new HugeBinaryError(
         `Cannot encode array: ${data.byteLength} bytes exceeds the 4 GiB MessagePack limit`,
       );
     }
@@ -356,8 +419,9 @@ export class ChunkEncoder {
     for (const d of shape) shapeBytes += intBytes(d);
     // Minimal layout: map(1) nd(4+1) type(6+1+len) kind(6+2) shape(7+shape) data(6) bin32 header(5)
     const minimal = 1 + 5 + 7 + dtype.length + 8 + 7 + shapeBytes + 6 + 5;
-    const pad = (TENSOR_ALIGN - (this.#emitted + this.#pos + minimal) % TENSOR_ALIGN) %
-      TENSOR_ALIGN;
+    const pad = reference
+      ? 0
+      : (TENSOR_ALIGN - (this.#emitted + this.#pos + minimal) % TENSOR_ALIGN) % TENSOR_ALIGN;
     const wideType = pad >= 4;
     const widen = pad % 4; // keys nd, type, kind written with a 16-bit length, one byte each
     this.#u8(0x85);
@@ -373,54 +437,13 @@ export class ChunkEncoder {
     this.#header(shape.length, 0x90, 16, 0xdc, 0xdd);
     for (const d of shape) this.#number(d);
     this.#numpyKey(4, false);
+    if (reference) return this.#reference(bytes);
     this.#u8u32(0xc6, data.byteLength);
-    this.#bytes(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    this.#bytes(bytes);
   }
 }
 
 /** The bytes `#number` writes for a non-negative safe integer (a dimension). */
 function intBytes(n: number): number {
   return n < 0x80 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < TWO_32 ? 5 : 9;
-}
-
-/** The encoder every caller of the process shares: encoding is synchronous. */
-const sharedEncoder = new ChunkEncoder();
-
-/**
- * Encodes a value as MessagePack chunks (the implementation of `codec.ts`'s
- * `encodeChunks`).
- *
- * @param value The value.
- * @param options Room to reserve in the first chunk, and transient scratch memory.
- * @returns The chunks.
- */
-export function encodeChunks(value: unknown, options?: EncodeChunksOptions): EncodedChunks {
-  return sharedEncoder.encode(value, options);
-}
-
-/**
- * Encodes a value as one MessagePack byte array (the implementation of `codec.ts`'s `encode`).
- *
- * @param value The value.
- * @returns Its bytes.
- */
-export function encodeValue(value: unknown): Uint8Array {
-  return joinChunks(sharedEncoder.encode(value).chunks);
-}
-
-/**
- * Chunks as one byte array (the one chunk itself if there is one).
- *
- * @param chunks The chunks.
- * @returns Their bytes, in order.
- */
-export function joinChunks(chunks: readonly Uint8Array[]): Uint8Array {
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(chunks.reduce((n, chunk) => n + chunk.byteLength, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
 }

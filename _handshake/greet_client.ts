@@ -18,7 +18,7 @@ import {
   sendHandshake,
 } from "./messages.ts";
 import { encodeFrame } from "../_codec/encode_frame.ts";
-import { joinChunks } from "../_codec/encoder.ts";
+import { joinChunks } from "../_codec/encode.ts";
 import type { Deadline } from "../_util/wait.ts";
 import { PeerDisconnectedError } from "../errors.ts";
 import { type Props, PROTOCOL_VERSION } from "../types.ts";
@@ -87,7 +87,22 @@ function checkHello(hello: unknown): Claimed | Refusal {
   if (problem !== undefined) {
     return { reason: "malformed", message: `Invalid hello: "props": ${problem.message}` };
   }
-  if (hello.resume === undefined) return { name, props: props as Props };
+  const { maxMessageBytes } = hello;
+  if (
+    maxMessageBytes !== undefined &&
+    !(Number.isSafeInteger(maxMessageBytes) && (maxMessageBytes as number) >= 0)
+  ) {
+    return {
+      reason: "malformed",
+      message: `Invalid hello: "maxMessageBytes" is not an integer from 0 to 2^53-1`,
+    };
+  }
+  const claimed = {
+    name,
+    props: props as Props,
+    ...(maxMessageBytes === undefined ? {} : { maxMessageBytes: maxMessageBytes as number }),
+  };
+  if (hello.resume === undefined) return claimed;
   const resume = checkResume(hello.resume);
   if (resume === undefined) {
     return {
@@ -95,7 +110,7 @@ function checkHello(hello: unknown): Claimed | Refusal {
       message: `Invalid hello: "resume" is not a map of id, token and received`,
     };
   }
-  return { name, props: props as Props, resume };
+  return { ...claimed, resume };
 }
 
 /**

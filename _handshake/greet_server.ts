@@ -22,6 +22,8 @@ export interface Credentials {
   readonly props?: Props;
   /** The session it resumes. */
   readonly resume?: ResumeRequest;
+  /** The largest long message it takes (0 or absent: none, and the key is left out). */
+  readonly maxMessageBytes?: number;
 }
 
 /**
@@ -40,7 +42,7 @@ export async function greetServer(
   signal: AbortSignal | undefined,
   credentials: Credentials = {},
 ): Promise<Welcome> {
-  const { name, secret, props, resume } = credentials;
+  const { name, secret, props, resume, maxMessageBytes } = credentials;
   using deadline = startDeadline(
     { signal },
     () => ({ what: "Handshake", detail: "", clientIds: [] }),
@@ -53,6 +55,7 @@ export async function greetServer(
     ...(name === undefined ? {} : { name }),
     ...(clientNonce === undefined ? {} : { nonce: clientNonce }),
     ...(props === undefined ? {} : { props }),
+    ...(maxMessageBytes ? { maxMessageBytes } : {}),
     ...(resume === undefined ? {} : { resume }),
   });
   const answer = key === undefined
@@ -97,16 +100,17 @@ function checkWelcome(
   resume: ResumeRequest | undefined,
 ): Welcome {
   const { id, clients, maxFrameBytes, token, grace = 0, received = 0, resumed = false } = answer;
+  const { maxMessageBytes = 0 } = answer;
   const count = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
   if (
     !count(id) || !count(clients) || !count(maxFrameBytes) || !count(grace) ||
-    !count(received) || typeof resumed !== "boolean" ||
+    !count(received) || typeof resumed !== "boolean" || !count(maxMessageBytes) ||
     token !== undefined && !(token instanceof Uint8Array && token.byteLength === TOKEN_BYTES) ||
     (grace as number) > 0 && token === undefined
   ) {
     throw new ProtocolError(
       `Invalid welcome: id "${id}", clients "${clients}", maxFrameBytes "${maxFrameBytes}", ` +
-        `grace "${grace}", received "${received}"`,
+        `grace "${grace}", received "${received}", maxMessageBytes "${maxMessageBytes}"`,
     );
   }
   if (resume !== undefined && (!resumed || id !== resume.id)) {
@@ -125,5 +129,6 @@ function checkWelcome(
     grace: grace as number,
     received: received as number,
     resumed: resumed as boolean,
+    maxMessageBytes: maxMessageBytes as number,
   };
 }

@@ -14,7 +14,7 @@
 
 import { CONTROL, HANDSHAKE, invalidControlFrame } from "../_wire/control.ts";
 import { decodeBounded } from "../_codec/decoder.ts";
-import { Link, type LinkOwner } from "../_link/link.ts";
+import { Link, type LinkOwner, type ReadHooks } from "../_link/link.ts";
 import { Peer } from "../_link/peer_errors.ts";
 import { CLOSE_FLUSH_MS } from "../_session/session.ts";
 import { own } from "../_session/slab.ts";
@@ -171,27 +171,19 @@ export class Greeting implements LinkOwner {
   }
 
   /**
-   * Counts received bytes.
-   *
-   * @param link The link.
-   * @param n How many.
+   * The read side of the handshake: bytes are counted; frames are small,
+   * read whole into memory of their own, outside any receive budget; no
+   * long messages before the welcome.
    */
-  linkHeard(link: Link, n: number): void {
-    this.bytesReceived += n;
-    link.keepalive.heard();
-  }
-
-  /**
-   * Handshake frames are small: read whole, outside any receive budget.
-   *
-   * @param _link The link.
-   * @param _filled Bytes read so far.
-   * @param total The body's size.
-   * @returns `total`.
-   */
-  linkBodyAllowance(_link: Link, _filled: number, total: number): Promise<number> {
-    return Promise.resolve(total);
-  }
+  readonly reading: ReadHooks = {
+    heard: (link, n) => {
+      this.bytesReceived += n;
+      link.keepalive.heard();
+    },
+    bodyAllowance: (_link, _filled, total) => Promise.resolve(total),
+    bodyTarget: () => undefined,
+    allocate: (length) => new Uint8Array(length),
+  };
 
   /**
    * A frame arrived: a handshake message, a ping or pong, or a plain frame.

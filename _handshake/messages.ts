@@ -12,7 +12,7 @@
  */
 
 import { controlFrame, HANDSHAKE } from "../_wire/control.ts";
-import { encodeValue } from "../_codec/encoder.ts";
+import { encodeValue } from "../_codec/encode.ts";
 import type { Deadline } from "../_util/wait.ts";
 import { ProtocolError, RejectedError, type RejectReason } from "../errors.ts";
 import { type Props, PROTOCOL_VERSION } from "../types.ts";
@@ -110,6 +110,8 @@ export interface Hello {
   readonly props: Props;
   /** The session it resumes, if it does. */
   readonly resume?: ResumeRequest;
+  /** The largest long message it takes, if it said (PROTOCOL.md §8.8). */
+  readonly maxMessageBytes?: number;
 }
 
 /** The server's keys: one for the cohort, or one per client name. */
@@ -210,6 +212,8 @@ export interface WelcomeFields {
   readonly received: number;
   /** Whether it resumes a session. */
   readonly resumed: boolean;
+  /** The largest long message the server takes: sent when the hello gave its own. */
+  readonly maxMessageBytes?: number;
 }
 
 /**
@@ -230,5 +234,6 @@ export function welcomeFrame(id: number, fields: WelcomeFields): Uint8Array {
     grace: fields.grace,
     received: fields.received,
     resumed: fields.resumed,
+    ...(fields.maxMessageBytes === undefined ? {} : { maxMessageBytes: fields.maxMessageBytes }),
   });
 }

@@ -11,6 +11,8 @@ import type { FrameOptions } from "../types.ts";
 /** The read buffer starts this small (a server may hold thousands) and grows when filled. */
 const SCRATCH_MIN_BYTES = 4 * 1024;
 const SCRATCH_BYTES = 64 * 1024;
+/** The most bytes asked of one socket read into a large body. */
+const READ_SLICE_BYTES = 16 * 1024 * 1024;
 
 /** A source with `read(p)` into a caller's buffer, as `Deno.Conn` has. */
 export interface ByteReader {
@@ -29,7 +31,21 @@ export interface FrameReaderOptions extends FrameOptions {
    * (a memory budget, reserved before the body is allocated).
    */
   bodyAllowance?: (filled: number, total: number, start: boolean) => Promise<number>;
+  /**
+   * For a body larger than the read buffer, called with its size before it
+   * is allocated: memory to read all but its first {@linkcode TARGET_PREFIX_BYTES}
+   * bytes into (a long message's part, read straight into its array), or
+   * `undefined` for a buffer of its own. The body is then returned as those
+   * first bytes only. Used with a `read(p)` source only (a BYOB stream would
+   * take the memory away).
+   */
+  bodyTarget?: (total: number) => Uint8Array | undefined;
+  /** Makes the memory of a large body (default: fresh memory); e.g. a pool of recycled buffers. */
+  allocate?: (length: number) => Uint8Array;
 }
+
+/** Bytes of a targeted body returned to the caller; the rest goes into the target. */
+export const TARGET_PREFIX_BYTES = 8;
 
 /**
  * The socket driver: reads frame bodies from a `Deno.Conn` (its `read`), or
@@ -59,6 +75,8 @@ export class FrameReader {
   readonly #bodyAllowance:
     | ((filled: number, total: number, start: boolean) => Promise<number>)
     | undefined;
+  readonly #bodyTarget: ((total: number) => Uint8Array | undefined) | undefined;
+  readonly #allocate: ((length: number) => Uint8Array) | undefined;
   /** The buffer the last read left its bytes in (a BYOB read moves them to a new one). */
   #moved: Uint8Array = this.#w.buf;
 
@@ -73,8 +91,10 @@ export class FrameReader {
     this.#decoder = new FrameDecoder(options?.maxFrameBytes);
     this.#onBytes = options?.onBytes;
     this.#bodyAllowance = options?.bodyAllowance;
+    this.#allocate = options?.allocate;
     if (!(source instanceof ReadableStream)) {
       this.#source = source;
+      this.#bodyTarget = options?.bodyTarget;
       return;
     }
     try {
@@ -184,13 +204,15 @@ export class FrameReader {
 
   /** Reads a body larger than the largest read buffer straight into its own buffer. */
   async #readLarge(length: number): Promise<Uint8Array> {
+    const target = this.#bodyTarget?.(length);
+    if (target !== undefined) return await this.#readTargeted(length, target);
     const w = this.#w;
     let filled = w.end - w.start;
     // The allowance (a memory budget) is granted before the body is allocated.
     let allowed = this.#bodyAllowance === undefined
       ? length
       : await this.#bodyAllowance(filled, length, true);
-    let body = new Uint8Array(length);
+    let body = this.#allocate?.(length) ?? new Uint8Array(length);
     body.set(w.buf.subarray(w.start, w.start + filled));
     w.start = w.end = 0;
     while (filled < length) {
@@ -205,6 +227,34 @@ export class FrameReader {
   }
 
   /**
+   * Reads a large body's first bytes into a buffer of their own and the rest
+   * straight into `target` (`length − 8` bytes); returns the first bytes.
+   */
+  async #readTargeted(length: number, target: Uint8Array): Promise<Uint8Array> {
+    const w = this.#w;
+    const head = new Uint8Array(TARGET_PREFIX_BYTES);
+    let filled = Math.min(w.end - w.start, length);
+    const inHead = Math.min(filled, TARGET_PREFIX_BYTES);
+    head.set(w.buf.subarray(w.start, w.start + inHead));
+    if (filled > inHead) target.set(w.buf.subarray(w.start + inHead, w.start + filled));
+    w.start = w.end = 0;
+    let allowed = this.#bodyAllowance === undefined
+      ? length
+      : await this.#bodyAllowance(filled, length, true);
+    while (filled < length) {
+      while (filled >= allowed) allowed = await this.#bodyAllowance!(filled, length, false);
+      const n = filled < TARGET_PREFIX_BYTES
+        ? await this.#readInto(head, filled)
+        : await this.#readInto(target, filled - TARGET_PREFIX_BYTES, allowed - TARGET_PREFIX_BYTES);
+      if (n === null) this.#decoder.decodeEof({ buf: head, start: 0, end: filled });
+      filled += n!;
+    }
+    this.#moved = w.buf;
+    this.#decoder.bodyRead();
+    return head;
+  }
+
+  /**
    * Reads into `target` from `offset`: the count, or `null` at the end of the
    * source. A BYOB read transfers the buffer: the caller continues with
    * `this.#moved`, the same memory under a new `Uint8Array`.
@@ -212,7 +262,9 @@ export class FrameReader {
   async #readInto(target: Uint8Array, offset: number, end?: number): Promise<number | null> {
     let n: number | null;
     if (this.#source !== undefined) {
-      n = await this.#source.read(target.subarray(offset, end));
+      // In slices: Deno's cost for a read grows with the buffer it is given.
+      const stop = Math.min(end ?? target.byteLength, offset + READ_SLICE_BYTES);
+      n = await this.#source.read(target.subarray(offset, stop));
       this.#moved = target;
     } else if (this.#byob !== undefined) {
       const { value, done } = await this.#byob.read(target.subarray(offset, end));

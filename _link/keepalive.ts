@@ -11,6 +11,8 @@
  * @module
  */
 
+import { IdleClock, Watch } from "./idle_clock.ts";
+
 /** The default heartbeat interval: below the idle cut-offs of load balancers and NATs. */
 export const DEFAULT_HEARTBEAT_MS = 15_000;
 /** The default time without a byte from the peer after which it is declared dead. */
@@ -24,7 +26,9 @@ export class Keepalive {
   #ping: Uint8Array | undefined;
   #pingSent = 0;
   #pings = 0;
-  #timer: ReturnType<typeof setInterval> | undefined;
+  /** On the process's clock for `idleTimeout` while listening (undefined: never judged, or stopped). */
+  #watch: Watch | undefined;
+  #clock: IdleClock | undefined;
   /** While above 0, we are not reading (TCP pushes back on the peer): silence proves nothing. */
   #paused = 0;
 
@@ -36,16 +40,17 @@ export class Keepalive {
    */
   constructor(idleTimeout: number, onSilent: () => void) {
     if (idleTimeout > 0) {
-      this.#timer = setInterval(() => {
-        if (this.silentFor >= idleTimeout) onSilent();
-      }, Math.max(10, Math.min(idleTimeout / 4, 5_000)));
-      Deno.unrefTimer(this.#timer);
+      // One timer for every connection of this period (`idle_clock.ts`).
+      this.#clock = IdleClock.of(idleTimeout);
+      this.#watch = new Watch(onSilent);
+      this.#clock.touch(this.#watch, this.#lastHeard);
     }
   }
 
   /** Records that bytes arrived. */
   heard(): void {
-    this.#lastHeard = performance.now();
+    const now = this.#lastHeard = performance.now();
+    if (this.#watch !== undefined && this.#paused === 0) this.#clock!.touch(this.#watch, now);
   }
 
   /** Milliseconds since the last byte from the peer (0 while reading is paused). */
@@ -59,7 +64,7 @@ export class Keepalive {
    * Each call is matched by a {@linkcode Keepalive.resume}.
    */
   pause(): void {
-    this.#paused++;
+    if (this.#paused++ === 0 && this.#watch !== undefined) this.#clock!.remove(this.#watch);
   }
 
   /**
@@ -80,7 +85,7 @@ export class Keepalive {
   /** Judges silence again, counting it from now. */
   resume(): void {
     this.#paused--;
-    this.#lastHeard = performance.now();
+    this.heard();
   }
 
   /**
@@ -111,9 +116,9 @@ export class Keepalive {
     this.#ping = undefined;
   }
 
-  /** Stops the silence timer. */
+  /** Stops judging silence, for good. */
   stop(): void {
-    if (this.#timer !== undefined) clearInterval(this.#timer);
-    this.#timer = undefined;
+    if (this.#watch !== undefined) this.#clock!.remove(this.#watch);
+    this.#watch = undefined;
   }
 }

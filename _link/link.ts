@@ -16,10 +16,8 @@ import { WriteQueue } from "./write_queue.ts";
 
 /** What a link reports to, and asks of, the session it serves. */
 export interface LinkOwner {
-  /** `n` bytes arrived. */
-  linkHeard(link: Link, n: number): void;
-  /** Before each read into a large body: the offset up to which reading may go. */
-  linkBodyAllowance(link: Link, filled: number, total: number, start: boolean): Promise<number>;
+  /** What the link's reader asks before and after it reads: the owner's read side. */
+  readonly reading: ReadHooks;
   /** A frame body arrived (it may throw: the link then fails). */
   linkFrame(link: Link, body: Uint8Array): void;
   /** Whether reading must wait, and for what (a full inbox, a handshake step). */
@@ -42,6 +40,18 @@ export interface LinkOptions {
   heartbeatMs: number;
   /** Milliseconds without a byte before `linkSilent` (0: never). */
   idleTimeout: number;
+}
+
+/** What a link's {@linkcode FrameReader} asks of its owner. */
+export interface ReadHooks {
+  /** Bytes arrived (liveness, totals, progress). */
+  heard(link: Link, n: number): void;
+  /** Before each read into a large body: the offset up to which reading may go. */
+  bodyAllowance(link: Link, filled: number, total: number, start: boolean): Promise<number>;
+  /** Before a large body is allocated: memory to read it into instead (a long message's part). */
+  bodyTarget(total: number): Uint8Array | undefined;
+  /** The memory of a large body (fresh, or recycled). */
+  allocate(length: number): Uint8Array;
 }
 
 /** See the module doc. */
@@ -80,9 +90,11 @@ export class Link {
     }
     this.reader = new FrameReader(conn, {
       maxFrameBytes: options.maxFrameBytes,
-      onBytes: (n) => this.owner.linkHeard(this, n),
+      onBytes: (n) => this.owner.reading.heard(this, n),
       bodyAllowance: (filled, total, start) =>
-        this.owner.linkBodyAllowance(this, filled, total, start),
+        this.owner.reading.bodyAllowance(this, filled, total, start),
+      bodyTarget: (total) => this.owner.reading.bodyTarget(total),
+      allocate: (length) => this.owner.reading.allocate(length),
     });
     this.queue = new WriteQueue(conn, {
       describeError: (cause) => this.owner.linkWriteError(cause),

@@ -8,6 +8,7 @@
 
 import {
   FrameTooLargeError,
+  MessageTooLargeError,
   PeerDisconnectedError,
   ProtocolError,
   TruncatedFrameError,
@@ -91,7 +92,10 @@ export class Peer {
    * @returns The error to report.
    */
   describe(error: unknown, closing: boolean): Error {
-    if (error instanceof FrameTooLargeError || error instanceof ProtocolError) {
+    if (
+      error instanceof FrameTooLargeError || error instanceof MessageTooLargeError ||
+      error instanceof ProtocolError
+    ) {
       (error as { clientId?: number }).clientId ??= this.clientId;
       error.message = `${error.message}: from ${this.label}`;
       return error;

@@ -17,6 +17,7 @@ import {
 } from "../_handshake/messages.ts";
 import { Session } from "../_session/session.ts";
 import type { ByteBudget } from "../_session/budget.ts";
+import type { BufferPool } from "../_session/pool.ts";
 import type { Members } from "./members.ts";
 import { EVICTABLE_AFTER_MS, type PendingHandshakes, type PendingPlace } from "./pending.ts";
 import { spokeTls } from "../_link/tls.ts";
@@ -28,8 +29,12 @@ import { formatAddress, type Logger } from "../events.ts";
 export interface AdmissionDeps {
   /** The largest frame body accepted once a client joined (validated). */
   maxFrameBytes: number;
+  /** The largest long message accepted and sent (validated; 0: none). */
+  maxMessageBytes: number;
   /** The receive budget, given to a client once it joined. */
   budget: ByteBudget;
+  /** Recycled memory for large bodies, shared by every session. */
+  pool: BufferPool;
   /** Who may join, and the members' list. */
   members: Members;
   /** Called when a connection is turned away: the reject's reason, or "timeout"/"error". */
@@ -190,7 +195,13 @@ class Admit {
   async #enter(hello: Hello): Promise<void> {
     const { deps, clients, retainBytes } = this.#context;
     const { members } = deps;
-    const fields = { clients, maxFrameBytes: deps.maxFrameBytes, grace: members.grace };
+    // The server's limit on long messages answers a hello that gave its own (§6.2).
+    const fields = {
+      clients,
+      maxFrameBytes: deps.maxFrameBytes,
+      grace: members.grace,
+      maxMessageBytes: hello.maxMessageBytes === undefined ? undefined : deps.maxMessageBytes,
+    };
     const greeting = this.#greeting;
     if (hello.resume !== undefined) {
       const found = members.resume(hello);
@@ -213,7 +224,10 @@ class Admit {
       new Session(greeting.release(), {
         clientId: id,
         maxFrameBytes: deps.maxFrameBytes,
+        maxMessageBytes: deps.maxMessageBytes,
+        peerMaxMessageBytes: hello.maxMessageBytes ?? 0,
         budget: deps.budget,
+        pool: deps.pool,
         retainBytes,
         fullWhileAway: "end",
         bytesReceived: greeting.bytesReceived,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { checkMaxFrameBytes } from "../_wire/frame.ts";
+import { checkMaxFrameBytes, checkMaxMessageBytes } from "../_wire/frame.ts";
 import { checkTimeout } from "../_util/wait.ts";
 import type { ListenOptions } from "../types.ts";
 
@@ -22,6 +22,8 @@ export interface CheckedListenOptions {
   readonly maxFrameBytes: number;
   /** Milliseconds a dropped session waits for its resume. */
   readonly grace: number;
+  /** The largest long message accepted and sent (0: none). */
+  readonly maxMessageBytes: number;
 }
 
 /**
@@ -37,6 +39,7 @@ export function checkListenOptions(options: ListenOptions): CheckedListenOptions
     throw new RangeError(`Invalid clients: "${clients}" is not a positive integer`);
   }
   const maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
+  const maxMessageBytes = checkMaxMessageBytes(options.maxMessageBytes);
   const grace = options.resumeTimeout ?? DEFAULT_RESUME_TIMEOUT_MS;
   checkTimeout(grace);
   if (grace === Infinity) {
@@ -46,7 +49,7 @@ export function checkListenOptions(options: ListenOptions): CheckedListenOptions
   if (retain !== undefined && !(Number.isSafeInteger(retain) && retain > 0)) {
     throw new RangeError(`Invalid retainBytes: "${retain}" is not a positive integer`);
   }
-  return { clients, open: options.open ?? false, maxFrameBytes, grace };
+  return { clients, open: options.open ?? false, maxFrameBytes, grace, maxMessageBytes };
 }
 
 /**

@@ -15,11 +15,11 @@
 import { timingSafeEqual } from "../_handshake/auth.ts";
 import type { Session } from "../_session/session.ts";
 import { type Hello, type Refusal, TOKEN_BYTES } from "../_handshake/messages.ts";
-import { Notifier } from "../_util/wait.ts";
+import { Notifier, startDeadline } from "../_util/wait.ts";
 import { FedcommError, PeerDisconnectedError } from "../errors.ts";
 import { formatAddress, type Logger } from "../events.ts";
 import { type Member, MemberEvents } from "./member_events.ts";
-import type { ClientStats } from "../types.ts";
+import type { ClientStats, WaitOptions } from "../types.ts";
 
 /** How the members are admitted. */
 export interface MembersOptions {
@@ -131,7 +131,10 @@ export class Members {
         }),
       );
     }
-    if (id === undefined && this.present >= this.#capacity) {
+    // `present` walks the members: only when there could be no place left.
+    if (
+      id === undefined && this.connections.size >= this.#capacity && this.present >= this.#capacity
+    ) {
       return {
         reason: "full",
         message: this.#open
@@ -329,6 +332,24 @@ export class Members {
     const ids: number[] = [];
     for (let id = this.#nextId; id < this.#capacity; id++) ids.push(id);
     return ids;
+  }
+
+  /**
+   * Waits until `joined()` reaches `count` (`server.ready()`).
+   *
+   * @param count How many.
+   * @param joined How many joined now.
+   * @param options Cancellation and time limit.
+   * @returns Resolves once they joined.
+   * @throws {TimeoutError} If they did not in time; `clientIds` lists the ids not yet taken.
+   */
+  async untilJoined(count: number, joined: () => number, options?: WaitOptions): Promise<void> {
+    using deadline = startDeadline(options, () => ({
+      what: "Waiting for clients",
+      detail: `${joined()} of ${count} joined`,
+      clientIds: this.missing(),
+    }));
+    while (joined() < count) await this.changed.changed(deadline);
   }
 
   /**

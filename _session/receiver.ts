@@ -4,17 +4,21 @@
  * an earlier message than the last one sent is late: dropped and counted),
  * counted for the next ack, and reported as progress; a control frame is a
  * ping, a pong, an ack or the peer's close. Large bodies draw on the
- * receive budget while they are read.
+ * receive budget while they are read. A long message (PROTOCOL.md §8.8)
+ * is an {@linkcode Assembly} from its header to its last part: its large
+ * parts are read straight into their arrays, within one budget share.
  *
  * @module
  */
 
 import type { Acks } from "./acks.ts";
 import type { Inbox, LateReplies } from "./inbox.ts";
-import type { Meter } from "./budget.ts";
+import type { Meter, Reservation } from "./budget.ts";
 import type { Outbox } from "./outbox.ts";
 import { own } from "./slab.ts";
-import type { Link } from "../_link/link.ts";
+import { Assembly } from "./assembly.ts";
+import type { BufferPool } from "./pool.ts";
+import type { Link, ReadHooks } from "../_link/link.ts";
 import {
   ACK,
   ACK_BODY_BYTES,
@@ -23,6 +27,9 @@ import {
   CONTROL,
   HANDSHAKE,
   invalidControlFrame,
+  LONG,
+  LONG_PREFIX_BYTES,
+  PART,
   REPLY,
   REPLY_PREFIX_BYTES,
   replyTo,
@@ -52,8 +59,18 @@ export interface ReceiverHost {
   peerClosed(): void;
 }
 
+/** Limits of a {@linkcode Receiver}. */
+export interface ReceiverOptions {
+  /** Whether the other end is the server (which sends no replies). */
+  peerIsServer: boolean;
+  /** The largest long message accepted (0: none). */
+  maxMessageBytes: number;
+  /** Recycled memory for large bodies and long messages' references. */
+  pool: BufferPool;
+}
+
 /** See the module doc. */
-export class Receiver {
+export class Receiver implements ReadHooks {
   readonly #host: ReceiverHost;
   readonly #acks: Acks;
   /** Whether the other end is the server (which sends no replies). */
@@ -61,22 +78,58 @@ export class Receiver {
   /** The body being received (large frames): its size and the bytes read of it. */
   #bodyTotal = 0;
   #bodyDone = 0;
+  readonly #maxMessageBytes: number;
+  readonly #pool: BufferPool;
+  /** The long message under way, from its header to its last part. */
+  #long: Assembly | undefined;
+  /** Data bytes of the part being read into place (0: none). */
+  #inPlace = 0;
 
   /**
    * @param host The session.
    * @param acks The session's acknowledgements.
-   * @param peerIsServer Whether the other end is the server.
+   * @param options Who the peer is, and the long message limit.
    */
-  constructor(host: ReceiverHost, acks: Acks, peerIsServer: boolean) {
+  constructor(host: ReceiverHost, acks: Acks, options: ReceiverOptions) {
     this.#host = host;
     this.#acks = acks;
-    this.#peerIsServer = peerIsServer;
+    this.#peerIsServer = options.peerIsServer;
+    this.#maxMessageBytes = options.maxMessageBytes;
+    this.#pool = options.pool;
   }
 
-  /** The link dropped: the body under way is abandoned. */
+  /**
+   * The memory of a large body: recycled, or fresh.
+   *
+   * @param length The body's size.
+   * @returns The memory.
+   */
+  allocate(length: number): Uint8Array {
+    return this.#pool.take(length);
+  }
+
+  /** The link dropped: the body under way is abandoned, and any partial long message. */
   abort(): void {
     this.#host.meter.abort();
     this.#bodyTotal = 0;
+    this.#long?.discard();
+    this.#long = undefined;
+    this.#inPlace = 0;
+  }
+
+  /**
+   * Before a large body is allocated: inside a long message, the place of
+   * its data in the current reference (the frame reader reads it there).
+   *
+   * @param total The body's size.
+   * @returns The memory for all but its first 8 bytes, or `undefined` outside a long message.
+   * @throws {ProtocolError} If the part is larger than its reference has left.
+   */
+  bodyTarget(total: number): Uint8Array | undefined {
+    if (this.#long === undefined) return undefined;
+    const target = this.#long.target(total - LONG_PREFIX_BYTES);
+    this.#inPlace = target.byteLength;
+    return target;
   }
 
   /**
@@ -94,6 +147,11 @@ export class Receiver {
     }
   }
 
+  /** Progress of the long message under way: its reference bytes. */
+  #longProgress(long: Assembly): void {
+    this.#host.onReceiveProgress?.(long.filled, long.referenceBytes);
+  }
+
   /**
    * Before each read into a large body: its progress total, and its share of the budget.
    *
@@ -105,6 +163,14 @@ export class Receiver {
    */
   bodyAllowance(link: Link, filled: number, total: number, start: boolean): Promise<number> {
     const { meter } = this.#host;
+    const long = this.#long;
+    if (long !== undefined && this.#inPlace > 0) {
+      // A part read into place: the whole message reserves once, at its first large part.
+      if (!start || long.reservation !== undefined) return Promise.resolve(total);
+      const allowed = meter.allowance(0, long.referenceBytes - long.filled, true)
+        .then(() => total);
+      return meter.waiting ? link.keepalive.during(allowed) : allowed;
+    }
     if (start) {
       this.#bodyTotal = total;
       this.#bodyDone = filled;
@@ -123,6 +189,7 @@ export class Receiver {
    * @throws {ProtocolError} If it breaks the protocol.
    */
   frame(link: Link, body: Uint8Array): void {
+    if (this.#long !== undefined && this.#inLong(body)) return;
     const host = this.#host;
     const reservation = host.meter.complete();
     const total = this.#bodyTotal;
@@ -130,6 +197,10 @@ export class Receiver {
     if (body.byteLength === 0) return; // heartbeat
     let replying = 0;
     if (body[0] === CONTROL) {
+      if (body[1] === LONG && body.byteLength > LONG_PREFIX_BYTES) {
+        reservation?.release();
+        return this.#header(link, body);
+      }
       if (body.byteLength < REPLY_PREFIX_BYTES || body[1] !== REPLY) {
         reservation?.release();
         this.#control(link, body);
@@ -150,6 +221,12 @@ export class Receiver {
       reservation?.release();
       throw error;
     }
+    this.#deliver(value, body.byteLength, reservation, replying);
+  }
+
+  /** Counts a received message, and queues it (or drops it as late). */
+  #deliver(value: unknown, size: number, reservation: Reservation | undefined, replying: number) {
+    const host = this.#host;
     this.#acks.received++;
     const latest = host.outbox.sent;
     if (replying > 0 && replying < latest && host.onLateReply !== undefined) {
@@ -157,8 +234,69 @@ export class Receiver {
       reservation?.release();
       host.late.count(latest);
       host.onLateReply(replying, value, latest);
-    } else host.inbox.push(value, body.byteLength, reservation, replying);
-    this.#acks.count(body.byteLength);
+    } else host.inbox.push(value, size, reservation, replying);
+    this.#acks.count(size);
+  }
+
+  /** A long message's header: the message starts, or is complete if it has no references. */
+  #header(link: Link, body: Uint8Array): void {
+    const { clientId } = this.#host;
+    if (this.#maxMessageBytes === 0) {
+      throw new ProtocolError("Unexpected long message: this side did not ask for them", {
+        clientId,
+      });
+    }
+    const request = replyTo(body);
+    if (request !== 0) this.#checkReply(body);
+    // The skeleton's small binaries are views into the body: its own memory.
+    if (link.reader.isBuffered(body)) body = own(body);
+    const allocate = (length: number) => this.#pool.take(length);
+    const long = new Assembly(body, request, this.#maxMessageBytes, clientId, allocate);
+    this.#long = long;
+    this.#longProgress(long);
+    if (long.complete) this.#finish(long);
+  }
+
+  /**
+   * A frame inside a long message: a part (true), a control frame that may
+   * come between parts (false: handled as usual), or a protocol error.
+   */
+  #inLong(body: Uint8Array): boolean {
+    const long = this.#long!;
+    const inPlace = this.#inPlace;
+    this.#inPlace = 0;
+    if (body.byteLength >= LONG_PREFIX_BYTES && body[0] === CONTROL && body[1] === PART) {
+      for (let i = 2; i < LONG_PREFIX_BYTES; i++) {
+        if (body[i] !== 0) {
+          throw new ProtocolError("Invalid long message: a part whose prefix is not zero", {
+            clientId: this.#host.clientId,
+          });
+        }
+      }
+      if (inPlace > 0) {
+        long.reservation ??= this.#host.meter.complete();
+        long.part(inPlace);
+      } else long.part(body.subarray(LONG_PREFIX_BYTES));
+      this.#longProgress(long);
+      if (long.complete) this.#finish(long);
+      return true;
+    }
+    if (inPlace > 0) throw long.interrupted("a large frame that is no part");
+    if (body.byteLength === 0) return false;
+    if (body[0] !== CONTROL) throw long.interrupted("a plain frame");
+    const kind = body[1];
+    if (kind === REPLY || kind === LONG) {
+      throw long.interrupted(kind === REPLY ? "a reply" : "another long message");
+    }
+    return false;
+  }
+
+  /** The last part arrived: the message is received. */
+  #finish(long: Assembly): void {
+    this.#long = undefined;
+    const reservation = long.reservation;
+    long.reservation = undefined;
+    this.#deliver(long.value, long.size, reservation, long.request);
   }
 
   /** Validates a reply's message number: only a server reads replies, to messages it sent. */
@@ -180,6 +318,11 @@ export class Receiver {
   /** Handles a control frame: pings, pongs, acks, close. */
   #control(link: Link, body: Uint8Array): void {
     const kind = body[1];
+    if (kind === PART) {
+      throw new ProtocolError("Invalid long message: a part with no header", {
+        clientId: this.#host.clientId,
+      });
+    }
     const size = body.byteLength;
     const clientId = this.#host.clientId;
     if (link.keepaliveFrame(body)) return;

@@ -24,9 +24,14 @@ import type { Links } from "./links.ts";
 import { Outbox } from "./outbox.ts";
 import type { Link } from "../_link/link.ts";
 import { replyPrefix, setReplyPrefix } from "../_wire/control.ts";
-import { type EncodedFrame, encodeFrame } from "../_codec/encode_frame.ts";
+import { type EncodedFrame, encodeFrame, type LongOptions } from "../_codec/encode_frame.ts";
 import { type Deadline, NO_DEADLINE, within } from "../_util/wait.ts";
-import { PeerDisconnectedError, SendTimeoutError } from "../errors.ts";
+import {
+  FrameTooLargeError,
+  MessageTooLargeError,
+  PeerDisconnectedError,
+  SendTimeoutError,
+} from "../errors.ts";
 
 /** Copies of lent frames made so far, shared by the sessions of one broadcast. */
 export type Copies = WeakMap<readonly Uint8Array[], readonly Uint8Array[]>;
@@ -55,6 +60,8 @@ export interface SenderOptions {
   sendMaxFrameBytes: number;
   /** End the session, rather than wait, when the outbox is full while the peer is away. */
   endWhenFullAway: boolean;
+  /** The largest long message sent: the smaller of both sides' limits (0: none). */
+  sendMaxMessageBytes: number;
 }
 
 /** See the module doc. */
@@ -66,6 +73,7 @@ export class Sender {
   readonly #host: SenderHost;
   readonly #sendMaxFrameBytes: number;
   readonly #endWhenFullAway: boolean;
+  readonly #long: LongOptions;
   /** The write-queue mark of the last message pushed on the current link. */
   #lastMark = 0;
   /** The reply prefix, rewritten for each reply (the encoder copies it at once). */
@@ -84,6 +92,7 @@ export class Sender {
     this.outbox = new Outbox(options.retainBytes);
     this.#sendMaxFrameBytes = options.sendMaxFrameBytes;
     this.#endWhenFullAway = options.endWhenFullAway;
+    this.#long = { maxMessageBytes: options.sendMaxMessageBytes };
   }
 
   /**
@@ -106,7 +115,23 @@ export class Sender {
     copies?: Copies,
   ): Promise<void> | undefined {
     if (this.outbox.full) return this.#postWhenRoom(encode, deadline, progress, copies);
-    return this.#queue(encode(), progress, false, deadline, copies);
+    return this.#queue(this.#fits(encode()), progress, false, deadline, copies);
+  }
+
+  /**
+   * Checks a frame encoded for many peers (a broadcast) against this peer:
+   * a long message only to a peer that takes long messages that large.
+   */
+  #fits(frame: EncodedFrame): EncodedFrame {
+    const size = frame.longBytes;
+    if (size === undefined) return frame;
+    const clientId = this.#host.clientId;
+    const max = this.#long.maxMessageBytes;
+    if (max === 0) {
+      throw new FrameTooLargeError(frame.frameBytes!, this.#sendMaxFrameBytes, { clientId });
+    }
+    if (size > max) throw new MessageTooLargeError(size, max, { clientId });
+    return frame;
   }
 
   /**
@@ -144,7 +169,7 @@ export class Sender {
   /** A value as a whole frame, into the encoder's scratch memory (a reply: with its prefix). */
   #encode(value: unknown, to: number): EncodedFrame {
     const prefix = to > 0 ? setReplyPrefix(this.#prefix, to) : undefined;
-    return encodeFrame(value, this.#sendMaxFrameBytes, true, prefix);
+    return encodeFrame(value, this.#sendMaxFrameBytes, true, prefix, this.#long);
   }
 
   /** Numbers, retains and queues an encoded frame; returns what the sender waits for. */
@@ -185,7 +210,8 @@ export class Sender {
     } catch (error) {
       throw wrap === undefined ? error : wrap(error, false);
     }
-    const wait = this.#queue(encode(), progress, client?.transient ?? false, deadline, copies);
+    const frame = this.#fits(encode());
+    const wait = this.#queue(frame, progress, client?.transient ?? false, deadline, copies);
     if (wait !== undefined) {
       await (wrap === undefined ? wait : wait.catch((error) => Promise.reject(wrap(error, true))));
     }

@@ -10,45 +10,20 @@
  * @module
  */
 
-import { type ByteBudget, Meter } from "./budget.ts";
+import { Meter } from "./budget.ts";
+import { BufferPool } from "./pool.ts";
+import type { SessionOptions } from "./session_options.ts";
 import { CLOSE, controlFrame } from "../_wire/control.ts";
 import { Acks } from "./acks.ts";
 import { Inbox, LateReplies } from "./inbox.ts";
 import { Links } from "./links.ts";
-import type { Link, LinkOwner } from "../_link/link.ts";
+import type { Link, LinkOwner, ReadHooks } from "../_link/link.ts";
 import { isDrop, Peer } from "../_link/peer_errors.ts";
-import type { Outbox } from "./outbox.ts";
-import { DEFAULT_RETAIN_BYTES } from "./outbox.ts";
+import { DEFAULT_RETAIN_BYTES, type Outbox } from "./outbox.ts";
 import { Sender } from "./sender.ts";
 import { NO_DEADLINE } from "../_util/wait.ts";
 import { Receiver } from "./receiver.ts";
 import { PeerDisconnectedError } from "../errors.ts";
-
-/** Options for a {@linkcode Session}. */
-export interface SessionOptions {
-  /** The id of the client at the other end (or of this client). */
-  clientId: number;
-  /** The largest frame body accepted and sent. */
-  maxFrameBytes: number;
-  /** The largest body the peer accepts, if it said: larger values are refused when sending. */
-  peerMaxFrameBytes?: number;
-  /** A budget shared with other sessions for large received frames not yet taken. */
-  budget?: ByteBudget;
-  /** Whether the other end is the server (this is a client's session), for messages. */
-  peerIsServer?: boolean;
-  /** Bytes of unacknowledged messages at which sending waits (default 64 MiB). */
-  retainBytes?: number;
-  /** A frame to write before anything else (the server's welcome). */
-  first?: Uint8Array;
-  /** Bytes the handshake read, counted in {@linkcode Session.bytesReceived}. */
-  bytesReceived?: number;
-  /**
-   * What a send does when the outbox is full while the peer is away: wait
-   * for the resume (a client), or end the session (a server: a dead site
-   * must not stall a round or grow memory).
-   */
-  fullWhileAway?: "wait" | "end";
-}
 
 /** What a session is doing: connected, waiting for the peer to resume, or over. */
 export type SessionState = "connected" | "resuming" | "gone";
@@ -99,6 +74,7 @@ export class Session implements LinkOwner {
   /** Since when, and why, the peer is away. */
   #away: { readonly since: number; readonly reason: Error } | undefined;
   readonly #receiver: Receiver;
+  readonly #pool: BufferPool;
 
   /**
    * Takes over a link whose handshake is done.
@@ -116,8 +92,17 @@ export class Session implements LinkOwner {
         options.peerMaxFrameBytes ?? options.maxFrameBytes,
       ),
       endWhenFullAway: options.fullWhileAway === "end",
+      sendMaxMessageBytes: Math.min(
+        options.maxMessageBytes ?? 0,
+        options.peerMaxMessageBytes ?? 0,
+      ),
     });
-    this.#receiver = new Receiver(this, this.#acks, options.peerIsServer ?? false);
+    this.#pool = options.pool ?? new BufferPool();
+    this.#receiver = new Receiver(this, this.#acks, {
+      peerIsServer: options.peerIsServer ?? false,
+      maxMessageBytes: options.maxMessageBytes ?? 0,
+      pool: this.#pool,
+    });
     this.meter.budget = options.budget;
     this.bytesReceived = options.bytesReceived ?? 0;
     this.#links.attach(link, this, options.clientId, this.#maxFrameBytes, options.first);
@@ -256,27 +241,19 @@ export class Session implements LinkOwner {
     this.#acks.told();
   }
 
-  /**
-   * Counts received bytes ({@linkcode Receiver.heard}).
-   *
-   * @param link The link they arrived on.
-   * @param n How many.
-   */
-  linkHeard(link: Link, n: number): void {
-    this.#receiver.heard(link, n);
+  /** The read side: the {@linkcode Receiver} (liveness, budget, long messages, memory). */
+  get reading(): ReadHooks {
+    return this.#receiver;
   }
 
   /**
-   * Before each read into a large body ({@linkcode Receiver.bodyAllowance}).
+   * Gives a received value's large buffers back for later bodies ({@linkcode BufferPool.recycle}).
    *
-   * @param link The link reading.
-   * @param filled Bytes of the body read so far.
-   * @param total The body's size.
-   * @param start Whether this is the body's first call.
-   * @returns The offset up to which reading may go.
+   * @param value The value.
+   * @returns The bytes taken back.
    */
-  linkBodyAllowance(link: Link, filled: number, total: number, start: boolean): Promise<number> {
-    return this.#receiver.bodyAllowance(link, filled, total, start);
+  recycle(value: unknown): number {
+    return this.#pool.recycle(value);
   }
 
   /**

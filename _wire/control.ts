@@ -34,12 +34,18 @@ export const ACK = 0x04;
 export const REPLY = 0x05;
 /** Kind: close of the session. */
 export const CLOSE = 0x06;
+/** Kind: the header of a long message (PROTOCOL.md §8.8). */
+export const LONG = 0x07;
+/** Kind: a part of a long message. */
+export const PART = 0x08;
 /** Bytes of a ping or pong body: `c1`, the kind and 8 opaque bytes. */
 export const PING_BODY_BYTES = 10;
 /** Bytes of an ack body: `c1 04` and a u64. */
 export const ACK_BODY_BYTES = 10;
 /** Bytes before a reply's value: `c1 05` and a u48 (8, so tensor data stays aligned). */
 export const REPLY_PREFIX_BYTES = 8;
+/** Bytes before a long message's skeleton or a part's data: `c1`, the kind and a u48. */
+export const LONG_PREFIX_BYTES = 8;
 /** The largest message number a reply can name (u48). */
 export const MAX_REQUEST = 2 ** 48 - 1;
 

@@ -13,7 +13,7 @@
  */
 
 import { FrameTooLargeError, TruncatedFrameError } from "../errors.ts";
-import { DEFAULT_MAX_FRAME_BYTES } from "../types.ts";
+import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_MESSAGE_BYTES } from "../types.ts";
 
 /** Bytes of the length prefix. */
 export const HEADER_BYTES = 4;
@@ -32,6 +32,23 @@ export function checkMaxFrameBytes(max: number | undefined): number {
   if (!Number.isInteger(max) || max < 0 || max > MAX_FRAME_BYTES_LIMIT) {
     throw new RangeError(
       `Invalid maxFrameBytes: "${max}" is not an integer from 0 to ${MAX_FRAME_BYTES_LIMIT}`,
+    );
+  }
+  return max;
+}
+
+/**
+ * Validates a `maxMessageBytes` option (PROTOCOL.md §8.8).
+ *
+ * @param max The option's value; `undefined` means the default.
+ * @returns The limit in bytes (0: no long messages).
+ * @throws {RangeError} If it is not an integer from 0 to 2⁵³−1.
+ */
+export function checkMaxMessageBytes(max: number | undefined): number {
+  max ??= DEFAULT_MAX_MESSAGE_BYTES;
+  if (!Number.isSafeInteger(max) || max < 0) {
+    throw new RangeError(
+      `Invalid maxMessageBytes: "${max}" is not an integer from 0 to ${Number.MAX_SAFE_INTEGER}`,
     );
   }
   return max;
@@ -143,6 +160,14 @@ export class FrameDecoder {
     w.start = start + n;
     this.#state = HEAD;
     return w.buf.subarray(start, start + n);
+  }
+
+  /**
+   * The driver read the current frame's body itself, elsewhere (into a
+   * buffer its caller gave): the decoder waits for the next header.
+   */
+  bodyRead(): void {
+    this.#state = HEAD;
   }
 
   /**

@@ -10,7 +10,8 @@
 import assert from "node:assert/strict";
 import { Greeting, type GreetingOptions } from "../_handshake/greeting.ts";
 import type { Inbox } from "../_session/inbox.ts";
-import { Session, type SessionOptions } from "../_session/session.ts";
+import { Session } from "../_session/session.ts";
+import type { SessionOptions } from "../_session/session_options.ts";
 import { NO_DEADLINE } from "../_util/wait.ts";
 import { encode } from "../codec.ts";
 import { concat } from "./test_util.ts";

@@ -40,6 +40,7 @@ import { decode } from "../codec.ts";
 import { FrameDecoderStream } from "../framing.ts";
 import { NdArray, type TypedArray } from "../mod.ts";
 import * as control from "../_wire/control.ts";
+import { Assembly } from "../_session/assembly.ts";
 
 // ---------------------------------------------------------------------------
 // The vectors and their value form (testdata/vectors/README.md)
@@ -50,15 +51,27 @@ export type Json = null | boolean | number | string | Json[] | { [key: string]: 
 /** What a case's frame is (a case's `decoded`). */
 export interface Decoded {
   /** The kind of frame. */
-  kind: "heartbeat" | "plain" | "ping" | "pong" | "handshake" | "ack" | "reply" | "close";
+  kind: "heartbeat" | "plain" | "ping" | "pong" | "handshake" | "ack" | "reply" | "close" | "long";
   /** The value of a plain, handshake or reply frame, in its JSON form. */
   value?: Json;
   /** The payload of a ping or pong, in hex. */
   payload?: string;
   /** The count of an ack. */
   count?: number;
-  /** The message a reply answers. */
+  /** The message a reply (or a long message) answers. */
   request?: number;
+  /** A long message's size: header body plus references. */
+  size?: number;
+}
+
+/** The encoder's choices that give a long message's bytes. */
+export interface LongSender {
+  /** The frame limit. */
+  maxFrameBytes: number;
+  /** The least size of a binary sent out of band. */
+  refMinBytes: number;
+  /** Data bytes per part. */
+  partBytes: number;
 }
 
 /** One frame of the file. */
@@ -73,6 +86,10 @@ export interface Case {
   hex: string;
   /** What it decodes to. */
   decoded: Decoded;
+  /** A long message's part frames, after its header (`hex`). */
+  parts?: string[];
+  /** A long message's encoder choices. */
+  sender?: LongSender;
 }
 
 /** One HMAC-SHA256 known answer of the file (PROTOCOL.md §7.1). */
@@ -243,13 +260,26 @@ export function assertValue(actual: unknown, expected: Json): void {
 // ---------------------------------------------------------------------------
 // Decoding
 
-/** Cuts the frame with the public frame decoder and reads its body. */
-export async function decodeFrame(frame: Uint8Array): Promise<Decoded> {
+/**
+ * Cuts the frame (and a long message's parts) with the public frame decoder
+ * and reads its body (a long message: with the session's assembly of it).
+ */
+export async function decodeFrame(frame: Uint8Array, parts: Uint8Array[] = []): Promise<Decoded> {
   const bodies = await Array.fromAsync(
-    ReadableStream.from([frame]).pipeThrough(new FrameDecoderStream()),
+    ReadableStream.from([frame, ...parts]).pipeThrough(new FrameDecoderStream()),
   );
-  assert.equal(bodies.length, 1, "one frame");
+  assert.equal(bodies.length, 1 + parts.length, "one frame, and its parts");
   const body = bodies[0];
+  if (body[0] === control.CONTROL && body[1] === control.LONG) {
+    const long = new Assembly(body, control.replyTo(body), Number.MAX_SAFE_INTEGER);
+    for (const part of bodies.slice(1)) {
+      assert.deepStrictEqual([...part.subarray(0, 8)], [0xc1, control.PART, 0, 0, 0, 0, 0, 0]);
+      long.part(part.subarray(control.LONG_PREFIX_BYTES));
+    }
+    assert.ok(long.complete, "the parts fill every reference");
+    return { kind: "long", request: long.request, size: long.size, value: toJson(long.value) };
+  }
+  assert.equal(parts.length, 0, "parts follow a long message's header only");
   if (body.byteLength === 0) return { kind: "heartbeat" };
   if (body[0] !== control.CONTROL) return { kind: "plain", value: toJson(decode(body)) };
   const kind = body[1];

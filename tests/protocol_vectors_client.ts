@@ -9,8 +9,15 @@
 import assert from "node:assert/strict";
 import { encode } from "../codec.ts";
 import { FrameEncoderStream, MessagePackEncoderStream } from "../framing.ts";
-import { type Client, connect, type ConnectOptions, DEFAULT_MAX_FRAME_BYTES } from "../mod.ts";
-import { controlFrame, HANDSHAKE } from "../_wire/control.ts";
+import {
+  type Client,
+  connect,
+  type ConnectOptions,
+  DEFAULT_MAX_FRAME_BYTES,
+  DEFAULT_MAX_MESSAGE_BYTES,
+} from "../mod.ts";
+import { controlFrame, HANDSHAKE, replyPrefix } from "../_wire/control.ts";
+import { encodeFrame } from "../_codec/encode_frame.ts";
 import { handshakeControlFrame } from "./fake_conn.ts";
 import { concat, until } from "./test_util.ts";
 import {
@@ -56,7 +63,8 @@ function withClient<T>(
   run: (welcomed: Welcomed) => Promise<T>,
 ): Promise<T> {
   return withPeer(async (peer) => {
-    const connecting = connect({ hostname: HOST, port: peer.port, ...options });
+    // The vectors' clients take no long messages (hello-long's does).
+    const connecting = connect({ hostname: HOST, port: peer.port, maxMessageBytes: 0, ...options });
     const s = await peer.accept();
     const hello = await s.frame();
     await s.send(welcome);
@@ -128,6 +136,7 @@ function clientAuth(): Promise<Captured> {
         port: peer.port,
         name: SITE_A.clientName,
         secret: SITE_A.secret,
+        maxMessageBytes: 0,
       });
       const s = await peer.accept();
       out["hello-auth"] = await s.frame();
@@ -184,6 +193,33 @@ function clientResume(): Promise<Captured> {
   });
 }
 
+/**
+ * A client that takes long messages (the default): its hello, and a long
+ * broadcast read into place; the long message encoder with each long
+ * case's choices (which the session uses with 64 KiB and 64 MiB).
+ */
+function clientLong(): Promise<Captured> {
+  const options = { heartbeatMs: 0, maxMessageBytes: undefined }; // the default
+  return withClient(options, "welcome-long", async ({ client, s, hello }) => {
+    assert.equal(client.maxMessageBytes, DEFAULT_MAX_MESSAGE_BYTES);
+    const broadcast = caseOf("long-broadcast");
+    await s.send(frameOf("long-broadcast"), ...broadcast.parts!.map(fromHex));
+    assertValue(await soon(client.recv(), "the long message"), jsonOf("long-broadcast"));
+    const out: Captured = { "hello-long": hello };
+    for (const name of ["long-broadcast", "long-reply"]) {
+      const c = caseOf(name);
+      const { maxFrameBytes, refMinBytes, partBytes } = c.sender!;
+      const request = c.decoded.request!;
+      const prefix = request > 0 ? replyPrefix(request) : undefined;
+      const long = { maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES, refMinBytes, partBytes };
+      const frame = encodeFrame(valueOf(name), maxFrameBytes, false, prefix, long);
+      assert.equal(frame.longBytes, c.decoded.size);
+      out[name] = concat(frame.chunks);
+    }
+    return out;
+  });
+}
+
 /** The frames the library never sends. */
 async function neverSent(): Promise<Captured> {
   const collect = async (stream: ReadableStream<Uint8Array>) =>
@@ -211,5 +247,6 @@ export const CLIENT_WRITES: Writes = [
   [["ping"], clientPing],
   [["hello-auth", "auth"], clientAuth],
   [["hello-resume"], clientResume],
+  [["hello-long", "long-broadcast", "long-reply"], clientLong],
   [["hello-v1", "hello-v2", "heartbeat"], neverSent],
 ];

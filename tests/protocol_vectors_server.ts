@@ -163,6 +163,21 @@ async function noResume(): Promise<Captured> {
   }
 }
 
+/** A client that takes long messages gets the server's limit in its welcome. */
+async function serverLong(): Promise<Captured> {
+  const server = listen({ clients: 2, hostname: HOST, port: 0 });
+  const raw = await Raw.connect(server.port);
+  try {
+    return await withRandom([TOKEN], async () => {
+      await raw.send("hello-long");
+      return { "welcome-long": await raw.frame() };
+    });
+  } finally {
+    raw.close();
+    await server.close();
+  }
+}
+
 /** The server's side of the authenticated handshake (the `site-a` proof). */
 async function serverAuth(): Promise<Captured> {
   const out: Captured = {};
@@ -227,4 +242,5 @@ export const SERVER_WRITES: Writes = [
   [["welcome-no-resume"], noResume],
   [["challenge", "welcome-auth"], serverAuth],
   [["welcome-resumed"], serverResume],
+  [["welcome-long"], serverLong],
 ];

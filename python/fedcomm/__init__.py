@@ -24,7 +24,11 @@ sending again what the server did not receive.
 """
 
 from ._protocol.codec import decode, encode
-from ._protocol.framing import DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_FRAME_BYTES
+from ._protocol.framing import (
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    HANDSHAKE_FRAME_BYTES,
+)
 from ._protocol.handshake import PROTOCOL_VERSION
 from .client import (
     DEFAULT_HEARTBEAT,
@@ -45,6 +49,7 @@ from .errors import (
     FedcommError,
     FedcommTimeoutError,
     FrameTooLargeError,
+    MessageTooLargeError,
     PeerDisconnectedError,
     ProtocolError,
     RejectedError,
@@ -61,6 +66,7 @@ __all__ = [
     "DEFAULT_HEARTBEAT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_RETAIN_BYTES",
     "DEFAULT_TIMEOUT",
     "DisconnectCallback",
@@ -68,6 +74,7 @@ __all__ = [
     "FedcommTimeoutError",
     "FrameTooLargeError",
     "HANDSHAKE_FRAME_BYTES",
+    "MessageTooLargeError",
     "PROTOCOL_VERSION",
     "PeerDisconnectedError",
     "Progress",

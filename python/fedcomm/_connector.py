@@ -18,6 +18,7 @@ from typing import Callable, Optional, Tuple, Union
 
 from ._dial import Backoff, Waiter, dial, dial_once
 from ._options import Settings
+from ._protocol.assembly import Assembler
 from ._protocol.framing import HANDSHAKE_FRAME_BYTES, FrameDecoder
 from ._protocol.handshake import Handshake, ResumeRequest, Welcome, parse_handshake
 from ._protocol.traffic import Traffic
@@ -40,12 +41,16 @@ Socket = Union[socket.socket, ssl.SSLSocket]
 
 
 class Connection:
-    """A connection whose handshake completed: its socket (non-blocking) and
-    the decoder of the frames read from it."""
+    """A connection whose handshake completed: its socket (non-blocking), the
+    decoder of the frames read from it, and the long message being received
+    on it (the decoder reads large parts straight into place through it; a
+    partial one is dropped with the connection)."""
 
-    def __init__(self, sock: Socket, decoder: FrameDecoder) -> None:
+    def __init__(self, sock: Socket, decoder: FrameDecoder, assembler: Assembler) -> None:
         self.sock = sock
         self.decoder = decoder
+        self.assembler = assembler
+        decoder.sink = assembler
 
     def close(self, graceful: bool) -> None:
         """Closes the socket (see :func:`close_socket`)."""
@@ -91,7 +96,10 @@ class Connector:
         while True:
             raw = dial(settings, deadline)
             try:
-                handshake = Handshake(settings.name, settings.secret, settings.props)
+                handshake = Handshake(
+                    settings.name, settings.secret, settings.props,
+                    max_message_bytes=settings.max_message_bytes,
+                )
                 return self._open(raw, handshake, deadline)
             except RejectedError as error:
                 wait = backoff.next()
@@ -106,7 +114,9 @@ class Connector:
         assert self._waker is not None
         settings = self._settings
         raw = dial_once(settings, deadline, self._waker)
-        handshake = Handshake(settings.name, settings.secret, settings.props, resume)
+        handshake = Handshake(
+            settings.name, settings.secret, settings.props, resume, settings.max_message_bytes
+        )
         return self._open(raw, handshake, deadline)
 
     def _open(
@@ -133,7 +143,8 @@ class Connector:
             waiter.close()
         assert handshake.welcome is not None
         decoder.set_limit(settings.max_frame_bytes, "max_frame_bytes")
-        return Connection(waiter.sock, decoder), handshake.welcome
+        assembler = Assembler(settings.max_message_bytes)
+        return Connection(waiter.sock, decoder, assembler), handshake.welcome
 
     def _start_tls(self, waiter: Waiter, context: ssl.SSLContext, deadline: Optional[float]) -> None:
         """Wraps the waiter's socket in TLS and runs the TLS handshake."""

@@ -138,7 +138,7 @@ class _Serving:
         try:
             selector.register(self._waker.socket, selectors.EVENT_READ)
             # (Frames read together with the welcome.)
-            if not self._receiver.drain(self._conn.decoder):
+            if not self._receiver.drain(self._conn):
                 return self._outcome()
             while True:
                 outcome = self._turn(selector)

@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, TypeVar, Union
 
 from ._progress import ProgressCallback
-from ._protocol.framing import DEFAULT_MAX_FRAME_BYTES, MAX_FRAME_BYTES_LIMIT
+from ._protocol.framing import (
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_FRAME_BYTES_LIMIT,
+    MAX_MESSAGE_BYTES_LIMIT,
+)
 from ._protocol.handshake import MAX_NAME_BYTES
 from ._protocol.props import PropValue, check_props
 from ._protocol.retention import DEFAULT_RETAIN_BYTES
@@ -54,6 +59,7 @@ class Options:
     heartbeat: Optional[float] = DEFAULT_HEARTBEAT
     idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     on_progress: Optional[ProgressCallback] = None
     props: Optional[Mapping[str, PropValue]] = None
     resume: bool = True
@@ -89,6 +95,7 @@ class Settings:
     heartbeat: Optional[float]
     idle_timeout: Optional[float]
     max_frame_bytes: int
+    max_message_bytes: int
     on_progress: Optional[ProgressCallback]
     props: Optional[Dict[str, PropValue]]
     resume: bool
@@ -186,6 +193,16 @@ def _check_link(options: Options) -> Dict[str, Any]:
             f"Invalid max_frame_bytes: {limit!r} is not an integer "
             f"from 0 to {MAX_FRAME_BYTES_LIMIT}"
         )
+    long_limit = options.max_message_bytes
+    if (
+        isinstance(long_limit, bool)
+        or not isinstance(long_limit, int)
+        or not 0 <= long_limit <= MAX_MESSAGE_BYTES_LIMIT
+    ):
+        raise ValueError(
+            f"Invalid max_message_bytes: {long_limit!r} is not an integer "
+            f"from 0 to {MAX_MESSAGE_BYTES_LIMIT}"
+        )
     if options.on_progress is not None and not callable(options.on_progress):
         raise TypeError(f"Invalid on_progress: {options.on_progress!r} is not callable")
     return {"secret": secret, "context": context, "heartbeat": heartbeat, "idle_timeout": idle_timeout}
@@ -219,6 +236,7 @@ def check_options(host: str, port: int, options: Options) -> Settings:
         name=options.name,
         hostname=options.server_hostname or host,
         max_frame_bytes=options.max_frame_bytes,
+        max_message_bytes=options.max_message_bytes,
         on_progress=options.on_progress,
         props=props,
         resume=options.resume,

@@ -1,19 +1,21 @@
 """Sending, in the caller's thread: :class:`Sender` builds the frame of a
 plain message or of a reply (``c1 05`` + the request number as a u48
-big-endian + the value), hands it to the I/O thread and waits until the
-kernel has taken all of it, reporting progress on the way."""
+big-endian + the value), or the frames of a long message (PROTOCOL.md §8.8)
+when the value does not fit one frame and the server takes long messages,
+hands it to the I/O thread and waits until the kernel has taken all of it
+(a long message: until the server acknowledged it), reporting progress on
+the way."""
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 from ._io import IOThread
 from ._options import Settings, fmt_seconds
 from ._progress import ProgressCallback, call_back
-from ._protocol.codec import Part
-from ._protocol.outframe import OutFrame, message_frame
+from ._protocol.outframe import LongSend, MessageFrame, OutFrame, message_frame
 from ._shared import Shared
 from .errors import SendTimeoutError
 
@@ -47,22 +49,24 @@ class Sender:
         session = self._shared.session
         session.check_usable()
         request = session.reply_target(to) if reply else 0
-        assert session.welcome is not None
-        parts, size = message_frame(
-            value, request, session.welcome.max_frame_bytes, self._settings.max_frame_bytes
+        welcome = session.welcome
+        assert welcome is not None
+        long = LongSend(welcome.max_message_bytes, self._settings.max_message_bytes)
+        encoded = message_frame(
+            value, request, welcome.max_frame_bytes, self._settings.max_frame_bytes, long
         )
-        self._submit(parts, size, timeout, on_progress)
+        self._submit(encoded, timeout, on_progress)
 
     def _submit(
         self,
-        parts: List[Part],
-        size: int,
+        encoded: MessageFrame,
         timeout: Optional[float],
         on_progress: Optional[ProgressCallback],
     ) -> None:
-        """Queues the frame and waits until the kernel has taken all of it."""
+        """Queues the frame and waits until the kernel has taken all of it
+        (a long message: until the server acknowledged it, within ``timeout``)."""
         callback = on_progress if on_progress is not None else self._settings.on_progress
-        frame = OutFrame(parts, size, app=True, report=callback is not None, guard=threading.Lock())
+        frame = encoded.out_frame(report=callback is not None, guard=threading.Lock())
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._shared.cond:
             self._shared.session.submit(frame)
@@ -75,8 +79,23 @@ class Sender:
             if frame.started:
                 frame.own()  # it stays in the session: the caller may now change its arrays
             raise
+        if frame.long:
+            self._wait_ack(frame, deadline)
         if not frame.acked:
             frame.own()  # retained until acknowledged: the caller may now change its arrays
+
+    def _wait_ack(self, frame: OutFrame, deadline: Optional[float]) -> None:
+        """Waits (until ``deadline``) for the server to acknowledge a long
+        message written whole: its data then need not be copied for a resume
+        (the server acknowledges a message of 64 KiB or more at once)."""
+        cond = self._shared.cond
+        session = self._shared.session
+        with cond:
+            while not frame.acked and not session.over:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                cond.wait(remaining)
 
     def _wait(
         self,

@@ -109,6 +109,12 @@ class Client:
             ``heartbeat``: an alive server answers the pings.
         max_frame_bytes: The largest frame body accepted from the server, and
             sent to it (default 512 MiB).
+        max_message_bytes: The largest long message accepted from the server,
+            and sent to it (default 16 GiB; 0: none). A long message
+            (PROTOCOL.md §8.8) carries a value larger than a frame, or holding
+            a binary of 4 GiB or more, as a header frame and part frames; the
+            client announces this limit in its hello and sends long messages
+            only to a server whose welcome announces one too.
         on_progress: Called with a :class:`Progress` as frame bodies are sent
             and received. Receive events come from the I/O thread (keep the
             callback quick); send events from the thread that calls
@@ -149,6 +155,8 @@ class Client:
         self.name = settings.name
         #: The largest frame body accepted from the server.
         self.max_frame_bytes = settings.max_frame_bytes
+        #: The largest long message accepted from the server (0: none).
+        self.max_message_bytes = settings.max_message_bytes
         #: Seconds without writing before a ping (``None``: never).
         self.heartbeat = settings.heartbeat
         #: Seconds of silence after which the server is declared dead (``None``: never).
@@ -186,7 +194,11 @@ class Client:
         arrays and byte strings is then written straight from their memory.
         Returns once the kernel has taken every byte: then you may change the
         arrays (the copy kept for a resume until the server acknowledges the
-        message is made then, if needed). Frames are written whole, never
+        message is made then, if needed). A value too large for one frame (or
+        holding a binary of 4 GiB or more) goes as a long message when the
+        server takes them; such a send returns once the server acknowledged
+        it, so nothing is copied (or, if ``timeout`` runs out first, once it
+        is written whole, its data then copied for a resume). Frames are written whole, never
         interleaved with other frames (pongs and pings wait for the frame to
         end). While ``retain_bytes`` of earlier messages are unacknowledged,
         or the session is being resumed, the send waits.
@@ -202,8 +214,12 @@ class Client:
 
         Raises:
             FrameTooLargeError: The value encodes to more than the server
-                (or this client) accepts. Nothing was sent; the session
-                stays usable.
+                (or this client) accepts in a frame, and cannot go as a long
+                message (one of the two takes none). Nothing was sent; the
+                session stays usable.
+            MessageTooLargeError: The value, as a long message, exceeds the
+                server's (or this client's) ``maxMessageBytes``. Nothing was
+                sent; the session stays usable.
             TypeError, ValueError, OverflowError: The value cannot be encoded.
                 Nothing was sent.
             PeerDisconnectedError: The session is over or was closed.
@@ -239,8 +255,8 @@ class Client:
             ValueError: No message was taken yet (and no ``to``), or ``to``
                 is not the number of a message received.
             TypeError: ``to`` is not an int.
-            FrameTooLargeError, PeerDisconnectedError, FedcommTimeoutError:
-                As for :meth:`send`.
+            FrameTooLargeError, MessageTooLargeError, PeerDisconnectedError,
+            FedcommTimeoutError: As for :meth:`send`.
         """
         self._sender.send(value, True, to, timeout, on_progress)
 
@@ -270,6 +286,8 @@ class Client:
             FedcommTimeoutError: Nothing arrived in time.
             FrameTooLargeError: The server announced a frame over
                 ``max_frame_bytes`` (the session is over).
+            MessageTooLargeError: The server announced a long message over
+                ``max_message_bytes`` (the session is over).
             ProtocolError: The server broke the protocol (the session is over).
         """
         self._io.check_caller("recv")
@@ -354,6 +372,12 @@ class Client:
     def server_max_frame_bytes(self) -> int:
         """The largest frame body the server accepts (from its welcome)."""
         return self._welcome.max_frame_bytes
+
+    @property
+    def server_max_message_bytes(self) -> int:
+        """The largest long message the server accepts (from its welcome; 0:
+        it takes none, or this client announced none)."""
+        return self._welcome.max_message_bytes
 
     @property
     def _welcome(self) -> Welcome:

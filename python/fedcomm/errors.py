@@ -3,8 +3,9 @@
 Every condition about the connection or the server is a :class:`FedcommError`.
 Some classes also derive from the built-in exception a caller would naturally
 catch: :class:`PeerDisconnectedError` is a :class:`ConnectionError`,
-:class:`FedcommTimeoutError` a :class:`TimeoutError` and
-:class:`FrameTooLargeError` a :class:`ValueError`.
+:class:`FedcommTimeoutError` a :class:`TimeoutError`, and
+:class:`FrameTooLargeError` and :class:`MessageTooLargeError` are
+:class:`ValueError` (limits).
 
 ::
 
@@ -16,7 +17,8 @@ catch: :class:`PeerDisconnectedError` is a :class:`ConnectionError`,
     ├── AuthenticationError
     ├── FedcommTimeoutError     (also TimeoutError)
     │   └── SendTimeoutError    (.queued)
-    └── FrameTooLargeError      (also ValueError)
+    ├── FrameTooLargeError      (also ValueError)
+    └── MessageTooLargeError    (also ValueError)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "FedcommError",
     "FedcommTimeoutError",
     "FrameTooLargeError",
+    "MessageTooLargeError",
     "PeerDisconnectedError",
     "ProtocolError",
     "RejectedError",
@@ -154,6 +157,32 @@ class FrameTooLargeError(FedcommError, ValueError):
 
     def __init__(self, size: int, limit: int, what: str) -> None:
         super().__init__(f"Frame too large: {size} bytes exceeds {what} {limit}")
+        self.size = size
+        self.limit = limit
+        self.what = what
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.size, self.limit, self.what))
+
+
+class MessageTooLargeError(FedcommError, ValueError):
+    """A long message (PROTOCOL.md §8.8: a value sent as a header frame and
+    part frames) over a ``maxMessageBytes`` limit.
+
+    Either the server announced, in a long message's header, more than this
+    client's ``max_message_bytes`` (the connection then fails, before anything
+    is allocated for it), or a value to send is larger than the server's (or
+    this client's) ``maxMessageBytes`` (nothing is sent; the connection stays
+    usable). The size of a long message is its header body plus the lengths
+    of the binaries sent out of band.
+
+    Attributes:
+        size: The message's size in bytes.
+        limit: The limit it exceeds.
+    """
+
+    def __init__(self, size: int, limit: int, what: str) -> None:
+        super().__init__(f"Message too large: {size} bytes exceeds {what} {limit}")
         self.size = size
         self.limit = limit
         self.what = what

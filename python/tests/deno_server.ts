@@ -12,13 +12,18 @@
  * `timeout` (ms, default 20,000), `secret` (→ `auth.secret`), `secrets` (name →
  * secret: `auth.clients`), `tls` (`{cert, key}`: PEM file paths → `tls.cert`,
  * `tls.key` contents), `hold` (ms to keep the connections open after the
- * rounds, default 0), `heartbeatMs`, `idleTimeout`, `maxFrameBytes`, `open`,
- * `resumeTimeout`, `retainBytes` (passed to `listen`), `settled` (`{min,
- * grace}`: gather with `gatherSettled`, and print `failed`, `late`, `quorum`),
- * `double` (send each round's message twice, as `{round, weights, copy: 1|2}`,
- * before gathering: a client that answers both makes a late reply).
+ * rounds, default 0), `heartbeatMs`, `idleTimeout`, `maxFrameBytes`,
+ * `maxMessageBytes`, `open`, `resumeTimeout`, `retainBytes` (passed to
+ * `listen`), `settled` (`{min, grace}`: gather with `gatherSettled`, and print
+ * `failed`, `late`, `quorum`), `double` (send each round's message twice, as
+ * `{round, weights, copy: 1|2}`, before gathering: a client that answers both
+ * makes a late reply), `ramp` (the weights of round r are `(i % 1000) + r`
+ * instead of all r, and each answer says whether its weights are exactly
+ * `2 * sent + id`: `exact`; with `maxFrameBytes` smaller than the weights,
+ * the broadcasts and the answers are long messages, PROTOCOL.md §8.8), `tag`
+ * (a small field sent with the weights, `tag`, checked in the answers).
  *
- * Round lines: `{round, answers: [{id, round, name, type, length, sum}],
+ * Round lines: `{round, answers: [{id, round, name, type, length, sum, exact?, tag?}],
  * failed?: {id: error}, late?: {id: count}, quorum?}`. Event lines: `{event:
  * "join" | "disconnect" | "resume" | "leave", id, name, props, error?}` and
  * `{event: "late", id, replyTo, latest, round}`, `{event: "refuse", reason, message, name?}`. Last line: `{done: true}` or
@@ -42,17 +47,21 @@ interface Config {
   heartbeatMs?: number;
   idleTimeout?: number;
   maxFrameBytes?: number;
+  maxMessageBytes?: number;
   open?: boolean;
   resumeTimeout?: number;
   retainBytes?: number;
   settled?: { min?: number; grace?: number };
   double?: boolean;
+  ramp?: boolean;
+  tag?: string;
 }
 
 interface Answer {
   round: number;
   weights: Float32Array;
   name?: string;
+  tag?: string;
 }
 
 const config: Config = JSON.parse(Deno.args[0] ?? '{"clients": 1}');
@@ -64,6 +73,7 @@ const options: Parameters<typeof listen>[0] = {
   heartbeatMs: config.heartbeatMs,
   idleTimeout: config.idleTimeout,
   maxFrameBytes: config.maxFrameBytes,
+  maxMessageBytes: config.maxMessageBytes,
   open: config.open,
   resumeTimeout: config.resumeTimeout,
   retainBytes: config.retainBytes,
@@ -81,11 +91,24 @@ function print(line: unknown): void {
   console.log(JSON.stringify(line));
 }
 
+/** The weights of a round: all `round`, or with `ramp` `(i % 1000) + round`. */
+function roundWeights(size: number, round: number): Float32Array {
+  const weights = new Float32Array(size);
+  for (let i = 0; i < size; i++) weights[i] = config.ramp ? (i % 1000) + round : round;
+  return weights;
+}
+
 function summary(id: number, value: unknown) {
-  const { round, weights, name } = value as Answer;
+  const { round, weights, name, tag } = value as Answer;
   let sum = 0;
   for (const w of weights) sum += w;
-  return { id, round, name, type: weights.constructor.name, length: weights.length, sum };
+  const line = { id, round, name, type: weights.constructor.name, length: weights.length, sum };
+  if (!config.ramp) return line;
+  let exact = true;
+  for (let i = 0; i < weights.length && exact; i++) {
+    exact = weights[i] === 2 * ((i % 1000) + round) + id;
+  }
+  return { ...line, exact, tag };
 }
 
 const server = listen(options);
@@ -112,8 +135,10 @@ try {
   await server.ready({ timeout });
   const size = config.size ?? 1000;
   for (let round = 1; round <= (config.rounds ?? 1); round++) {
-    const weights = new Float32Array(size).fill(round);
-    if (config.double) {
+    const weights = roundWeights(size, round);
+    if (config.tag !== undefined) {
+      await server.broadcast({ round, weights, tag: config.tag });
+    } else if (config.double) {
       await server.broadcast({ round, weights, copy: 1 });
       await server.broadcast({ round, weights, copy: 2 });
     } else {

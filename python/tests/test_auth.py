@@ -47,7 +47,7 @@ def test_success(server: Server, secret: Any) -> None:
         conn.send("welcome aboard")
         assert client.recv(timeout=5) == "welcome aboard"
     hello, auth = conn.handshake_messages
-    assert set(hello) == {"fedcomm", "type", "name", "nonce"}
+    assert set(hello) == {"fedcomm", "type", "name", "nonce", "maxMessageBytes"}
     assert len(hello["nonce"]) == 32 and hello["name"] == "hospital-a"
     assert set(auth) == {"fedcomm", "type", "proof"} and len(auth["proof"]) == 32
     assert SECRET.encode() not in msgpack.packb(conn.handshake_messages)  # never on the wire

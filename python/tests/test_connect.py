@@ -36,7 +36,7 @@ def test_connect_and_welcome(server: Server) -> None:
     with fedcomm.Client("127.0.0.1", srv.port) as second:
         assert second.id == 1 and second.name is None
     hello = srv.conn(1).handshake_messages[0]
-    assert hello == {"fedcomm": 3, "type": "hello"}
+    assert hello == {"fedcomm": 3, "type": "hello", "maxMessageBytes": 16 * 1024**3}
 
 
 def test_refused_without_waiting() -> None:
@@ -178,7 +178,7 @@ def test_version_1_server() -> None:
         fedcomm.connect("127.0.0.1", port)
     thread.join(5)
     assert hellos[0][:2] == b"\xc1\x03"
-    assert msgpack.unpackb(hellos[0][2:]) == {"fedcomm": 3, "type": "hello"}
+    assert msgpack.unpackb(hellos[0][2:]) == {"fedcomm": 3, "type": "hello", "maxMessageBytes": 16 * 1024**3}
 
 
 @pytest.mark.parametrize(

@@ -113,11 +113,15 @@ class DenoServer:
             line = self.lines.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError(
-                f"deno printed nothing in {timeout} s; stderr: {''.join(self.stderr)}"
+                f"deno printed nothing in {timeout} s; stderr: {self.diagnostics()}"
             ) from None
         if line is None:
-            raise AssertionError(f"deno exited ({self.proc.wait()}); stderr: {''.join(self.stderr)}")
+            raise AssertionError(f"deno exited ({self.proc.wait()}); stderr: {self.diagnostics()}")
         return json.loads(line)
+
+    def diagnostics(self) -> str:
+        """What deno wrote to stderr (and the lines that were not JSON)."""
+        return "".join(line for line in self.stderr if line)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -299,8 +303,10 @@ def test_deno_pings_a_training_client(deno: Callable[..., DenoServer]) -> None:
 
 def test_full_and_frame_limit(deno: Callable[..., DenoServer]) -> None:
     server = deno(clients=1, maxFrameBytes=10_000, hold=300)
-    with fedcomm.connect("127.0.0.1", server.port) as client:
+    # (Without long messages: a value over the frame limit cannot be sent.)
+    with fedcomm.connect("127.0.0.1", server.port, max_message_bytes=0) as client:
         assert client.server_max_frame_bytes == 10_000
+        assert client.server_max_message_bytes == 0 and "maxMessageBytes" not in client.welcome
         with pytest.raises(fedcomm.RejectedError) as info:
             fedcomm.connect("127.0.0.1", server.port)
         assert info.value.reason == "full"
@@ -494,3 +500,95 @@ def test_gather_settled_with_a_straggler(deno: Callable[..., DenoServer]) -> Non
     fast.join()
     slow.join(30)
     assert not slow.is_alive()
+
+
+def ramp(size: int, round_: int) -> np.ndarray:
+    """The weights ``deno_server.ts`` sends with ``ramp``: ``(i % 1000) + round``."""
+    return ((np.arange(size) % 1000) + round_).astype(np.float32)
+
+
+def test_long_messages_both_ways(deno: Callable[..., DenoServer]) -> None:
+    """A mixed cohort with maxFrameBytes 1 MiB: the server broadcasts 3 MiB of
+    float32 and a small field as a long message, the Python client receives
+    the array in place, equal, and replies with 3 MiB, a long message that
+    gather() takes equal; a Deno-like client with long messages off gets
+    nothing too large."""
+    size = 3 * MiB // 4 + 5  # 3 MiB and 20 bytes of float32: four parts of 1 MiB - 8
+    server = deno(clients=1, rounds=2, size=size, maxFrameBytes=MiB, ramp=True, tag="small")
+    events: List[fedcomm.Progress] = []
+    with fedcomm.connect("127.0.0.1", server.port, name="site-0", on_progress=events.append) as client:
+        assert client.server_max_frame_bytes == MiB
+        assert client.server_max_message_bytes == fedcomm.DEFAULT_MAX_MESSAGE_BYTES
+        for round_ in (1, 2):
+            message = client.recv(timeout=30)
+            assert message["round"] == round_ and message["tag"] == "small"
+            weights = message["weights"]
+            assert weights.dtype == np.float32 and weights.shape == (size,)
+            assert np.array_equal(weights, ramp(size, round_))
+            assert weights.base is None or weights.base.nbytes == weights.nbytes  # its own memory
+            assert not weights.flags.writeable
+            received = [e for e in events if e.direction == "receive"]
+            assert received[-1].done == received[-1].total > 3 * MiB  # one message of its size
+            events.clear()
+            client.reply({"round": round_, "weights": weights * 2 + client.id,
+                          "name": client.name, "tag": message["tag"]}, timeout=30)
+            assert client.retained_bytes == 0  # a long send returns once acknowledged
+            sent = [e for e in events if e.direction == "send"]
+            assert sent[-1].done == sent[-1].total > 3 * MiB
+            assert all(b.done > a.done for a, b in zip(sent, sent[1:]))
+            line = server.next()
+            assert line["round"] == round_, line
+            (answer,) = line["answers"]
+            assert answer["exact"] is True and answer["length"] == size and answer["tag"] == "small"
+            events.clear()
+        assert server.next() == {"done": True}
+        assert client.messages_received == 2 and client.messages_sent == 2
+
+
+def test_long_message_too_large_for_the_server(deno: Callable[..., DenoServer]) -> None:
+    server = deno(clients=1, rounds=1, size=1000, maxFrameBytes=MiB, maxMessageBytes=2 * MiB)
+    with fedcomm.connect("127.0.0.1", server.port, name="site-0") as client:
+        assert client.server_max_message_bytes == 2 * MiB
+        message = client.recv(timeout=30)
+        with pytest.raises(fedcomm.MessageTooLargeError) as info:
+            client.reply({"round": 1, "weights": np.zeros(MiB, np.float32)})  # 4 MiB
+        assert info.value.limit == 2 * MiB and "the server's maxMessageBytes" in str(info.value)
+        client.reply({"round": 1, "weights": message["weights"] * 2, "name": client.name})
+        assert server.next()["answers"][0]["sum"] == 2 * 1000
+        assert server.next() == {"done": True}
+
+
+def test_resume_in_the_middle_of_long_messages(deno: Callable[..., DenoServer]) -> None:
+    """The connection is cut in the middle of a long broadcast (between its
+    parts), then in the middle of a long reply: after each resume the message
+    is sent again from its header and delivered exactly once."""
+    size = 12 * MiB // 4  # 12 MiB of float32: 13 parts of 1 MiB - 8
+    server = deno(clients=1, rounds=2, size=size, maxFrameBytes=MiB, ramp=True, tag="t",
+                  timeout=60_000)
+    relay = Relay(server.port)
+    relay.cut_after(down=6 * MiB)
+    resumes: List[int] = []
+    try:
+        with fedcomm.connect("127.0.0.1", relay.port, name="site-0", on_resume=resumes.append) as client:
+            first = client.recv(timeout=60)
+            assert first["round"] == 1 and np.array_equal(first["weights"], ramp(size, 1))
+            assert resumes == [1] and relay.cuts == 1
+            relay.cut_after(up=relay.up + 6 * MiB)
+            client.reply({"round": 1, "weights": first["weights"] * 2 + client.id,
+                          "name": client.name, "tag": "t"}, timeout=60)
+            second = client.recv(timeout=60)
+            assert second["round"] == 2 and client.last_received == 2  # nothing duplicated
+            assert resumes == [1, 2] and relay.cuts == 2
+            client.reply({"round": 2, "weights": second["weights"] * 2 + client.id,
+                          "name": client.name, "tag": "t"}, timeout=60)
+            for round_ in (1, 2):
+                line = server.next(timeout=60)
+                assert line["round"] == round_ and len(line["answers"]) == 1, line
+                assert line["answers"][0]["exact"] is True
+            assert server.next() == {"done": True}
+            with pytest.raises(fedcomm.PeerDisconnectedError):
+                client.recv(timeout=10)  # the close: no third message
+        kinds = [e["event"] for e in server.events]
+        assert kinds.count("disconnect") == 2 and kinds.count("resume") == 2
+    finally:
+        relay.close()

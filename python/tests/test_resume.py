@@ -240,7 +240,7 @@ def test_resume_with_authentication_and_props(server: Server) -> None:
         assert client.recv(timeout=10) == "after"
         wait_until(lambda: client.resumes == 1)
         hello, auth = session.conns[-1].handshake_messages
-        assert set(hello) == {"fedcomm", "type", "name", "nonce", "props", "resume"}
+        assert set(hello) == {"fedcomm", "type", "name", "nonce", "props", "maxMessageBytes", "resume"}
         assert hello["nonce"] != session.conns[0].handshake_messages[0]["nonce"]  # fresh
         assert auth["type"] == "auth" and session.props == props
 

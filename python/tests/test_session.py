@@ -153,7 +153,9 @@ def test_frame_too_large_from_server(server: Server) -> None:
 @pytest.mark.parametrize(
     "garbage, error, match",
     [
-        (frame(b"\xc1\x07abc"), fedcomm.ProtocolError, "Unknown control frame: kind 0x07"),
+        (frame(b"\xc1\x09abc"), fedcomm.ProtocolError, "Unknown control frame: kind 0x09"),
+        (frame(b"\xc1\x07abc"), fedcomm.ProtocolError, "Invalid long message header: 5 bytes"),
+        (frame(b"\xc1\x08" + bytes(6)), fedcomm.ProtocolError, "Invalid long message part: 8 bytes"),
         (frame(b"\xc1"), fedcomm.ProtocolError, "Unknown control frame: kind none"),
         (frame(b"\xc1\x01" + bytes(7)), fedcomm.ProtocolError, "Invalid ping: 9 bytes"),
         (frame(b"\xc1\x02" + bytes(9)), fedcomm.ProtocolError, "Invalid pong: 11 bytes"),

@@ -18,6 +18,14 @@ For every case, two tests:
   close frames) gives the vector's value. The client never reads replies (a
   server sends none): those are read with ``decode`` after the 8-byte prefix.
 
+Long messages (``long`` cases, PROTOCOL.md §8.8): the header and its part
+frames come out of ``message_frame`` with the case's ``sender`` choices
+(frame limit, ``refMinBytes``, ``partBytes``), and are read back through the
+frame decoder and the connection's ``Assembler`` (small parts copied into
+place, and once more with the parts read straight into place, as large parts
+are). A client's long message (``long-reply``: request 2, which a server's
+header may not carry) is read by an ``Assembly``, as the server would.
+
 And for every proof of the file, the HMAC-SHA256 computation of §7.1.
 """
 
@@ -26,7 +34,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 import pytest
@@ -34,6 +42,7 @@ import pytest
 from fedcomm._protocol import handshake as handshake_module
 from fedcomm._protocol import traffic as traffic_module
 from fedcomm._protocol.acks import ACK_DELAY
+from fedcomm._protocol.assembly import Assembler, Assembly
 from fedcomm._protocol.auth import client_proof, proof_matches, server_proof
 from fedcomm._protocol.codec import decode
 from fedcomm._protocol.framing import (
@@ -41,14 +50,18 @@ from fedcomm._protocol.framing import (
     CLOSE,
     CONTROL,
     DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
     HANDSHAKE,
     HEADER,
     HEADER_BYTES,
+    LONG,
+    LONG_PREFIX_BYTES,
     PING,
     PONG,
     REPLY,
     REPLY_PREFIX_BYTES,
     FrameDecoder,
+    PlacedPart,
     read_control,
 )
 from fedcomm._protocol.handshake import (
@@ -58,7 +71,7 @@ from fedcomm._protocol.handshake import (
     handshake_frame,
     parse_handshake,
 )
-from fedcomm._protocol.outframe import OutFrame, message_frame
+from fedcomm._protocol.outframe import LongSend, OutFrame, message_frame
 from fedcomm._protocol.session import Session
 from fedcomm._protocol.traffic import Traffic
 from fedcomm.errors import PeerDisconnectedError, RejectedError
@@ -79,6 +92,16 @@ DTYPES = {"|i1", "<i2", "<u2", "<i4", "<u4", "<f4", "<f8"}
 
 def frame_of(name: str) -> bytes:
     return bytes.fromhex(CASES[name]["hex"])
+
+
+def parts_of(name: str) -> List[bytes]:
+    """A long message's part frames (none for the other kinds)."""
+    return [bytes.fromhex(part) for part in CASES[name].get("parts", [])]
+
+
+def wire_of(name: str) -> bytes:
+    """Every frame of a case: the frame, then a long message's parts."""
+    return frame_of(name) + b"".join(parts_of(name))
 
 
 def body_of(name: str) -> bytes:
@@ -116,8 +139,8 @@ def to_json(value: Any) -> Any:
         return value
     if isinstance(value, list):
         return [to_json(item) for item in value]
-    if isinstance(value, bytes):
-        return {"$bin": value.hex()}
+    if isinstance(value, (bytes, bytearray)):  # (a bin received out of band: a bytearray)
+        return {"$bin": bytes(value).hex()}
     if isinstance(value, np.ndarray):
         assert value.dtype.str in DTYPES, f"unsupported dtype {value.dtype.str}"
         return {
@@ -149,10 +172,10 @@ def as_json_text(value: Any) -> str:
 # Encoders: what the client's code writes for each case
 
 
-def welcome_session() -> Session:
+def welcome_session(welcome: str = "welcome", max_message_bytes: int = 0) -> Session:
     """A session started with the ``welcome`` vector, as the client sees it."""
-    handshake = Handshake(None, None)
-    assert handshake.answer(parse_handshake(body_of("welcome"))) is None
+    handshake = Handshake(None, None, max_message_bytes=max_message_bytes)
+    assert handshake.answer(parse_handshake(body_of(welcome))) is None
     session = Session(retain_bytes=64 * 1024 * 1024, resume=True)
     assert handshake.welcome is not None
     session.start(handshake.welcome)
@@ -189,8 +212,7 @@ def reply(message: str, name: str) -> bytes:
     request = session.reply_target(None)  # the last value taken
     assert request == CASES[name]["decoded"]["request"]
     limit = DEFAULT_MAX_FRAME_BYTES
-    parts, size = message_frame(value_of(name), request, limit, limit)
-    session.submit(OutFrame(parts, size, app=True, report=False))
+    session.submit(message_frame(value_of(name), request, limit, limit).out_frame(report=False))
     assert next_frame(session, NOW) == frame_of("ack-1")  # piggybacked
     return next_frame(session, NOW)
 
@@ -228,8 +250,37 @@ def close() -> bytes:
 
 def plain(name: str) -> bytes:
     """A plain frame, as the client's message frame encoder writes it."""
-    parts, _ = message_frame(value_of(name), 0, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_BYTES)
-    return parts_bytes(parts)
+    encoded = message_frame(value_of(name), 0, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_BYTES)
+    assert not encoded.long
+    return parts_bytes(encoded.parts)
+
+
+def long_message(name: str) -> bytes:
+    """A long message's header and parts, as the message frame encoder
+    writes them with the case's choices; for a client's message (a request),
+    as the session writes it: a reply to the server's message of that
+    number, the ack owed going right before."""
+    case = CASES[name]
+    sender, decoded = case["sender"], case["decoded"]
+    limit = sender["maxFrameBytes"]
+    long = LongSend(DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES,
+                    sender["refMinBytes"], sender["partBytes"])
+    value, request = value_of(name), decoded["request"]
+    plain_size = message_frame(value, request, 2**32 - 1, 2**32 - 1, long).size
+    assert plain_size > limit, "a long message only when the plain frame does not fit"
+    encoded = message_frame(value, request, limit, limit, long)
+    assert encoded.long and encoded.size == decoded["size"]
+    frame = encoded.out_frame(report=False)
+    if request == 0:
+        return frame_bytes(frame)
+    session = welcome_session("welcome-long", DEFAULT_MAX_MESSAGE_BYTES)
+    for number in range(1, request + 1):
+        session.deliver({"round": number}, 8, NOW)
+    session.submit(frame)
+    assert next_frame(session, NOW) == HEADER.pack(10) + bytes((CONTROL, ACK)) + request.to_bytes(8, "big")
+    written = next_frame(session, NOW)
+    assert session.retention.sent == 1, "one message, numbered once"
+    return written
 
 
 def server_handshake(name: str) -> bytes:
@@ -251,6 +302,8 @@ ENCODERS: Dict[str, Callable[[pytest.MonkeyPatch], bytes]] = {
     "hello": lambda mp: Handshake(None, None).hello(),
     "hello-name-props": lambda mp: Handshake("site-a", None, {"gpus": 2, "region": "eu"}).hello(),
     "hello-resume": lambda mp: resume_hello(),
+    "hello-long": lambda mp: Handshake(None, None, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES).hello(),
+    "long-reply": lambda mp: long_message("long-reply"),
     "hello-auth": lambda mp: authenticated(mp)[0],
     "auth": lambda mp: authenticated(mp)[1],
     "reply-tensor": lambda mp: reply("broadcast-tensor", "reply-tensor"),
@@ -269,6 +322,8 @@ ENCODERS: Dict[str, Callable[[pytest.MonkeyPatch], bytes]] = {
     "welcome-no-resume": lambda mp: server_handshake("welcome-no-resume"),
     "welcome-resumed": lambda mp: server_handshake("welcome-resumed"),
     "welcome-auth": lambda mp: server_handshake("welcome-auth"),
+    "welcome-long": lambda mp: server_handshake("welcome-long"),
+    "long-broadcast": lambda mp: long_message("long-broadcast"),
     "challenge": lambda mp: server_handshake("challenge"),
     "reject-full": lambda mp: server_handshake("reject-full"),
     "reject-version-v2": lambda mp: server_handshake("reject-version-v2"),
@@ -280,6 +335,45 @@ ENCODERS: Dict[str, Callable[[pytest.MonkeyPatch], bytes]] = {
 
 # ---------------------------------------------------------------------------
 # Decoding: what the client makes of each frame
+
+
+def read_long(wire: bytes, in_place: bool) -> Dict[str, Any]:
+    """A long message's frames read by the frame decoder and the
+    connection's assembler, as the client reads a server's: the parts copied
+    from the read buffer, or (``in_place``) read straight into place."""
+    decoder = FrameDecoder(DEFAULT_MAX_FRAME_BYTES, "maxFrameBytes")
+    assembler = Assembler(DEFAULT_MAX_MESSAGE_BYTES)
+    decoder.sink = assembler
+    completed = None
+    header = wire[HEADER_BYTES : HEADER_BYTES + HEADER.unpack_from(wire)[0]]
+    rest = memoryview(wire)
+    if in_place:
+        # The parts as the decoder reads large ones: into the reference's memory.
+        completed = assembler.header(header)
+        rest = rest[HEADER_BYTES + len(header) :]
+        while rest:
+            (length,) = HEADER.unpack_from(rest)
+            body = rest[HEADER_BYTES : HEADER_BYTES + length]
+            target = assembler.place(bytes(body[:LONG_PREFIX_BYTES]), length - LONG_PREFIX_BYTES)
+            target[:] = body[LONG_PREFIX_BYTES:]
+            completed = assembler.placed(length - LONG_PREFIX_BYTES)
+            rest = rest[HEADER_BYTES + length :]
+    else:
+        target = decoder.target()
+        target[: len(wire)] = wire
+        decoder.filled(len(wire))
+        while True:
+            body = decoder.next_body()
+            if body is None:
+                break
+            assert not isinstance(body, PlacedPart), "small parts are cut from the read buffer"
+            assert completed is None, "nothing after the last part"
+            kind, _ = read_control(body)
+            completed = assembler.header(body) if kind == LONG else assembler.part(body)
+        decoder.check_eof()
+    assert completed is not None and assembler.current is None, "complete at its last part"
+    value, size = completed
+    return {"kind": "long", "request": 0, "size": size, "value": to_json(value)}
 
 
 def cut(frame: bytes) -> bytes:
@@ -295,7 +389,24 @@ def cut(frame: bytes) -> bytes:
     return bytes(body)
 
 
-def decode_frame(frame: bytes) -> Dict[str, Any]:
+def decode_frame(frame: bytes, parts: Sequence[bytes] = ()) -> Dict[str, Any]:
+    if frame[HEADER_BYTES : HEADER_BYTES + 2] == bytes((CONTROL, LONG)):
+        body = frame[HEADER_BYTES:]
+        request = int.from_bytes(body[2:LONG_PREFIX_BYTES], "big")
+        if request == 0:
+            wire = frame + b"".join(parts)
+            decoded = read_long(wire, in_place=False)
+            assert read_long(wire, in_place=True) == decoded
+            return decoded
+        # A client's long message: read as the server reads one.
+        assembly = Assembly(body, DEFAULT_MAX_MESSAGE_BYTES)
+        for part in parts:
+            assert part[HEADER_BYTES : HEADER_BYTES + LONG_PREFIX_BYTES] == b"\xc1\x08" + bytes(6)
+            assembly.part(part[HEADER_BYTES + LONG_PREFIX_BYTES :])
+        assert assembly.complete
+        return {"kind": "long", "request": request, "size": assembly.size,
+                "value": to_json(assembly.value)}
+    assert not parts, "parts follow a long message's header only"
     body = cut(frame)
     if len(body) == 0:
         return {"kind": "heartbeat"}
@@ -343,8 +454,9 @@ def test_file() -> None:
     assert len(CASES) == len(VECTORS["cases"]), "unique case names"
     for case in VECTORS["cases"]:
         assert case["direction"] in ("client-to-server", "server-to-client", "both"), case["name"]
-        frame = frame_of(case["name"])
-        assert HEADER.unpack_from(frame)[0] == len(frame) - HEADER_BYTES, case["name"]
+        for frame in [frame_of(case["name"])] + parts_of(case["name"]):
+            assert HEADER.unpack_from(frame)[0] == len(frame) - HEADER_BYTES, case["name"]
+        assert ("parts" in case) == ("sender" in case) == (case["decoded"]["kind"] == "long")
 
 
 def test_every_case_has_an_encoder() -> None:
@@ -353,12 +465,12 @@ def test_every_case_has_an_encoder() -> None:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_encodes_to_vector_bytes(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert ENCODERS[name](monkeypatch).hex() == CASES[name]["hex"]
+    assert ENCODERS[name](monkeypatch).hex() == wire_of(name).hex()
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_decodes_to_vector_value(name: str) -> None:
-    decoded = decode_frame(frame_of(name))
+    decoded = decode_frame(frame_of(name), parts_of(name))
     expected = CASES[name]["decoded"]
     assert decoded == expected
     assert as_json_text(decoded) == as_json_text(expected), "keys in the same order"
@@ -373,9 +485,17 @@ def test_server_messages_as_the_handshake_reads_them() -> None:
     fields = (welcome.id, welcome.clients, welcome.max_frame_bytes, welcome.grace)
     assert fields == (0, 2, DEFAULT_MAX_FRAME_BYTES, 300_000)
     assert welcome.token == bytes.fromhex("a0a1a2a3a4a5a6a7a8a9aaabacadaeaf")
+    assert welcome.max_message_bytes == 0
     handshake = Handshake(None, None)
     assert handshake.answer(parse_handshake(body_of("welcome-no-resume"))) is None
     assert handshake.welcome is not None and handshake.welcome.token is None
+    handshake = Handshake(None, None, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES)
+    assert handshake.answer(parse_handshake(body_of("welcome-long"))) is None
+    assert handshake.welcome is not None
+    assert handshake.welcome.max_message_bytes == DEFAULT_MAX_MESSAGE_BYTES
+    handshake = Handshake(None, None)  # (a client that announced none sends none)
+    assert handshake.answer(parse_handshake(body_of("welcome-long"))) is None
+    assert handshake.welcome is not None and handshake.welcome.max_message_bytes == 0
     rejects = [
         ("reject-full", "full"),
         ("reject-version-v2", "version"),

@@ -10,15 +10,21 @@ A frame is a 4-byte big-endian unsigned body length, then the body:
   (followed by one MessagePack map), ``04`` an ack (followed by a u64
   big-endian count), ``05`` a reply (followed by a u48 big-endian request
   number and one MessagePack value: an application message, client to server
-  only) and ``06`` close (nothing follows);
+  only), ``06`` close (nothing follows), and the frames of a long message
+  (PROTOCOL.md §8.8): ``07`` its header (a u48 request number and the
+  skeleton) and ``08`` a part (six zero bytes, then data);
 - any other body is one MessagePack application value.
+
+The decoder reads the data of a large long message part straight into the
+memory of its reference (see :class:`PartSink`), without an intermediate copy.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from enum import Enum
-from typing import Optional, Tuple, Union
+from typing import Optional, Protocol, Tuple, Union
 
 import numpy as np
 
@@ -31,15 +37,22 @@ __all__ = [
     "CLOSE_BODY_BYTES",
     "CONTROL",
     "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_MAX_MESSAGE_BYTES",
     "FrameDecoder",
     "HANDSHAKE",
     "HANDSHAKE_FRAME_BYTES",
     "HEADER",
     "HEADER_BYTES",
+    "LONG",
+    "LONG_PREFIX_BYTES",
     "MAX_REQUEST",
     "MAX_FRAME_BYTES_LIMIT",
+    "MAX_MESSAGE_BYTES_LIMIT",
+    "PART",
     "PING",
     "PONG",
+    "PartSink",
+    "PlacedPart",
     "PROGRESS_CHUNK_BYTES",
     "REPLY",
     "REPLY_PREFIX_BYTES",
@@ -53,6 +66,10 @@ HEADER_BYTES = 4
 DEFAULT_MAX_FRAME_BYTES = 512 * 1024 * 1024
 #: The largest body the 4-byte length can announce.
 MAX_FRAME_BYTES_LIMIT = 2**32 - 1
+#: The default largest long message accepted (and sent): 16 GiB.
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024 * 1024
+#: The largest ``maxMessageBytes`` (2**53 - 1, as the Deno library).
+MAX_MESSAGE_BYTES_LIMIT = 2**53 - 1
 #: The largest frame accepted before the welcome.
 HANDSHAKE_FRAME_BYTES = 64 * 1024
 #: Progress is reported at least every this many body bytes (and reads and
@@ -68,6 +85,8 @@ HANDSHAKE = 0x03
 ACK = 0x04
 REPLY = 0x05
 CLOSE = 0x06
+LONG = 0x07
+PART = 0x08
 #: Length of a ping or pong body: c1, kind, 8 opaque bytes.
 PING_BODY_BYTES = 10
 #: Length of an ack body: c1 04, then the count as a u64 big-endian.
@@ -78,6 +97,9 @@ CLOSE_BODY_BYTES = 2
 REPLY_PREFIX_BYTES = 8
 #: The largest request number a reply can carry.
 MAX_REQUEST = 2**48 - 1
+#: The prefix of a long message's header (c1 07 + u48 request) and of a
+#: part (c1 08 + six zero bytes); a header or part body has at least one more byte.
+LONG_PREFIX_BYTES = 8
 
 #: Frames whose header and body fit in the read buffer are cut out of it.
 _READ_BUFFER_BYTES = 256 * 1024
@@ -96,7 +118,9 @@ _SIZES = {PING: PING_BODY_BYTES, PONG: PING_BODY_BYTES, ACK: ACK_BODY_BYTES, CLO
 
 def read_control(body: Buffer) -> Tuple[int, bytes]:
     """Checks a control frame the server sent after the welcome; returns its
-    kind (``PING``, ``PONG``, ``ACK`` or ``CLOSE``) and what follows the kind.
+    kind (``PING``, ``PONG``, ``ACK``, ``CLOSE``, ``LONG`` or ``PART``) and
+    what follows the kind (for ``LONG`` and ``PART``: nothing, the caller
+    reads the body, which may be large, itself).
 
     Raises:
         ProtocolError: A wrong size for its kind, a reply or a handshake
@@ -109,6 +133,13 @@ def read_control(body: Buffer) -> Tuple[int, bytes]:
         if size != _SIZES[kind]:
             raise ProtocolError(f"Invalid {_NAMES[kind]}: {size} bytes, expected {_SIZES[kind]}")
         return kind, bytes(body[2:])
+    if kind in (LONG, PART):
+        if size <= LONG_PREFIX_BYTES:
+            what = "long message header" if kind == LONG else "long message part"
+            raise ProtocolError(
+                f"Invalid {what}: {size} bytes, expected more than {LONG_PREFIX_BYTES}"
+            )
+        return kind, b""
     if kind == REPLY:
         raise ProtocolError("Unexpected reply (c1 05) from the server: only clients reply")
     if kind == HANDSHAKE:
@@ -120,6 +151,30 @@ def read_control(body: Buffer) -> Tuple[int, bytes]:
     )
 
 
+class PartSink(Protocol):
+    """Where the data of a long message's large parts goes: the long message
+    being received on the connection (:class:`~fedcomm._protocol.assembly.Assembler`)."""
+
+    def place(self, prefix: bytes, length: int) -> memoryview:
+        """The memory for the next ``length`` data bytes of a part whose
+        8-byte ``prefix`` (``c1 08`` + six bytes) is given.
+
+        Raises:
+            ProtocolError: No long message is under way, the prefix is not
+                ``c1 08`` + six zero bytes, or the data is empty or longer
+                than its reference has left.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class PlacedPart:
+    """What :meth:`FrameDecoder.next_body` returns for a part read straight
+    into the memory its :class:`PartSink` gave: ``length`` data bytes."""
+
+    length: int
+
+
 class DecoderState(Enum):
     """Where a :class:`FrameDecoder` is in the stream."""
 
@@ -127,6 +182,8 @@ class DecoderState(Enum):
     BUFFERED = "buffered"
     #: A body too large for the read buffer is read into a buffer of its own.
     LARGE_BODY = "large body"
+    #: The data of a large long message part is read into its reference's memory.
+    PART_DATA = "part data"
 
 
 class FrameDecoder:
@@ -140,7 +197,10 @@ class FrameDecoder:
     buffer are views into it, valid until the next :meth:`target`. A larger
     body switches to ``LARGE_BODY``: it is read into a buffer of its own,
     :data:`PROGRESS_CHUNK_BYTES` at most per read, so that :meth:`partial` can
-    report progress at those boundaries.
+    report progress at those boundaries. A larger long message part (``c1
+    08``), with a :attr:`sink`, switches to ``PART_DATA``: its data is read
+    into the memory the sink gives, and :meth:`next_body` then returns a
+    :class:`PlacedPart`.
     """
 
     def __init__(self, limit: int, what: str) -> None:
@@ -154,6 +214,8 @@ class FrameDecoder:
         self._end = 0
         self._large = memoryview(b"")
         self._large_fill = 0
+        #: Where large long message parts go (``None``: the client takes no long messages).
+        self.sink: Optional[PartSink] = None
 
     def set_limit(self, limit: int, what: str) -> None:
         """Changes the limit (``what`` names it in errors)."""
@@ -162,7 +224,7 @@ class FrameDecoder:
 
     def target(self) -> memoryview:
         """Where the next received bytes go (never empty)."""
-        if self.state is DecoderState.LARGE_BODY:
+        if self.state is not DecoderState.BUFFERED:
             fill = self._large_fill
             boundary = (fill // PROGRESS_CHUNK_BYTES + 1) * PROGRESS_CHUNK_BYTES
             return self._large[fill : min(len(self._large), boundary)]
@@ -175,10 +237,10 @@ class FrameDecoder:
 
     def filled(self, n: int) -> None:
         """Records that ``n`` bytes were read into the last :meth:`target`."""
-        if self.state is DecoderState.LARGE_BODY:
-            self._large_fill += n
-        else:
+        if self.state is DecoderState.BUFFERED:
             self._end += n
+        else:
+            self._large_fill += n
 
     def partial(self) -> Optional[Tuple[int, int, int]]:
         """For a large body being read: ``(done, total, first byte)``, else ``None``."""
@@ -186,19 +248,27 @@ class FrameDecoder:
             return None
         return self._large_fill, len(self._large), self._large[0]
 
-    def next_body(self) -> Optional[Buffer]:
-        """Returns the next complete body (empty for a heartbeat), or ``None``
-        when more bytes are needed.
+    @property
+    def placed(self) -> int:
+        """Data bytes of the part being read into place so far (0: none is)."""
+        return self._large_fill if self.state is DecoderState.PART_DATA else 0
+
+    def next_body(self) -> Union[None, Buffer, PlacedPart]:
+        """Returns the next complete body (empty for a heartbeat), a
+        :class:`PlacedPart` for a part read into place, or ``None`` when more
+        bytes are needed.
 
         Raises:
             FrameTooLargeError: A header announced more than :attr:`limit`.
+            ProtocolError: The :attr:`sink` refused a large part.
         """
-        if self.state is DecoderState.LARGE_BODY:
+        if self.state is not DecoderState.BUFFERED:
             if self._large_fill < len(self._large):
                 return None
             body = self._large
+            placed = self.state is DecoderState.PART_DATA
             self.state, self._large = DecoderState.BUFFERED, memoryview(b"")
-            return body
+            return PlacedPart(len(body)) if placed else body
         available = self._end - self._start
         if available < HEADER_BYTES:
             return None
@@ -211,9 +281,29 @@ class FrameDecoder:
             self._start = frame_end
             return body
         if HEADER_BYTES + length > len(self._buf):
-            self._start_large_body(length)
+            body_start = self._start + HEADER_BYTES
+            if self.sink is not None and self._end > body_start + 1 and (
+                self._buf[body_start] == CONTROL and self._buf[body_start + 1] == PART
+            ):
+                if self._end - body_start < LONG_PREFIX_BYTES:
+                    return None  # (the read buffer has room for the rest of the prefix)
+                self._start_part_data(length)
+            else:
+                self._start_large_body(length)
             return self.next_body()
         return None
+
+    def _start_part_data(self, length: int) -> None:
+        assert self.sink is not None
+        body_start = self._start + HEADER_BYTES
+        prefix = bytes(self._buf[body_start : body_start + LONG_PREFIX_BYTES])
+        target = self.sink.place(prefix, length - LONG_PREFIX_BYTES)
+        buffered = self._view[body_start + LONG_PREFIX_BYTES : self._end]
+        target[: len(buffered)] = buffered
+        self._large = target
+        self._large_fill = len(buffered)
+        self._start = self._end = 0
+        self.state = DecoderState.PART_DATA
 
     def _start_large_body(self, length: int) -> None:
         # np.empty, not bytearray(length): that zeroes the memory while holding
@@ -234,6 +324,10 @@ class FrameDecoder:
         """
         if self.state is DecoderState.LARGE_BODY:
             raise TruncatedFrameError(len(self._large), self._large_fill)
+        if self.state is DecoderState.PART_DATA:
+            raise TruncatedFrameError(
+                LONG_PREFIX_BYTES + len(self._large), LONG_PREFIX_BYTES + self._large_fill
+            )
         available = self._end - self._start
         if available == 0:
             return

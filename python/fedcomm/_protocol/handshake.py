@@ -9,6 +9,10 @@ The hello may carry ``props`` (client metadata) and, to resume a session after
 its connection dropped, ``resume: {id, token, received}``; the welcome names
 the session (``id``, and ``token`` and ``grace`` when the server keeps sessions
 for a resume) and says how many messages the server received (``received``).
+
+Long messages (PROTOCOL.md §8.8) are negotiated here: a client that takes
+them puts ``maxMessageBytes`` in its hello (after ``props``, before
+``resume``); the server's welcome then carries its own ``maxMessageBytes``.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ class Welcome:
         grace: Milliseconds the server keeps the session after a drop (0: no resume).
         received: Messages the server has received from this client on the session.
         resumed: Whether the welcome resumes the session named in the hello.
+        max_message_bytes: The largest long message the server accepts (0 or
+            absent: this client sends it none).
     """
 
     message: Dict[str, Any]
@@ -74,6 +80,7 @@ class Welcome:
     grace: int
     received: int
     resumed: bool
+    max_message_bytes: int = 0
 
 
 def handshake_frame(message: Dict[str, Any]) -> bytes:
@@ -139,6 +146,8 @@ class Handshake:
         secret: The shared secret or ``None``.
         props: Checked client metadata for the hello, or ``None``.
         resume: The session to resume, or ``None`` for a new session.
+        max_message_bytes: The largest long message this client takes, sent
+            in the hello (0: it takes none, and the hello leaves the key out).
     """
 
     def __init__(
@@ -147,12 +156,14 @@ class Handshake:
         secret: Optional[bytes],
         props: Optional[Dict[str, Any]] = None,
         resume: Optional[ResumeRequest] = None,
+        max_message_bytes: int = 0,
     ) -> None:
         self.name = name
         self._name_bytes = b"" if name is None else name.encode("utf-8")
         self.secret = secret
         self.props = props
         self.resume = resume
+        self.max_message_bytes = max_message_bytes
         self.nonce: Optional[bytes] = None if secret is None else new_nonce()
         #: The checked welcome, once received.
         self.welcome: Optional[Welcome] = None
@@ -168,6 +179,8 @@ class Handshake:
             message["nonce"] = self.nonce
         if self.props is not None:
             message["props"] = self.props
+        if self.max_message_bytes:
+            message["maxMessageBytes"] = self.max_message_bytes
         if self.resume is not None:
             message["resume"] = {
                 "id": self.resume.id,
@@ -266,9 +279,14 @@ class Handshake:
                 f"Invalid welcome: grace {grace} ms needs a token of {TOKEN_BYTES} bytes of bin, "
                 f"got {_describe(token)}"
             )
+        long_limit = message.get("maxMessageBytes", 0)
+        if not _is_uint(long_limit):
+            raise ProtocolError(f"Invalid welcome: maxMessageBytes {long_limit!r}")
         welcome = Welcome(
             message, cast(int, id_), cast(int, clients), cast(int, limit),
             token if grace > 0 else None, grace, received, resumed,
+            # (Only a client that announced long messages may send them.)
+            cast(int, long_limit) if self.max_message_bytes else 0,
         )
         if self.resume is None:
             if resumed or received != 0:

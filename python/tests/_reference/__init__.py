@@ -47,6 +47,7 @@ from .wire import (
     frame,
     handshake_body,
     is_application,
+    long_frames,
     proof,
     wait_until,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "frame",
     "handshake_body",
     "is_application",
+    "long_frames",
     "proof",
     "wait_until",
 ]

@@ -97,6 +97,10 @@ class Conn:
         """Sends one application value on the session."""
         self.send_body(encode_value(value))
 
+    def send_long(self, value: Any, ref_min: int = 64 * 1024, part_bytes: int = 1 << 20) -> int:
+        """Sends one value as a long message on the session (see :meth:`Session.send_long`)."""
+        return self._session().send_long(value, ref_min, part_bytes)
+
     def send_body(self, body: bytes) -> None:
         """Sends a frame with this body: an application body on the session
         (numbered), anything else (a control frame) on this connection."""

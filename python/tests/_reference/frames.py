@@ -1,5 +1,6 @@
 """The frames a client sends on a connection of the reference server, as
-:class:`FrameHandler` checks and handles them: values and replies go to the
+:class:`FrameHandler` checks and handles them: values, replies and long
+messages (header ``c1 07`` and parts ``c1 08``, PROTOCOL.md §8.8) go to the
 session (numbered; the acks owed are tracked and written), pings are
 answered, pongs and acks recorded, handshake messages passed on, and every
 protocol violation reported."""
@@ -20,6 +21,7 @@ from .wire import (
     ACK_PENDING_MESSAGES,
     U64,
     Body,
+    LongIn,
     frame,
 )
 
@@ -38,6 +40,8 @@ class FrameHandler:
         self._ack_bytes = 0
         self._ack_urgent = False
         self._acked = 0
+        #: The long message being received on this connection (dropped with it).
+        self._long: Optional[LongIn] = None
 
     @property
     def _session(self) -> Session:
@@ -82,12 +86,26 @@ class FrameHandler:
             return False
         return self._message(None, body)
 
-    def _message(self, request: Optional[int], body: Body) -> bool:
-        problem = self._session._received(request, body)
+    def _not_between(self, what: str) -> bool:
+        """Whether ``what`` may come now (not between a header and its last part)."""
+        if self._long is not None:
+            self._conn.violation(f"{what} before the last part of a long message")
+            return False
+        return True
+
+    def _message(
+        self, request: Optional[int], body: Body, long: Optional[LongIn] = None
+    ) -> bool:
+        if long is None and not self._not_between("an application frame"):
+            return False
+        problem = self._session._received(request, body, long)
         if problem is not None:
             self._conn.violation(problem)
             return False
-        size = len(body) + (8 if request is not None else 0)
+        if long is not None:
+            size = long.size
+        else:
+            size = len(body) + (8 if request is not None else 0)
         if self._ack_since is None:
             self._ack_since = time.monotonic()
         self._ack_bytes += size
@@ -149,6 +167,20 @@ class FrameHandler:
                 self._conn.violation(f"reply of {len(body)} bytes")
                 return False
             return self._message(int.from_bytes(body[2:8], "big"), body[8:])
+        if kind == 0x07:
+            self._conn.frames.append(("long", len(body)))
+            return self._long_header(body)
+        if kind == 0x08:
+            self._conn.frames.append(("part", len(body)))
+            if len(body) < 9 or self._long is None:
+                self._conn.violation(f"a part of {len(body)} bytes, with no long message under way")
+                return False
+            try:
+                self._long.part(body)
+            except ValueError as error:
+                self._conn.violation(f"invalid part: {error}")
+                return False
+            return self._long_done()
         if kind == 0x06:
             self._conn.frames.append(("close", len(body)))
             if len(body) != 2:
@@ -157,3 +189,28 @@ class FrameHandler:
             return False
         self._conn.violation(f"unknown control frame kind {kind!r}")
         return False
+
+    def _long_header(self, body: Body) -> bool:
+        limit = self._conn.server.max_message_bytes
+        if len(body) < 9 or not self._not_between("a long message header"):
+            if len(body) < 9:
+                self._conn.violation(f"a long message header of {len(body)} bytes")
+            return False
+        if limit is None or not self._session.long_ok:
+            self._conn.violation("a long message, but none was negotiated")
+            return False
+        try:
+            self._long = LongIn(body, limit)
+        except Exception as error:
+            self._conn.violation(f"invalid long message header: {error}")
+            return False
+        return self._long_done()
+
+    def _long_done(self) -> bool:
+        """Hands a complete long message to the session."""
+        long = self._long
+        assert long is not None
+        if not long.complete:
+            return True
+        self._long = None
+        return self._message(long.request or None, long.skeleton, long)

@@ -44,7 +44,11 @@ class ServerHandshake:
 
     def _hello_problem(self, message: Dict[str, Any]) -> Optional[Tuple[str, str]]:
         """What is wrong with a hello, as (reject reason, message)."""
-        allowed = {"fedcomm", "type", "name", "nonce", "props", "resume"}
+        allowed = {"fedcomm", "type", "name", "nonce", "props", "maxMessageBytes", "resume"}
+        order = [key for key in message if key in allowed]
+        expected = [key for key in ("fedcomm", "type", "name", "nonce", "props", "maxMessageBytes", "resume") if key in message]
+        if order != expected:
+            self._conn.violation(f"hello keys in the order {order}, not {expected}")
         if set(message) - allowed:
             self._conn.violation(f"unknown hello keys {sorted(set(message) - allowed)}")
         name, nonce = message.get("name"), message.get("nonce")
@@ -59,6 +63,11 @@ class ServerHandshake:
             if problem is not None:
                 self._conn.violation(f'invalid props: {problem}')
                 return "malformed", f'Invalid hello: "props" {problem}'
+        if "maxMessageBytes" in message:
+            limit = message["maxMessageBytes"]
+            if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 2**53 - 1:
+                self._conn.violation(f"invalid maxMessageBytes {limit!r}")
+                return "malformed", 'Invalid hello: "maxMessageBytes"'
         if "resume" in message:
             resume = message["resume"]
             valid = (
@@ -152,6 +161,7 @@ class ServerHandshake:
                 self.reject("full", f"Server full: all {server.clients} clients have joined")
                 return True
             session = Session(server, server.next_id, self._conn.name, self._hello.get("props"))
+            session.hello_max_message_bytes = self._hello.get("maxMessageBytes")
             server.next_id += 1
             server.sessions[session.id] = session
         with session.cond:
@@ -182,6 +192,11 @@ class ServerHandshake:
                     server.live_refusals += 1
                 self.reject(server.live_reason, f'Resume refused: client "{id_}" is still connected')
                 return True
+            if self._hello.get("maxMessageBytes") != session.hello_max_message_bytes:
+                self._conn.violation(
+                    f"resume hello maxMessageBytes {self._hello.get('maxMessageBytes')!r}, "
+                    f"first hello {session.hello_max_message_bytes!r}"
+                )
             if resume["received"] > session.sent:
                 self._conn.violation(f"resume received {resume['received']} > {session.sent} sent")
                 return False
@@ -215,6 +230,8 @@ class ServerHandshake:
         message.update(
             {"grace": int(server.grace * 1000), "received": session.received, "resumed": resumed}
         )
+        if session.hello_max_message_bytes is not None and server.max_message_bytes is not None:
+            message["maxMessageBytes"] = server.max_message_bytes
         message.update(server.welcome_extra)
         if server.welcome_override is not None:
             message = dict(server.welcome_override)

@@ -24,6 +24,10 @@ class ReferenceServer:
             server that does not know the right one).
         tls: ``(certfile, keyfile)`` to serve TLS.
         max_frame_bytes: Announced in the welcome and enforced.
+        max_message_bytes: The largest long message taken (PROTOCOL.md §8.8),
+            announced in the welcome to a client whose hello announced one;
+            ``None`` (default): a server without long messages, whose welcome
+            leaves the key out.
         answer_pings: Answer pings with pongs (``False``: a hung server).
         ping_interval: Send a ping after this many seconds without writing.
         grace: Seconds a session waits for a resume after a drop (0: none).
@@ -50,6 +54,7 @@ class ReferenceServer:
         server_secret: Union[None, str, bytes] = None,
         tls: Optional[Tuple[str, str]] = None,
         max_frame_bytes: int = 512 * 1024 * 1024,
+        max_message_bytes: Optional[int] = None,
         answer_pings: bool = True,
         ping_interval: Optional[float] = None,
         grace: float = 0.0,
@@ -70,6 +75,7 @@ class ReferenceServer:
         self.secret = secret_bytes(secret)
         self.server_secret = secret_bytes(server_secret)
         self.max_frame_bytes = max_frame_bytes
+        self.max_message_bytes = max_message_bytes
         self.answer_pings = answer_pings
         self.ping_interval = ping_interval
         self.grace = grace

@@ -7,9 +7,9 @@ import os
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Sequence, Tuple
 
-from .wire import Body, Message, decode_value, encode_value, frame
+from .wire import REF_MIN_BYTES, Body, LongIn, Message, encode_value, frame, long_frames
 
 if TYPE_CHECKING:
     from .conn import Conn
@@ -48,6 +48,13 @@ class Session:
         self.ended = threading.Event()
         self.dropped_at = 0.0
         self.resumes = 0
+        #: The ``maxMessageBytes`` of the session's first hello (``None``: absent).
+        self.hello_max_message_bytes: Optional[int] = None
+
+    @property
+    def long_ok(self) -> bool:
+        """Whether long messages were negotiated (both sides announced a limit > 0)."""
+        return bool(self.hello_max_message_bytes) and bool(self.server.max_message_bytes)
 
     # -- messages for the client ---------------------------------------------
 
@@ -70,6 +77,28 @@ class Session:
                     self.conn.send_raw(data)
                 else:
                     self.conn._queue_slowly(data, chunk, delay)
+            return self.sent
+
+    def send_long(
+        self,
+        value: Any,
+        ref_min: int = REF_MIN_BYTES,
+        part_bytes: int = 1 << 20,
+        between: Sequence[bytes] = (),
+    ) -> int:
+        """Sends ``value`` as a long message (PROTOCOL.md §8.8: header and
+        parts, written back to back; ``between``: whole frames written after
+        the header, the first part, … in turn), numbered and retained as one
+        message; returns its number."""
+        frames = long_frames(value, 0, ref_min, part_bytes)
+        data = b"".join(f + (between[i] if i < len(between) else b"") for i, f in enumerate(frames))
+        with self.cond:
+            if self.state == "gone":
+                raise ConnectionError(f"session over: {self.end_reason}")
+            self.sent += 1
+            self.retained.append((self.sent, data))
+            if self.state == "connected" and self.conn is not None:
+                self.conn.send_raw(data)
             return self.sent
 
     def end(self) -> None:
@@ -102,10 +131,10 @@ class Session:
 
     def recv_frame(self, timeout: float = 10.0) -> Tuple[Body, Any]:
         """The next application value as ``(body, decoded value)``."""
-        body = self.recv_body(timeout)
+        message = self.recv_message(timeout)
         # Decoded here, in the test's thread, not in the connection thread.
         try:
-            return body, decode_value(body)
+            return message.body, message.value()
         except Exception as error:
             self.server.errors.append(f"client {self.id}: malformed application value: {error}")
             raise
@@ -139,14 +168,17 @@ class Session:
             self.ended.set()
         self.cond.notify_all()
 
-    def _received(self, request: Optional[int], body: Body) -> Optional[str]:
-        """Records a message; returns a violation, if any."""
+    def _received(
+        self, request: Optional[int], body: Body, long: Optional[LongIn] = None
+    ) -> Optional[str]:
+        """Records a message (``long``: a long message, ``body`` its
+        skeleton); returns a violation, if any."""
         with self.cond:
             if request is not None and not 1 <= request <= self.sent:
                 return f"reply to request {request}, but {self.sent} messages were sent"
             self.received += 1
             self.log.append((self.received, request))
-            self._inbox.append(Message(self.received, request, body))
+            self._inbox.append(Message(self.received, request, body, long))
             self.cond.notify_all()
         return None
 

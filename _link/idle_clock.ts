@@ -1,0 +1,132 @@
+/**
+ * One timer for every connection: {@linkcode IdleClock} keeps the watched
+ * connections in a list ordered by their last activity (a touch moves one
+ * to the end, in O(1)), and a single interval per idle period looks only at
+ * the head of the list: the connections whose period has passed, and no
+ * other. A server with 10,000 connections has two such timers (silence and
+ * write idleness), not 20,000, and each tick costs O(1) plus one step per
+ * connection that is due.
+ *
+ * @module
+ */
+
+/** A connection watched by an {@linkcode IdleClock}. */
+export class Watch {
+  /** When it was last touched (`performance.now()`). */
+  at = 0;
+  /** Neighbours in its clock's list, while it is in one. */
+  prev: Watch | undefined;
+  next: Watch | undefined;
+  /** The clock it is on, while it is on one. */
+  clock: IdleClock | undefined;
+  /** Called when it was not touched for its clock's period (it has left the list). */
+  readonly due: () => void;
+
+  /**
+   * @param due Called once the period passed without a touch.
+   */
+  constructor(due: () => void) {
+    this.due = due;
+  }
+}
+
+/** The clocks of the process, by period: every connection with the same period shares one. */
+const clocks = new Map<number, IdleClock>();
+
+/** See the module doc. */
+export class IdleClock {
+  /** The period, in ms. */
+  readonly ms: number;
+  readonly #tickMs: number;
+  #head: Watch | undefined;
+  #tail: Watch | undefined;
+  #size = 0;
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  /**
+   * The process's clock for a period, made at first use.
+   *
+   * @param ms The period (more than 0).
+   * @returns The clock.
+   */
+  static of(ms: number): IdleClock {
+    let clock = clocks.get(ms);
+    if (clock === undefined) clocks.set(ms, clock = new IdleClock(ms));
+    return clock;
+  }
+
+  /**
+   * @param ms The period.
+   */
+  private constructor(ms: number) {
+    this.ms = ms;
+    // A due connection is seen between `ms` and `ms + tick` after its last touch.
+    this.#tickMs = Math.max(10, Math.min(ms / 4, 5_000));
+  }
+
+  /** How many connections are on the clock. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /**
+   * Puts `watch` at the end of the list, touched now (moving it if it is on a clock).
+   *
+   * @param watch The connection.
+   * @param now The time, if the caller has it.
+   */
+  touch(watch: Watch, now: number = performance.now()): void {
+    watch.at = now;
+    if (watch.clock === this && this.#tail === watch) return;
+    if (watch.clock !== undefined) watch.clock.remove(watch);
+    watch.clock = this;
+    watch.prev = this.#tail;
+    if (this.#tail === undefined) this.#head = watch;
+    else this.#tail.next = watch;
+    this.#tail = watch;
+    if (this.#size++ === 0) this.#start();
+  }
+
+  /**
+   * Takes `watch` off the clock (a no-op if it is not on it).
+   *
+   * @param watch The connection.
+   */
+  remove(watch: Watch): void {
+    if (watch.clock !== this) return;
+    if (watch.prev === undefined) this.#head = watch.next;
+    else watch.prev.next = watch.next;
+    if (watch.next === undefined) this.#tail = watch.prev;
+    else watch.next.prev = watch.prev;
+    watch.prev = watch.next = watch.clock = undefined;
+    if (--this.#size === 0) this.#stop();
+  }
+
+  /** Calls `due` of every connection not touched for the period, oldest first. */
+  #tick(): void {
+    const limit = performance.now() - this.ms;
+    // Only those taken off now: one that a `due` puts back is not seen again in this tick.
+    let watch = this.#head;
+    const due: Watch[] = [];
+    while (watch !== undefined && watch.at <= limit) {
+      due.push(watch);
+      watch = watch.next;
+    }
+    for (const w of due) {
+      // An earlier `due` may have touched it (or taken it off) meanwhile.
+      if (w.clock !== this || w.at > limit) continue;
+      this.remove(w);
+      w.due();
+    }
+  }
+
+  #start(): void {
+    this.#timer = setInterval(() => this.#tick(), this.#tickMs);
+    Deno.unrefTimer(this.#timer);
+  }
+
+  #stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}

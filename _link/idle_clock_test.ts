@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { IdleClock, Watch } from "./idle_clock.ts";
+
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Touches `busy` every 20 ms until `done()` (at most 5 s). */
+async function keepTouching(clock: IdleClock, busy: Watch[], done: () => boolean): Promise<void> {
+  const end = performance.now() + 5_000;
+  while (!done() && performance.now() < end) {
+    for (const w of busy) clock.touch(w);
+    await delay(20);
+  }
+}
+
+Deno.test("IdleClock.touch() keeps a watch from coming due; an untouched one comes due once", async () => {
+  const clock = IdleClock.of(300);
+  const due: string[] = [];
+  const quiet = new Watch(() => due.push("quiet"));
+  const busy = new Watch(() => due.push("busy"));
+  clock.touch(quiet);
+  clock.touch(busy);
+  assert.equal(clock.size, 2);
+  const start = performance.now();
+  await keepTouching(clock, [busy], () => due.length > 0);
+  assert.ok(performance.now() - start >= 300, "not before its period");
+  assert.deepStrictEqual(due, ["quiet"]);
+  assert.equal(quiet.clock, undefined, "a due watch has left the clock");
+  assert.equal(clock.size, 1);
+  clock.remove(busy);
+  assert.equal(clock.size, 0);
+});
+
+Deno.test("IdleClock.remove() takes a watch off for good", async () => {
+  const clock = IdleClock.of(30);
+  let due = 0;
+  const watch = new Watch(() => due++);
+  clock.touch(watch);
+  clock.remove(watch);
+  await delay(100);
+  assert.equal(due, 0);
+});
+
+Deno.test("IdleClock.of() shares one clock per period; touch() moves a watch between clocks", () => {
+  assert.equal(IdleClock.of(1234), IdleClock.of(1234));
+  const a = IdleClock.of(1235);
+  const b = IdleClock.of(1236);
+  const watch = new Watch(() => {});
+  a.touch(watch);
+  b.touch(watch);
+  assert.deepStrictEqual([a.size, b.size, watch.clock === b], [0, 1, true]);
+  b.remove(watch);
+  a.remove(watch); // not on it: nothing happens
+  assert.deepStrictEqual([a.size, b.size], [0, 0]);
+});
+
+Deno.test("IdleClock ticks call the due watches only, oldest first", async () => {
+  const clock = IdleClock.of(300);
+  const order: number[] = [];
+  // 1,000 watches, touched in order; only the first 10 go quiet.
+  const watches = Array.from({ length: 1000 }, (_, i) => new Watch(() => order.push(i)));
+  for (const w of watches) clock.touch(w);
+  try {
+    await keepTouching(clock, watches.slice(10), () => order.length >= 10);
+  } finally {
+    for (const w of watches) clock.remove(w);
+  }
+  assert.deepStrictEqual(order, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+});
+
+Deno.test("IdleClock: a watch that a due callback touches is not due in that tick", async () => {
+  const clock = IdleClock.of(40);
+  const due: [string, number][] = [];
+  const second = new Watch(() => due.push(["second", performance.now()]));
+  const first = new Watch(() => {
+    due.push(["first", performance.now()]);
+    clock.touch(second);
+  });
+  clock.touch(first);
+  clock.touch(second);
+  await keepTouching(clock, [], () => due.length >= 2);
+  assert.deepStrictEqual(due.map(([name]) => name), ["first", "second"]);
+  assert.ok(due[1][1] - due[0][1] >= 40, "second came due a period after its touch");
+});
