@@ -33,6 +33,9 @@ async function writeAll(conn: Deno.Conn, buf: Uint8Array): Promise<void> {
   while (off < buf.length) off += await conn.write(buf.subarray(off));
 }
 
+/** With `RAW_POOL=1`: each connection's last body, read into again when the size matches. */
+const pooled = Deno.env.get("RAW_POOL") === "1" ? new WeakMap<Deno.Conn, Uint8Array>() : undefined;
+
 async function readFrame(conn: Deno.Conn): Promise<Uint8Array | null> {
   const header = new Uint8Array(4);
   try {
@@ -40,7 +43,12 @@ async function readFrame(conn: Deno.Conn): Promise<Uint8Array | null> {
   } catch {
     return null;
   }
-  const body = new Uint8Array(new DataView(header.buffer).getUint32(0));
+  const length = new DataView(header.buffer).getUint32(0);
+  let body = pooled?.get(conn);
+  if (body?.length !== length) {
+    body = new Uint8Array(length);
+    pooled?.set(conn, body);
+  }
   await readExactly(conn, body);
   return body;
 }
@@ -83,7 +91,7 @@ if (role === "server") {
   }
   for (const conn of conns) conn.close();
   listener.close();
-  report("raw", clients, size, rounds, median(times));
+  report(pooled ? "raw-pool" : "raw", clients, size, rounds, median(times));
 } else {
   const conns: Deno.TcpConn[] = [];
   for (let i = 0; i < clients; i++) {

@@ -21,6 +21,7 @@ import { median, parseArgs, report } from "./common.ts";
 const { role, port, clients, size, rounds } = parseArgs(Deno.args);
 const tlsDir = new URL("../testdata/tls/", import.meta.url);
 const tls = Deno.env.get("FEDCOMM_TLS") === "1";
+const recycle = Deno.env.get("FEDCOMM_RECYCLE") === "1";
 const read = (name: string) => Deno.readTextFileSync(new URL(name, tlsDir));
 // Untimed warm-up rounds, the same for every implementation, so the JIT has
 // compiled the hot paths: as many as the timed rounds for small payloads.
@@ -45,10 +46,17 @@ if (role === "server") {
       if (r.round !== round || r.id !== id || r.weights.length !== weights.length) {
         throw new Error(`Bad reply from client "${id}" in round ${round}`);
       }
+      if (recycle) server.recycle(reply);
     }
     if (round >= 0) times.push((performance.now() - start) / 1000);
   }
-  report(tls ? "fedcomm+tls" : "fedcomm", clients, size, rounds, median(times));
+  report(
+    tls ? "fedcomm+tls" : recycle ? "fedcomm+recycle" : "fedcomm",
+    clients,
+    size,
+    rounds,
+    median(times),
+  );
 } else {
   const all = [];
   for (let i = 0; i < clients; i++) {
@@ -65,6 +73,7 @@ if (role === "server") {
     for await (const message of client) {
       const { round, weights } = message as { round: number; weights: Float32Array };
       await client.reply({ id: client.id, round, weights });
+      if (recycle) client.recycle(message);
     }
     await client.close();
   }));

@@ -11,10 +11,13 @@
  * - `--only=NAMES` runs only the named implementations, from `raw`, `fedcomm`,
  *   `streams` (the same rounds through the web-streams pipeline of
  *   `framing.ts`, see `streams.ts`), `tls` (fedcomm over TLS, see
- *   `round_tls.ts`), `node+msgpackr`, `python+pickle`, and the
+ *   `round_tls.ts`), `recycle` (fedcomm with `recycle()` on both sides, see
+ *   `round_recycle.ts`), `raw-pool` (raw into pooled buffers, see
+ *   `raw_pool.ts`), `node+msgpackr`, `python+pickle`, and the
  *   extra benchmarks `messages`, `memory`, `admission` (see `admission.ts`)
- *   and `python` (the Python client against the Deno client, see
- *   `python.ts`), e.g. `--only=raw,fedcomm,streams`;
+ *   `python` (the Python client against the Deno client, see
+ *   `python.ts`) and `huge` (a 6 GiB model as a long message, see
+ *   `huge.ts`), e.g. `--only=raw,fedcomm,streams`;
  * - `--scenarios=KEYS` runs only these round scenarios, from `1k`, `1m`,
  *   `100m` (N=4) and `n1000` (N=1000, 1 KiB), e.g. `--scenarios=1k,100m`.
  *
@@ -111,6 +114,8 @@ const candidates: [string, Command][] = [
   ["fedcomm", deno("round.ts")],
   ["streams", deno("streams.ts")],
   ["tls", deno("round_tls.ts")],
+  ["recycle", deno("round_recycle.ts")],
+  ["raw-pool", deno("raw_pool.ts")],
 ];
 const wantsPeers = !Deno.args.includes("--no-peers") &&
   (only === undefined || only.some((name) => name.includes("+")));
@@ -118,7 +123,7 @@ const impls = [...candidates, ...(wantsPeers ? peers() : [])]
   .filter(([name]) => selected(name));
 const unknown = [
   ...(only ?? []).filter((name) =>
-    !["messages", "memory", "admission", "python"].includes(name) &&
+    !["messages", "memory", "admission", "python", "huge"].includes(name) &&
     !["node+msgpackr", "python+pickle"].includes(name) &&
     !candidates.some(([known]) => known === name)
   ),
@@ -157,6 +162,7 @@ for (const { clients, size, rounds, label } of scenarios) {
   if (has("tls")) {
     row.push(ours === undefined ? "n/a" : (medians.get("tls")! / ours).toFixed(2));
   }
+  if (has("recycle")) row.push(gbps(medians.get("recycle")!));
   rows.push(row);
 }
 
@@ -166,6 +172,7 @@ const header = [
   ...(has("fedcomm") ? ["fedcomm GB/s", "fedcomm/raw"] : []),
   ...(has("streams") ? ["streams/fedcomm"] : []),
   ...(has("tls") ? ["tls/fedcomm"] : []),
+  ...(has("recycle") ? ["recycle GB/s"] : []),
 ];
 if (rows.length > 0) {
   const table = [header, header.map(() => "---"), ...rows];
@@ -225,6 +232,23 @@ if (selected("python")) {
   console.log(`\n${lines.filter((l) => !l.startsWith("{")).join("\n")}`);
   if (!run.success) {
     missed.push("python: the Python client's rate is below 0.8 × the Deno client's (see above)");
+  }
+}
+if (selected("huge")) {
+  // A model larger than a frame: ≥ 0.9 × raw, RSS ≤ 2 × the model on each side (see huge.ts).
+  const args = [
+    "run",
+    "-A",
+    "--v8-flags=--expose-gc",
+    `${dir}huge.ts`,
+    ...(quick ? ["--quick"] : []),
+  ];
+  const run = await new Deno.Command(Deno.execPath(), { args, stdout: "piped" }).output();
+  const lines = new TextDecoder().decode(run.stdout).trim().split("\n");
+  for (const line of lines.filter((l) => l.startsWith("{"))) console.error(line);
+  console.log(`\n${lines.filter((l) => !l.startsWith("{")).join("\n")}`);
+  if (!run.success) {
+    missed.push("huge: below 0.9 × raw, or a side's peak RSS above 2 × the model (see above)");
   }
 }
 console.log(

@@ -1,0 +1,154 @@
+/**
+ * Many sites on one server: `deno task bench --only=scale`, or
+ * `deno run -A --v8-flags=--expose-gc bench/scale.ts [--quick] [--clients=N]`.
+ *
+ * A server process with authentication (`auth: { secret }`) and a client
+ * host process that connects N = 10,000 clients (`--quick`: 1,000), 200
+ * handshakes at a time. Measured on the server:
+ *
+ * - `join_ms`: from the first join to the last (all N authenticated);
+ * - `rss_per_conn_kib`: the server's RSS once all have joined and idled for
+ *   2 s (after a GC), minus its RSS before it listened, over N;
+ * - `round_ms`: the median of 20 rounds (after 5 untimed) of the seed's
+ *   round, `{ round, weights: 1 KiB }` broadcast, every client replies with
+ *   it, `gather()`.
+ *
+ * Prints one JSON line (`impl`, `bench`, `clients`, `round_ms`, `join_ms`,
+ * `rss_per_conn_kib`) and a human line; exits 1 when a floor is missed
+ * (round ≤ 300 ms, joins ≤ 2 s, ≤ 16 KiB per idle connection; not with
+ * `--quick`). Needs a file descriptor limit above N + 100 in each process.
+ *
+ * ```sh
+ * deno run -A --v8-flags=--expose-gc bench/scale.ts server PORT N   # prints one JSON line
+ * deno run -A bench/scale.ts client PORT N
+ * ```
+ *
+ * @module
+ */
+
+import { type Client, connect, listen } from "../mod.ts";
+import { median } from "./common.ts";
+
+const FLOORS = { round_ms: 300, join_ms: 2_000, rss_per_conn_kib: 16 };
+const SECRET = "scale-benchmark-secret";
+const WARMUP = 5;
+const ROUNDS = Number(Deno.env.get("SCALE_ROUNDS") ?? 20);
+const CONCURRENT_JOINS = 200;
+const quick = Deno.args.includes("--quick");
+const clientsArg = Deno.args.find((a) => a.startsWith("--clients="));
+const N = clientsArg !== undefined ? Number(clientsArg.slice(10)) : quick ? 1_000 : 10_000;
+
+/** The process's resident set, in bytes. */
+function rss(): number {
+  const status = Deno.readTextFileSync("/proc/self/status");
+  return Number(/^VmRSS:\s+(\d+) kB/m.exec(status)![1]) * 1024;
+}
+
+function collect(): void {
+  (globalThis as { gc?: () => void }).gc?.();
+}
+
+async function server(port: number, n: number): Promise<void> {
+  collect();
+  const before = rss();
+  await using server = listen({
+    port,
+    clients: n,
+    auth: { secret: SECRET },
+    maxPendingHandshakes: 4 * CONCURRENT_JOINS,
+  });
+  let first = 0;
+  let last = 0;
+  server.addEventListener("join", () => {
+    last = performance.now();
+    if (first === 0) first = last;
+  });
+  await server.ready({ timeout: 300_000 });
+  const joinMs = last - first;
+  await new Promise((resolve) => setTimeout(resolve, 2_000));
+  collect();
+  const perConn = (rss() - before) / n / 1024;
+  const weights = new Float32Array(256).fill(0.5);
+  const times: number[] = [];
+  for (let round = -WARMUP; round < ROUNDS; round++) {
+    const start = performance.now();
+    await server.broadcast({ round, weights });
+    const replies = await server.gather({ timeout: 120_000 });
+    if (replies.size !== n) throw new Error(`Round ${round}: ${replies.size} of ${n} replies`);
+    for (const reply of replies.values()) {
+      if ((reply as { round: number }).round !== round) throw new Error("Bad reply");
+    }
+    if (round >= 0) times.push(performance.now() - start);
+  }
+  await server.broadcast("stop");
+  const round3 = (x: number) => Number(x.toFixed(3));
+  console.log(JSON.stringify({
+    impl: "fedcomm",
+    bench: "scale",
+    clients: n,
+    round_ms: round3(median(times)),
+    join_ms: round3(joinMs),
+    rss_per_conn_kib: round3(perConn),
+  }));
+}
+
+async function clientHost(port: number, n: number): Promise<void> {
+  const clients: Client[] = [];
+  let next = 0;
+  // A few handshakes at a time, as sites starting at once would.
+  await Promise.all(Array.from({ length: CONCURRENT_JOINS }, async () => {
+    while (next < n) {
+      next++;
+      clients.push(
+        await connect({ port, secret: SECRET, timeout: 120_000, waitForServer: true }),
+      );
+    }
+  }));
+  await Promise.all(clients.map(async (client) => {
+    for await (const message of client) {
+      if (message === "stop") break;
+      await client.reply(message);
+    }
+    await client.close();
+  }));
+}
+
+const [role, portArg, nArg] = Deno.args;
+if (role === "server") await server(Number(portArg), Number(nArg));
+else if (role === "client") await clientHost(Number(portArg), Number(nArg));
+else {
+  const port = 49_000 + Math.floor(Math.random() * 10_000);
+  const self = new URL(import.meta.url).pathname;
+  const run = (args: string[], gc: boolean) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", ...(gc ? ["--v8-flags=--expose-gc"] : []), self, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  const [s, c] = await Promise.all([
+    run(["server", String(port), String(N)], true),
+    run(["client", String(port), String(N)], false),
+  ]);
+  const text = (b: Uint8Array) => new TextDecoder().decode(b).trim();
+  if (!s.success || !c.success) {
+    console.error(`scale failed:\n${text(s.stderr)}\n${text(c.stderr)}`);
+    Deno.exit(1);
+  }
+  const line = text(s.stdout).split("\n").at(-1)!;
+  console.log(line);
+  const result = JSON.parse(line) as Record<keyof typeof FLOORS, number>;
+  const missed = (Object.keys(FLOORS) as (keyof typeof FLOORS)[])
+    .filter((key) => result[key] > FLOORS[key]);
+  console.log(
+    `Scale (${N} clients with auth on one server): 1 KiB round ${result.round_ms} ms, ` +
+      `${N} joins in ${result.join_ms} ms, ${result.rss_per_conn_kib} KiB RSS per idle ` +
+      `connection ` +
+      (quick
+        ? "(--quick: floors not checked)"
+        : `(floors ${FLOORS.round_ms} ms, ${FLOORS.join_ms} ms, ${FLOORS.rss_per_conn_kib} KiB)`),
+  );
+  if (!quick && missed.length > 0) {
+    console.error(`missed: ${missed.join(", ")}`);
+    Deno.exit(1);
+  }
+}
