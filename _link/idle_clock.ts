@@ -1,11 +1,17 @@
 /**
  * One timer for every connection: {@linkcode IdleClock} keeps the watched
- * connections in a list ordered by their last activity (a touch moves one
- * to the end, in O(1)), and a single interval per idle period looks only at
- * the head of the list: the connections whose period has passed, and no
- * other. A server with 10,000 connections has two such timers (silence and
- * write idleness), not 20,000, and each tick costs O(1) plus one step per
- * connection that is due.
+ * connections in a list ordered by when each was last moved to its end,
+ * and a single interval per idle period looks only at the head of the
+ * list: the connections whose period has passed, and no other. A server
+ * with 10,000 connections has two such timers (silence and write idleness),
+ * not 20,000, and each tick costs O(1) plus one step per connection due.
+ *
+ * A touch only records the time, and moves the connection to the end once
+ * a tick's length (`slack`) has passed since its last move (so a busy
+ * connection costs a comparison per read or write, not a list move). A
+ * watch is thus never more than `slack` older than its last touch in the
+ * list's order, and it comes due between `ms` and `ms + 2 × tick` after its
+ * last touch: never early.
  *
  * @module
  */
@@ -14,6 +20,8 @@
 export class Watch {
   /** When it was last touched (`performance.now()`). */
   at = 0;
+  /** When it was last moved to the end of its clock's list. */
+  movedAt = 0;
   /** Neighbours in its clock's list, while it is in one. */
   prev: Watch | undefined;
   next: Watch | undefined;
@@ -77,7 +85,12 @@ export class IdleClock {
    */
   touch(watch: Watch, now: number = performance.now()): void {
     watch.at = now;
-    if (watch.clock === this && this.#tail === watch) return;
+    if (watch.clock === this) {
+      // At the end already: moving it is free. Moved within a tick: it may wait.
+      if (this.#tail === watch) watch.movedAt = now;
+      if (this.#tail === watch || now - watch.movedAt < this.#tickMs) return;
+    }
+    watch.movedAt = now;
     if (watch.clock !== undefined) watch.clock.remove(watch);
     watch.clock = this;
     watch.prev = this.#tail;
@@ -104,17 +117,18 @@ export class IdleClock {
 
   /** Calls `due` of every connection not touched for the period, oldest first. */
   #tick(): void {
-    const limit = performance.now() - this.ms;
+    // Moved before `limit`, so touched (at most a tick after that move) a period ago or more.
+    const limit = performance.now() - this.ms - this.#tickMs;
     // Only those taken off now: one that a `due` puts back is not seen again in this tick.
     let watch = this.#head;
     const due: Watch[] = [];
-    while (watch !== undefined && watch.at <= limit) {
+    while (watch !== undefined && watch.movedAt <= limit) {
       due.push(watch);
       watch = watch.next;
     }
     for (const w of due) {
       // An earlier `due` may have touched it (or taken it off) meanwhile.
-      if (w.clock !== this || w.at > limit) continue;
+      if (w.clock !== this || w.movedAt > limit) continue;
       this.remove(w);
       w.due();
     }

@@ -81,3 +81,18 @@ Deno.test("IdleClock: a watch that a due callback touches is not due in that tic
   assert.deepStrictEqual(due.map(([name]) => name), ["first", "second"]);
   assert.ok(due[1][1] - due[0][1] >= 40, "second came due a period after its touch");
 });
+
+Deno.test("IdleClock: a watch touched often, as the only one or among others, never comes due", async () => {
+  const clock = IdleClock.of(120);
+  const due: string[] = [];
+  const only = new Watch(() => due.push("only"));
+  clock.touch(only);
+  const start = performance.now();
+  await keepTouching(clock, [only], () => performance.now() - start > 500);
+  const other = new Watch(() => due.push("other"));
+  clock.touch(other);
+  await keepTouching(clock, [only, other], () => performance.now() - start > 1000);
+  clock.remove(only);
+  clock.remove(other);
+  assert.deepStrictEqual(due, []);
+});
