@@ -16,10 +16,16 @@ export const RECYCLE_MAX_BYTES: number = 1024 ** 3;
 /** Large bodies only: smaller ones come from the read buffer or the slabs. */
 const MIN_BYTES = 64 * 1024;
 
+/**
+ * The pool that handed a buffer out, as a property of the buffer: a
+ * `WeakSet` of the buffers would do, but V8 then frees them only in a full
+ * collection (`deno task bench --only=memory` held one more 64 MiB upload).
+ */
+const OWNER = Symbol("fedcomm.pool");
+type Owned = ArrayBuffer & { [OWNER]?: BufferPool };
+
 /** See the module doc. */
 export class BufferPool {
-  /** Buffers handed out for bodies (and not given back since). */
-  readonly #out = new WeakSet<ArrayBufferLike>();
   /** Buffers given back, by size, oldest first; and their total. */
   readonly #free = new Map<number, ArrayBuffer[]>();
   #order: ArrayBuffer[] = [];
@@ -54,7 +60,7 @@ export class BufferPool {
     } else {
       buffer = new ArrayBuffer(length);
     }
-    if (length >= MIN_BYTES) this.#out.add(buffer);
+    if (length >= MIN_BYTES) (buffer as Owned)[OWNER] = this;
     return new Uint8Array(buffer);
   }
 
@@ -86,8 +92,8 @@ export class BufferPool {
 
   /** Keeps one buffer for reuse, if this pool handed it out and it is not kept already. */
   #give(buffer: ArrayBufferLike): number {
-    if (!this.#out.has(buffer) || !(buffer instanceof ArrayBuffer)) return 0;
-    this.#out.delete(buffer);
+    if (!(buffer instanceof ArrayBuffer) || (buffer as Owned)[OWNER] !== this) return 0;
+    (buffer as Owned)[OWNER] = undefined;
     const length = buffer.byteLength;
     if (length > this.#limit) return 0;
     while (this.#bytes + length > this.#limit) this.#drop();
