@@ -9,7 +9,7 @@
  */
 
 import { checkFrameLength, encodeHead, HEADER_BYTES } from "../_wire/frame.ts";
-import { CONTROL, LONG, LONG_PREFIX_BYTES, PART } from "../_wire/control.ts";
+import { CONTROL, LONG, LONG_PREFIX_BYTES, PART, replyTo } from "../_wire/control.ts";
 import { encodeChunks, encodeSkeleton } from "./encode.ts";
 import { EXTERNAL_MIN_BYTES, HugeBinaryError } from "./encoder.ts";
 import { FrameTooLargeError, MessageTooLargeError } from "../errors.ts";
@@ -71,11 +71,23 @@ export function encodeFrame(
     encoded = encodeChunks(value, { reserve: HEADER_BYTES + extra, transient });
   } catch (error) {
     if (!(error instanceof HugeBinaryError) || !(long?.maxMessageBytes! > 0)) throw error;
-    return encodeLong(value, maxFrameBytes, replyNumber(prefix), long!, 2 ** 32);
+    return encodeLong(
+      value,
+      maxFrameBytes,
+      prefix === undefined ? 0 : replyTo(prefix),
+      long!,
+      2 ** 32,
+    );
   }
   const body = encoded.byteLength + extra;
   if (body > maxFrameBytes && long?.maxMessageBytes! > 0) {
-    return encodeLong(value, maxFrameBytes, replyNumber(prefix), long!, body);
+    return encodeLong(
+      value,
+      maxFrameBytes,
+      prefix === undefined ? 0 : replyTo(prefix),
+      long!,
+      body,
+    );
   }
   checkFrameLength(encoded.byteLength + extra, maxFrameBytes);
   encodeHead(encoded.chunks[0], encoded.byteLength + extra);
@@ -88,13 +100,6 @@ export function encodeFrame(
     chunks[last] = chunks[last].slice();
   }
   return encoded;
-}
-
-/** The message number in a reply prefix (`c1 05` + u48), or 0 without one. */
-function replyNumber(prefix: Uint8Array | undefined): number {
-  if (prefix === undefined) return 0;
-  const view = new DataView(prefix.buffer, prefix.byteOffset + 2, 6);
-  return view.getUint16(0) * 2 ** 32 + view.getUint32(2);
 }
 
 /**
