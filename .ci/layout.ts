@@ -36,13 +36,17 @@ const LAYERS = [
   "_handshake",
   "_server",
   "_client",
+  "_fl",
+  "_nats",
   "_cli",
 ];
 /**
- * Private folders that sit above the public API: the command line is a user
- * of the library (and of the examples it runs), so it may import them.
+ * Private folders that sit above the public API: the federated-learning layer
+ * (`fl.ts`), the NATS layer (`nats.ts`) and the command line are users of the
+ * library (the command line also of the examples it runs), so they may import
+ * its public files.
  */
-const ABOVE_API = ["_cli"];
+const ABOVE_API = ["_fl", "_nats", "_cli"];
 /**
  * Folders whose files are not the library: the size rules are reported for
  * them, not failing (the benchmarks, the examples, this checker).
