@@ -1,8 +1,11 @@
 /**
  * When a session acknowledges what it received (PROTOCOL.md §8.3): at once
  * after a large message (64 KiB) or when 1 MiB or 1,024 messages are
- * unacknowledged, otherwise within 10 ms. Most acks ride in front of a
- * frame the session sends before then: one socket write for both.
+ * unacknowledged, otherwise 25 to 50 ms after the first unacknowledged one
+ * (the protocol allows 100). Most acks ride in front of a frame the session
+ * sends before then: one socket write for both. The delay is long enough
+ * for a round of 1,000 clients to reach its next broadcast, which carries
+ * the acks of the replies, instead of one more write per client.
  *
  * @module
  */
@@ -13,9 +16,9 @@ import { ackFrame, setAckCount } from "../_wire/control.ts";
 const ACK_NOW_BYTES = 64 * 1024;
 /** … or when this many bytes … */
 const ACK_BYTES = 1024 * 1024;
-/** … or this many messages are unacknowledged; otherwise within ACK_DELAY_MS. */
+/** … or this many messages are unacknowledged; otherwise within 1 to 2 ticks. */
 const ACK_MESSAGES = 1024;
-const ACK_DELAY_MS = 10;
+const ACK_TICK_MS = 25;
 
 /** One session's acknowledgements. */
 export class Acks {
@@ -58,9 +61,10 @@ export class Acks {
       return;
     }
     // One timer for every session of the process: a timer per message would cost more.
-    Acks.#due.add(this);
+    if (Acks.#younger.has(this) || Acks.#older.has(this)) return;
+    Acks.#younger.add(this);
     if (Acks.#timer === undefined) {
-      Acks.#timer = setTimeout(Acks.#flushDue, ACK_DELAY_MS);
+      Acks.#timer = setInterval(Acks.#tick, ACK_TICK_MS);
       Deno.unrefTimer(Acks.#timer);
     }
   }
@@ -71,7 +75,7 @@ export class Acks {
    * @returns The frame (valid until the next call), or `undefined` if none is due.
    */
   take(): Uint8Array | undefined {
-    Acks.#due.delete(this);
+    Acks.#forget(this);
     if (!this.due) return undefined;
     this.#sent = this.received;
     this.#unackedBytes = 0;
@@ -86,15 +90,29 @@ export class Acks {
 
   /** The session ended: no ack is due any more. */
   stop(): void {
-    Acks.#due.delete(this);
+    Acks.#forget(this);
   }
 
-  static readonly #due = new Set<Acks>();
-  static #timer: ReturnType<typeof setTimeout> | undefined;
-  static #flushDue = (): void => {
-    Acks.#timer = undefined;
-    const due = [...Acks.#due];
-    Acks.#due.clear();
+  /**
+   * Sessions with an ack due, by age: `#younger` since the last tick,
+   * `#older` since the one before, flushed at the next tick. Due within 1
+   * to 2 ticks of the first unacknowledged message, and O(1) per message.
+   */
+  static #younger = new Set<Acks>();
+  static #older = new Set<Acks>();
+  static #timer: ReturnType<typeof setInterval> | undefined;
+  static #forget(acks: Acks): void {
+    Acks.#younger.delete(acks);
+    Acks.#older.delete(acks);
+  }
+  static #tick = (): void => {
+    const due = Acks.#older;
+    Acks.#older = Acks.#younger;
+    Acks.#younger = due.size === 0 ? due : new Set();
     for (const acks of due) acks.#flush();
+    if (Acks.#older.size === 0 && Acks.#younger.size === 0) {
+      clearInterval(Acks.#timer);
+      Acks.#timer = undefined;
+    }
   };
 }
