@@ -1,7 +1,8 @@
 /**
  * fedcomm's command line: an echo server and client, a file transfer, the
- * federated-averaging demo, the benchmark, and a probe that runs the
- * handshake against a server and reports what it learned.
+ * federated-averaging demo, the benchmark, a probe that runs the
+ * handshake against a server and reports what it learned, and `provision`,
+ * which makes a CA, a server certificate and per-site secrets.
  *
  * ```sh
  * deno run -A cli.ts --help
@@ -10,6 +11,7 @@
  * deno run -A cli.ts receive-file --port 8001 --out received/
  * deno run -A cli.ts send-file 127.0.0.1:8001 model.bin
  * deno run -A cli.ts probe 127.0.0.1:5678 --timeout 2000
+ * deno run -A cli.ts provision --sites a,b,c --out pki/ --host coordinator.example.org
  * deno run -A cli.ts demo --clients 2 --rounds 3
  * deno run -A cli.ts bench --quick
  * ```
@@ -40,8 +42,16 @@ export type { Output } from "./examples/command_line.ts";
 
 import { AddressedError, PROBE_USAGE, PROGRAM, runProbe, withAddress } from "./_cli/probe.ts";
 import { BENCH_USAGE, DEMO_USAGE, runBench, runDemo } from "./_cli/scripts.ts";
+import { PROVISION_USAGE, runProvision } from "./_cli/provision_command.ts";
 
 export { probe, type ProbeOptions, type ProbeResult } from "./_cli/probe.ts";
+export {
+  loadProvisioned,
+  provision,
+  type ProvisionedServer,
+  type ProvisionOptions,
+  type ProvisionResult,
+} from "./_cli/provision.ts";
 
 /** One subcommand. */
 interface Command {
@@ -225,6 +235,11 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     summary: "run the handshake against a server and report what it answered",
     usage: PROBE_USAGE,
     run: runProbe,
+  },
+  provision: {
+    summary: "make a CA, a server certificate and per-site secrets (with openssl)",
+    usage: PROVISION_USAGE,
+    run: runProvision,
   },
 };
 

@@ -206,7 +206,11 @@ Deno.test("main() probe reports a welcome, a reject, nothing listening and no an
   {
     await using server = listen({ clients: 2 });
     const output = capture();
-    equal(await main(["probe", `127.0.0.1:${server.port}`], output), 0, output.stderr.join("\n"));
+    equal(
+      await main(["probe", `127.0.0.1:${server.port}`, "--join"], output),
+      0,
+      output.stderr.join("\n"),
+    );
     equal(output.stdout[0], `fedcomm server at 127.0.0.1:${server.port}`);
     equal(output.stdout[1], `  protocol:   version ${PROTOCOL_VERSION}`);
     equal(output.stdout[2], "  welcome:    client id 0 of 2");
@@ -219,7 +223,10 @@ Deno.test("main() probe reports a welcome, a reject, nothing listening and no an
     await using server = listen({ clients: 1 });
     await using _client = await connect({ port: server.port });
     const output = capture();
-    equal(await main(["probe", `127.0.0.1:${server.port}`, "--timeout", "3000"], output), 1);
+    equal(
+      await main(["probe", `127.0.0.1:${server.port}`, "--join", "--timeout", "3000"], output),
+      1,
+    );
     equal(output.stdout[2], "  rejected:   full: Server full: all 1 clients have joined");
     deepEqual(output.stderr, [
       `error: Rejected by 127.0.0.1:${server.port}: full: Server full: all 1 clients have joined`,
@@ -270,7 +277,7 @@ Deno.test("main() probe reports a welcome, a reject, nothing listening and no an
     equal(output.stderr.length, 1);
     await answering;
   }
-  await expectHelp(["probe"], /A successful probe takes a client slot/);
+  await expectHelp(["probe"], /The probe takes no client slot/);
   await expectUsageError(["probe"], "error: Missing HOST:PORT", "probe ");
   await expectUsageError(
     ["probe", "127.0.0.1:7000", "--verbose"],

@@ -56,6 +56,7 @@ from .errors import (
     SendTimeoutError,
     TruncatedFrameError,
 )
+from . import fl  # the site side of the FL layer: fl.tasks(client), fl.run_site(...)
 
 #: The version of this package.
 __version__ = "0.3.0"
@@ -90,4 +91,5 @@ __all__ = [
     "connect",
     "decode",
     "encode",
+    "fl",
 ]
