@@ -17,7 +17,8 @@
  *   extra benchmarks `messages`, `memory`, `admission` (see `admission.ts`)
  *   `python` (the Python client against the Deno client, see
  *   `python.ts`) and `huge` (a 6 GiB model as a long message, see
- *   `huge.ts`), e.g. `--only=raw,fedcomm,streams`;
+ *   `huge.ts`), e.g. `--only=raw,fedcomm,streams`; and `nats` (hierarchical
+ *   rounds over NATS against one flat server, see `nats.ts`; only when named);
  * - `--scenarios=KEYS` runs only these round scenarios, from `1k`, `1m`,
  *   `100m` (N=4) and `n1000` (N=1000, 1 KiB), e.g. `--scenarios=1k,100m`.
  *
@@ -123,7 +124,7 @@ const impls = [...candidates, ...(wantsPeers ? peers() : [])]
   .filter(([name]) => selected(name));
 const unknown = [
   ...(only ?? []).filter((name) =>
-    !["messages", "memory", "admission", "python", "huge"].includes(name) &&
+    !["messages", "memory", "admission", "python", "huge", "nats"].includes(name) &&
     !["node+msgpackr", "python+pickle"].includes(name) &&
     !candidates.some(([known]) => known === name)
   ),
@@ -249,6 +250,18 @@ if (selected("huge")) {
   console.log(`\n${lines.filter((l) => !l.startsWith("{")).join("\n")}`);
   if (!run.success) {
     missed.push("huge: below 0.9 × raw, or a side's peak RSS above 2 × the model (see above)");
+  }
+}
+if (only?.includes("nats")) {
+  // 4 edges x 2,500 sites over NATS against one flat server; equal aggregates (see nats.ts).
+  const args = ["run", "-A", `${dir}nats.ts`, ...(quick ? ["--quick"] : [])];
+  const run = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "inherit" })
+    .output();
+  const lines = new TextDecoder().decode(run.stdout).trim().split("\n");
+  for (const line of lines.filter((l) => l.startsWith("{"))) console.error(line);
+  console.log(`\n${lines.filter((l) => !l.startsWith("{")).join("\n")}`);
+  if (!run.success) {
+    missed.push("nats: the run failed, or its aggregate differs from flat (see above)");
   }
 }
 console.log(
