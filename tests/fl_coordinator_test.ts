@@ -327,10 +327,14 @@ Deno.test("Coordinator.run() writes refused logins to audit.jsonl", async () => 
   const auth = { clients: { "site-0": secretOf("site-0"), "site-1": secretOf("site-1") } };
   await using j = await job({ rounds: 1, minSites: 2 }, { "site-0": honest }, { auth });
   const running = j.coordinator.run();
+  // The client gives up on the server's proof before the server has turned it away: wait for
+  // the server's refusal, so that the job cannot end before the coordinator recorded it.
+  const refused = new Promise((resolve) => j.server.addEventListener("refuse", resolve));
   await assert.rejects(
     connect({ port: j.server.port, name: "site-1", secret: "a wrong secret, sixteen bytes+" }),
     AuthenticationError, // the server's proof, made with site-1's secret, does not match
   );
+  await refused;
   const late = runSite({
     name: "site-1",
     port: j.server.port,
