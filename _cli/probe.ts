@@ -151,18 +151,24 @@ const NO_SESSION = Number.MAX_SAFE_INTEGER;
  * exist. The server runs everything a client meets (TLS, the version, the
  * authentication both ways, whether it is closing) and then refuses the
  * resume before any id is given: no `join`, no `leave` (a `refuse` event).
+ * With a secret, a second hello, without the secret or a name, tells whether
+ * the server requires authentication (a second `refuse`, reason `auth`).
  */
 async function quietProbe(options: ProbeOptions, started: number): Promise<ProbeResult> {
   if (options.secret !== undefined) secretBytes(options.secret, "secret");
   await refusedResume(options);
   const handshakeMs = performance.now() - started;
   // With a secret, the refusal came after the challenge only if the server requires
-  // authentication: it then refuses a hello without one ("auth").
+  // authentication: it then refuses a hello without one ("auth"). That hello gives no name,
+  // so that a server's record of refused logins does not name the site as failing.
   const authenticated = options.secret !== undefined &&
-    await refusedResume({ ...options, secret: undefined }).then(() => false, (error) => {
-      if (error instanceof RejectedError && error.reason === "auth") return true;
-      throw error;
-    });
+    await refusedResume({ ...options, secret: undefined, name: undefined }).then(
+      () => false,
+      (error) => {
+        if (error instanceof RejectedError && error.reason === "auth") return true;
+        throw error;
+      },
+    );
   const tls = options.tlsCa !== undefined;
   return { outcome: "answered", version: PROTOCOL_VERSION, tls, authenticated, handshakeMs };
 }
@@ -228,9 +234,11 @@ function explain(error: unknown, options: ProbeOptions): unknown {
  * By default the probe takes no client slot: its hello asks to resume a
  * session that does not exist, which the server refuses after the TLS
  * handshake and the authentication, before it gives an id (no `join` or
- * `leave` event; a `refuse` event with reason `resume`). With `join`, the
- * probe joins as a client (a slot, a `join` and a `leave`) and learns its id
- * and the cohort size, or that the server is full.
+ * `leave` event; a `refuse` event with reason `resume`, and with a secret a
+ * second one, reason `auth` and no name, from the hello that checks that the
+ * server requires authentication). With `join`, the probe joins as a client
+ * (a slot, a `join` and a `leave`) and learns its id and the cohort size, or
+ * that the server is full.
  *
  * @param options The server's address, the time limit, TLS, the secret, `join`.
  * @returns That the server answered (version, TLS, authentication), the
@@ -268,8 +276,8 @@ export async function probe(options: ProbeOptions): Promise<ProbeResult> {
 }
 
 export const PROBE_USAGE =
-  `Usage: ${PROGRAM} probe HOST:PORT [--timeout MS] [--tls-ca FILE] [--name N] [--secret-file FILE]
-                      [--join]
+  `Usage: ${PROGRAM} probe HOST:PORT [--timeout MS] [--tls-ca FILE] [--tls-name NAME] [--name N]
+                      [--secret-file FILE] [--join]
 
 Connects to a fedcomm server, runs the handshake and reports what it learned: that it
 speaks the protocol, with TLS and authentication as asked, or the reason it refused;
@@ -281,12 +289,14 @@ sees no join and no leave). With --join it joins as a client instead, to learn t
 is given and the number of clients, or that the server is full: that takes a slot (a
 server waiting for N clients counts the probe as one of them, then sees it leave).
 
-  HOST:PORT      the server's address, e.g. 127.0.0.1:7000 or [::1]:7000
+  HOST:PORT           the server's address, e.g. 127.0.0.1:7000 or [::1]:7000
   --timeout MS        milliseconds to connect and complete the handshake (default 5000)
   --tls-ca FILE       connect over TLS, trusting this CA certificate (PEM)
   --tls-name NAME     the name the server's certificate must carry (default: HOST)
   --name N            the client name to give in the hello
-  --secret-file FILE  authenticate with the secret in FILE (or set FEDCOMM_SECRET)
+  --secret-file FILE  authenticate with the secret in FILE (or set FEDCOMM_SECRET); a
+                      second hello, without it or a name, checks that the server requires
+                      it (the server records a refused login "auth" from this address)
   --join              join as a client: learn the id and the cohort size (takes a slot)
   -h, --help          show this help
 

@@ -16,13 +16,22 @@ function local(server: Server): { hostname: string; port: number; timeoutMs: num
   return { hostname: "127.0.0.1", port: server.port, timeoutMs: 5000 };
 }
 
-/** The server's join, leave and refuse events, by type. */
+/** The server's join, leave and refuse events, by type (a refusal: its reason and name). */
 function record(server: Server): Record<string, string[]> {
   const seen: Record<string, string[]> = { join: [], leave: [], refuse: [] };
   server.addEventListener("join", (e) => seen.join.push(String(e.clientId)));
   server.addEventListener("leave", (e) => seen.leave.push(String(e.clientId)));
-  server.addEventListener("refuse", (e) => seen.refuse.push(e.reason));
+  server.addEventListener("refuse", (e) => seen.refuse.push(`${e.reason} ${e.name ?? "-"}`));
   return seen;
+}
+
+/** Waits (at most 5 s) until the server reported `count` refusals. */
+async function refusals(seen: Record<string, string[]>, count: number): Promise<string[]> {
+  const deadline = Date.now() + 5000;
+  while (seen.refuse.length < count && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return seen.refuse;
 }
 
 Deno.test("probe() takes no id and fires no join or leave event on the server", async () => {
@@ -41,7 +50,7 @@ Deno.test("probe() takes no id and fires no join or leave event on the server", 
   await server.ready({ timeout: 5000 });
   assert.equal(client.id, 0, "the first client still gets id 0");
   assert.deepStrictEqual(server.stats().map((s) => s.id), [0]);
-  assert.deepStrictEqual(seen, { join: ["0"], leave: [], refuse: ["resume"] });
+  assert.deepStrictEqual(seen, { join: ["0"], leave: [], refuse: ["resume -"] });
   // A full fixed cohort still answers the probe, and loses nobody.
   assert.equal(
     (await probe(local(server))).outcome,
@@ -71,6 +80,9 @@ Deno.test("probe() over TLS with a secret: authenticated, no slot; a wrong secre
   const result = await probe({ ...base, secret: SECRET });
   assert.deepStrictEqual([result.outcome, "tls" in result && result.tls], ["answered", true]);
   assert.equal("authenticated" in result && result.authenticated, true);
+  // The resume refused after the proofs, then the check that the server requires a secret:
+  // a hello without one, and without the site's name (no refused login charged to the site).
+  assert.deepStrictEqual(await refusals(seen, 2), ["resume site-a", "auth -"]);
   await assert.rejects(
     probe({ ...base, secret: "another secret of 32 bytes......" }),
     AuthenticationError,

@@ -21,8 +21,8 @@ or, with reconnection when the coordinator restarts::
                 train=train, evaluate=evaluate)
 
 A thread of the loop reads the coordinator's messages while your code trains:
-a ``cancel`` for the task at hand, or a newer task, sets :attr:`Task.stale`
-(and the :attr:`Task.cancelled` event) at once; replying to a stale task
+a ``cancel`` for the task at hand, a newer task, or the session's end sets
+:attr:`Task.stale` (and the :attr:`Task.cancelled` event) at once; replying to a stale task
 sends nothing and returns ``False``. A malformed task is answered with a
 ``failure`` naming the problem, and the loop goes on.
 """
@@ -54,6 +54,7 @@ from .errors import (
     PeerDisconnectedError,
     ProtocolError,
     RejectedError,
+    SendTimeoutError,
 )
 
 __all__ = [
@@ -76,6 +77,22 @@ _MAX_PAUSE = 5.0
 _RETRY_REASONS = ("busy", "full", "duplicate", "live", "resume")
 
 
+#: Elements checked at once for NaN and infinities (bounds the temporary mask).
+_FINITE_CHUNK = 1 << 20
+
+
+def _check_finite(update: Weights) -> None:
+    """Raises ValueError at an update's first NaN or infinity, naming the tensor and the index."""
+    for name, array in update.items():
+        flat = array.reshape(-1)
+        for start in range(0, flat.size, _FINITE_CHUNK):
+            bad = np.flatnonzero(~np.isfinite(flat[start:start + _FINITE_CHUNK]))
+            if bad.size:
+                index = start + int(bad[0])
+                value = flat[index]
+                raise ValueError(f'Update has a non-finite value: "{name}"[{index}] is {value}')
+
+
 class Task:
     """One task from the coordinator, as :func:`tasks` yields it.
 
@@ -91,7 +108,8 @@ class Task:
             the answer replies to).
         cancelled: A :class:`threading.Event` set when the task turns stale.
         reason: Why it turned stale (``"stale"``, ``"removed"``,
-            ``"stopped"``, ``"superseded"``: a newer task came), or ``None``.
+            ``"stopped"``: the job stopped or the session ended,
+            ``"superseded"``: a newer task came), or ``None``.
     """
 
     def __init__(self, client: Client, message: Dict[str, Any], number: int) -> None:
@@ -142,8 +160,11 @@ class Task:
         Raises:
             TypeError: Weights missing, extra, or of another name, shape or
                 dtype than the model's; a sample count or metric of the wrong type.
-            ValueError: A negative sample count, a metric that is not finite.
-            PeerDisconnectedError, FedcommTimeoutError: As :meth:`Client.send`.
+            ValueError: A negative sample count, a metric or weight that is not
+                finite (naming the tensor and the index, in C order).
+            PeerDisconnectedError, FedcommTimeoutError: As :meth:`Client.send`;
+                after a :class:`SendTimeoutError` that sent nothing
+                (``queued`` false), the task is not answered: reply again.
         """
         if isinstance(samples, bool) or not isinstance(samples, Integral):
             raise TypeError(f'Invalid samples: "{samples!r}" is not an int')
@@ -155,6 +176,7 @@ class Task:
         }
         update = check_update(self.kind, self.weights, weights)
         if update is not None:
+            _check_finite(update)
             message["weights"] = update
         return self._answer(message, timeout)
 
@@ -169,7 +191,7 @@ class Task:
             ``True`` if sent; ``False`` if the task is stale or was already answered.
 
         Raises:
-            PeerDisconnectedError, FedcommTimeoutError: As :meth:`Client.send`.
+            PeerDisconnectedError, FedcommTimeoutError: As :meth:`reply`.
         """
         text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
         return self._answer(failure_message(self.id, self.round, text), timeout)
@@ -179,7 +201,13 @@ class Task:
             if self._answered or self.stale:
                 return False
             self._answered = True
-        self._client.reply(message, to=self.number, timeout=timeout)
+        try:
+            self._client.reply(message, to=self.number, timeout=timeout)
+        except SendTimeoutError as error:
+            if not error.queued:  # nothing was sent: the task may be answered again
+                with self._lock:
+                    self._answered = False
+            raise
         return True
 
     def _cancel(self, reason: str) -> None:
@@ -266,6 +294,7 @@ class Tasks:
     def _read(self) -> None:
         """The reader thread: takes every message and files it, until stop, an end, or close."""
         error: Optional[BaseException] = None
+        ended = False  # the session ended (cleanly or not): no task of it can be answered
         try:
             while not self._closing:
                 try:
@@ -275,13 +304,15 @@ class Tasks:
                 if self._handle(value, self._client.last_received):
                     break
         except PeerDisconnectedError as lost:
+            ended = True
             error = None if _ended_cleanly(self._client) else lost
         except BaseException as other:  # noqa: BLE001: handed to the iterating thread
+            ended = True
             error = other
         with self._cond:
             self._done = True
             self._error = error
-            if error is not None:
+            if ended:
                 self._cancel_all("stopped")
             self._cond.notify_all()
 
