@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type Client, FedcommError, type WaitOptions } from "../mod.ts";
+import { type Client, FedcommError, SendTimeoutError, type WaitOptions } from "../mod.ts";
 import {
   type CancelReason,
   type Config,
@@ -168,7 +168,8 @@ export class Task {
    * `samples` is not a non-negative integer or a metric not a finite number.
    * @throws {RangeError} If a weight is NaN or infinite, naming the tensor and index.
    * @throws {PeerDisconnectedError} If the session is over.
-   * @throws {SendTimeoutError} If the send ran out of time.
+   * @throws {SendTimeoutError} If the send ran out of time (when its
+   * `queued` is `false`, nothing was sent and the task can be answered again).
    */
   async reply(result: TaskResult, options?: WaitOptions): Promise<boolean> {
     const message: ResultMessage = {
@@ -204,7 +205,13 @@ export class Task {
   async #answer(message: ResultMessage | FailureMessage, options?: WaitOptions): Promise<boolean> {
     if (this.#answered || this.stale) return false;
     this.#answered = true;
-    await this.#client.reply(message, { ...options, to: this.number });
+    try {
+      await this.#client.reply(message, { ...options, to: this.number });
+    } catch (error) {
+      // Nothing was sent: the task may be answered again.
+      if (error instanceof SendTimeoutError && !error.queued) this.#answered = false;
+      throw error;
+    }
     return true;
   }
 }

@@ -5,12 +5,13 @@ import {
   listen,
   NdArray,
   PeerDisconnectedError,
+  SendTimeoutError,
   type Server,
   TimeoutError,
 } from "../mod.ts";
 import type { TaskMessage } from "./messages.ts";
 import { runSite, type SiteResult } from "./site.ts";
-import { type Task, TaskCancelledError } from "./task.ts";
+import { Task, TaskCancelledError } from "./task.ts";
 import { tasks } from "./tasks.ts";
 import type { Weights } from "./weights.ts";
 import { until } from "../tests/test_util.ts";
@@ -404,4 +405,33 @@ Deno.test("runSite() gives up after reconnectTimeout", async () => {
   const started = performance.now();
   await assert.rejects(runSite({ port, train, timeout: 200, reconnectTimeout: 600 }));
   assert.ok(performance.now() - started < 10_000);
+});
+
+Deno.test("Task.reply() can be sent again after a timeout that queued nothing, not after one that did", async () => {
+  const sent: unknown[] = [];
+  let failWith: SendTimeoutError | undefined;
+  const client = {
+    reply(message: unknown) {
+      if (failWith !== undefined) return Promise.reject(failWith);
+      sent.push(message);
+      return Promise.resolve();
+    },
+  } as unknown as Client;
+  const make = () =>
+    new Task(client, task(1) as unknown as TaskMessage, 1, new AbortController().signal);
+  const result = { weights: model(), samples: 3 };
+  const first = make();
+  failWith = new SendTimeoutError("Reply timed out: not queued", { queued: false });
+  await assert.rejects(first.reply(result), SendTimeoutError);
+  assert.equal(first.answered, false, "nothing was sent");
+  failWith = undefined;
+  assert.equal(await first.reply(result), true);
+  assert.equal(sent.length, 1);
+  const second = make();
+  failWith = new SendTimeoutError("Reply timed out: queued", { queued: true });
+  await assert.rejects(second.reply(result), SendTimeoutError);
+  assert.equal(second.answered, true, "queued: it will be delivered");
+  failWith = undefined;
+  assert.equal(await second.reply(result), false);
+  assert.equal(sent.length, 1);
 });
