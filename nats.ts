@@ -20,7 +20,8 @@
  *    partial aggregate into the object store the same way: the sums Σ wᵢ·xᵢ,
  *    the total weight, the sites that answered (samples, metrics) and those
  *    missing with why.
- * 3. The root consumes the partials durably, merges them
+ * 3. The root consumes the partials durably, reads them from the object
+ *    store (up to 4 at once, within 64 MiB), merges them in the order they came
  *    (`WeightedSum.merge`: the same f64 additions, grouped by edge) and
  *    returns the FedAvg mean, rounded once to each tensor's dtype. For a
  *    float32 model that is the flat coordinator's answer bit for bit (unless
@@ -32,9 +33,11 @@
  * (same name) resumes its durable consumer and takes the next task, and its
  * sites connect to it again. A NATS server restarted mid-job (JetStream on
  * disk) loses nothing: tasks and partials are in the stream, the object
- * store is a stream, the root acknowledges a partial once merged, and every
+ * store is a stream, the root acknowledges a partial once merged (one lost
+ * on its way to the root is delivered again within 10 s), and every
  * publish, put and get is tried again (NATS drops repeated publishes by
- * their id) until the round's deadline.
+ * their id) until the round's deadline. NATS refusing a message (the user's
+ * permissions) is not tried again: the call fails at once with a `NatsError`.
  *
  * **Security.** NATS credentials (user and password, token, nkey seed,
  * `.creds`) and TLS to NATS are options ({@linkcode NatsConnectOptions}). The
@@ -126,9 +129,12 @@ export type {
  *
  * @param options The NATS connection, the job, and the edges with their secrets.
  * @returns The root.
- * @throws {TypeError} If the job or an edge name is invalid, or no edge is listed.
+ * @throws {TypeError} If the job or an edge name is invalid, no edge is listed, or the
+ * credentials or TLS options are malformed (two kinds of credentials, `user` without `pass`, a
+ * seed that is not one).
  * @throws {RangeError} If a secret is shorter than 16 bytes, or a size is invalid.
- * @throws {NatsError} If NATS cannot be reached, refuses the credentials, or has no JetStream.
+ * @throws {NatsError} If NATS cannot be reached, refuses the credentials or the TLS handshake,
+ * or has no JetStream: its message names the address and what was refused.
  */
 export function root(options: RootOptions): Promise<NatsRoot> {
   return NatsRoot.start(options);
@@ -153,9 +159,11 @@ export function root(options: RootOptions): Promise<NatsRoot> {
  * @param options The NATS connection, the job, this edge's name and secret,
  * its server's options and its local quorum.
  * @returns The edge, its server listening.
- * @throws {TypeError} If the job or edge name is invalid.
+ * @throws {TypeError} If the job or edge name is invalid, or the credentials or TLS options are
+ * malformed.
  * @throws {RangeError} If the secret is shorter than 16 bytes, or `min` or `grace` is invalid.
- * @throws {NatsError} If NATS cannot be reached, refuses the credentials, or has no JetStream.
+ * @throws {NatsError} If NATS cannot be reached, refuses the credentials or the TLS handshake,
+ * or has no JetStream: its message names the address and what was refused.
  */
 export function edge(options: EdgeOptions): Promise<NatsEdge> {
   return NatsEdge.start(options);

@@ -17,13 +17,7 @@
  * @module
  */
 
-import {
-  connect as natsConnect,
-  credsAuthenticator,
-  type NatsConnection,
-  nkeyAuthenticator,
-  type NodeConnectionOptions,
-} from "@nats-io/transport-node";
+import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
 import {
   DiscardPolicy,
   jetstream,
@@ -33,8 +27,9 @@ import {
   StorageType,
 } from "@nats-io/jetstream";
 import { type ObjectStore, Objm, setSha256Backend } from "@nats-io/obj";
+import { connectError, connectionOptions } from "./connection.ts";
 import { NatsError } from "./errors.ts";
-import type { JobOptions, NatsConnectOptions } from "./types.ts";
+import type { JobOptions } from "./types.ts";
 
 /** Default object-store chunk: 256 KiB (within NATS's default 1 MiB payload). */
 export const DEFAULT_CHUNK_BYTES = 256 * 1024;
@@ -100,7 +95,8 @@ export interface JobSettings {
  *
  * @param options The options.
  * @returns The settings with their defaults.
- * @throws {TypeError} If the job name or the server list is invalid.
+ * @throws {TypeError} If the job name, the server list, the credentials or the TLS options are
+ * invalid (see `connectionOptions`).
  * @throws {RangeError} If a size or duration is not a positive integer.
  */
 export function checkJobOptions(options: JobOptions): JobSettings {
@@ -112,39 +108,12 @@ export function checkJobOptions(options: JobOptions): JobSettings {
   if (!Array.isArray(list) || list.length === 0 || list.some((s) => typeof s !== "string")) {
     throw new TypeError(`Invalid nats.servers: "${String(servers)}" is not a server address`);
   }
+  connectionOptions(options.nats, ""); // the credentials and TLS options, checked
   return {
     job: checkName(options.job, "job"),
     chunkBytes: checkPositive(options.chunkBytes, "chunkBytes", DEFAULT_CHUNK_BYTES),
     maxModelBytes: checkPositive(options.maxModelBytes, "maxModelBytes", DEFAULT_MAX_MODEL_BYTES),
     retention: checkPositive(options.retention, "retention", DEFAULT_RETENTION_MS),
-  };
-}
-
-/** The `nats` client's options for ours: reconnect forever, credentials, TLS. */
-function connectionOptions(options: NatsConnectOptions, name: string): NodeConnectionOptions {
-  const encoder = new TextEncoder();
-  const authenticator = options.creds !== undefined
-    ? credsAuthenticator(encoder.encode(options.creds))
-    : options.nkeySeed !== undefined
-    ? nkeyAuthenticator(encoder.encode(options.nkeySeed))
-    : undefined;
-  const tls = options.tls === undefined ? undefined : {
-    ca: options.tls.caCerts?.join("\n"),
-    cert: options.tls.cert,
-    key: options.tls.key,
-  };
-  return {
-    servers: options.servers,
-    name: options.name ?? name,
-    user: options.user,
-    pass: options.pass,
-    token: options.token,
-    authenticator,
-    tls,
-    timeout: options.timeout ?? 10_000,
-    maxReconnectAttempts: -1, // a restarted NATS server is waited for, within each call's deadline
-    reconnectTimeWait: 250,
-    reconnectJitter: 100,
   };
 }
 
@@ -155,7 +124,10 @@ function connectionOptions(options: NatsConnectOptions, name: string): NodeConne
  * @param settings The checked settings.
  * @param name The connection's name, shown by NATS monitoring: `fedcomm root J`.
  * @returns The open context.
- * @throws {NatsError} If NATS cannot be reached, refuses the credentials, or has no JetStream.
+ * @throws {TypeError} If a credential or TLS option is malformed (see `connectionOptions`), or
+ * the client cannot parse a server address.
+ * @throws {NatsError} If NATS cannot be reached, refuses the credentials or the TLS handshake,
+ * or has no JetStream.
  */
 export async function openJob(
   options: JobOptions,
@@ -164,15 +136,12 @@ export async function openJob(
 ): Promise<JobContext> {
   setSha256Backend("native"); // node:crypto: 2x the object store's rate of the pure-JS hash here
   const { job } = settings;
+  const clientOptions = connectionOptions(options.nats, name);
   let nc: NatsConnection;
   try {
-    nc = await natsConnect(connectionOptions(options.nats, name));
+    nc = await natsConnect(clientOptions);
   } catch (error) {
-    const where = JSON.stringify(String(options.nats.servers));
-    throw new NatsError(
-      `Could not connect to NATS at ${where}: ${(error as Error)?.message ?? error}`,
-      { cause: error },
-    );
+    throw connectError(error, options.nats);
   }
   try {
     const stream = `FEDCOMM_${job}`;
@@ -201,8 +170,10 @@ export async function openJob(
     };
   } catch (error) {
     await nc.close().catch(() => {});
+    const message = (error as Error)?.message ?? String(error);
+    const hint = /jetstream is not enabled/i.test(message) ? " (start nats-server with -js)" : "";
     throw new NatsError(
-      `Could not set up the job's stream and bucket in NATS: ${(error as Error)?.message}`,
+      `Could not set up the job's stream and bucket in NATS: ${message}${hint}`,
       { cause: error },
     );
   }

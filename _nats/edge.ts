@@ -11,7 +11,7 @@ import { listen, type Server } from "../server.ts";
 import type { Weights } from "../_fl/weights.ts";
 import { checkJobOptions, checkName, type JobContext, openJob } from "./context.ts";
 import { cancelTask, runLocalRound, siteNames } from "./edge_round.ts";
-import { NatsError } from "./errors.ts";
+import { NatsError, PermanentNatsError } from "./errors.ts";
 import { packParts } from "./pack.ts";
 import { remaining, retrying, sleep, type Until, until } from "./retry.ts";
 import { importKey, openDown, Refused, sealUp } from "./seal.ts";
@@ -23,6 +23,8 @@ import { parseDown, type TaskBody } from "./wire.ts";
 const PULL_MS = 2_000;
 /** The least time an edge keeps trying to send its partial up, past its local deadline. */
 const MIN_UPLOAD_MS = 5_000;
+/** A task lost on its way (not acknowledged: the edge acknowledges on receipt) comes again in 5 s. */
+const ACK_WAIT_NS = 5 * 1e9;
 
 /**
  * An edge aggregator, made by {@linkcode edge}: its fedcomm server is
@@ -81,6 +83,7 @@ export class NatsEdge implements AsyncDisposable {
             filter_subject: context.taskSubject,
             ack_policy: AckPolicy.Explicit,
             deliver_policy: DeliverPolicy.LastPerSubject,
+            ack_wait: ACK_WAIT_NS,
           })
         );
       }, until(30_000));
@@ -118,7 +121,8 @@ export class NatsEdge implements AsyncDisposable {
    *
    * @param options A signal to stop taking tasks.
    * @returns The root's reason for stopping the job.
-   * @throws {NatsError} If the edge was closed.
+   * @throws {NatsError} If the edge was closed, or NATS refused to take the edge's messages
+   * (its NATS user may not publish on the edge's subject or in the object store).
    * @throws {TypeError} If it is running already.
    * @throws {Error} The signal's reason if it aborts.
    */
@@ -210,7 +214,8 @@ export class NatsEdge implements AsyncDisposable {
       await this.#round(body, signal);
     } catch (error) {
       signal.throwIfAborted();
-      if (!(error instanceof NatsError)) throw error;
+      // NATS refused the edge's messages (its user's permissions): no later round can do better.
+      if (!(error instanceof NatsError) || error instanceof PermanentNatsError) throw error;
       this.#stats.failed++; // NATS was away until the round's deadline: on to the next task
     }
     return undefined;

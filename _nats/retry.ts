@@ -67,6 +67,26 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** NATS's refusals: wrong credentials, a subject the user may not publish or subscribe to. */
+const REFUSAL = /Authorization|Permission|Authentication/i;
+
+/**
+ * Whether an error, or one it wraps, is NATS refusing the user: its
+ * credentials or its permissions (the client reports a refused publish as
+ * a `RequestError` whose cause is the `PermissionViolationError`).
+ *
+ * @param error The error.
+ * @returns Whether it is such a refusal.
+ */
+export function isRefusal(error: unknown): boolean {
+  for (let e = error, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    if (REFUSAL.test(e.name) || /Permissions Violation|Authorization Violation/.test(e.message)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 /**
  * Whether trying again cannot fix an error: bad input, a missing or corrupt
  * object, refused credentials, a forbidden subject.
@@ -77,8 +97,7 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export function isPermanent(error: unknown): boolean {
   if (error instanceof TypeError || error instanceof RangeError) return true;
   if (error instanceof PermanentNatsError) return true;
-  const name = (error as Error | undefined)?.name ?? "";
-  return /Authorization|Permission|Authentication/.test(name);
+  return isRefusal(error);
 }
 
 /** The pause between two tries. */
@@ -92,8 +111,9 @@ const RETRY_MS = 200;
  * @param operation The operation.
  * @param deadline When to give up, and a signal to cancel.
  * @returns What `operation` returned.
- * @throws {NatsError} If it still failed at the deadline (the last error is the cause).
- * @throws {TypeError} Or a `RangeError`, or a NATS authorization error: at once.
+ * @throws {NatsError} If it still failed at the deadline (the last error is the cause), or at
+ * once if NATS refused it (its credentials or permissions: a `PermanentNatsError`).
+ * @throws {TypeError} Or a `RangeError` or a `PermanentNatsError` from `operation`: at once.
  * @throws {Error} The signal's reason if it aborts.
  */
 export async function retrying<T>(
@@ -107,9 +127,14 @@ export async function retrying<T>(
       return await operation();
     } catch (error) {
       deadline.signal?.throwIfAborted();
+      const message = (error as Error)?.message ?? String(error);
+      if (isRefusal(error) && !(error instanceof NatsError)) {
+        throw new PermanentNatsError(`${what} failed: NATS refused it: ${message}`, {
+          cause: error,
+        });
+      }
       if (isPermanent(error)) throw error;
       if (remaining(deadline) <= RETRY_MS) {
-        const message = (error as Error)?.message ?? String(error);
         throw new NatsError(`${what} failed after ${tries} tries: ${message}`, { cause: error });
       }
       await sleep(RETRY_MS, deadline.signal);

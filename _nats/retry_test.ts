@@ -45,3 +45,29 @@ Deno.test("retrying() throws a permanent error at once", async () => {
 Deno.test("until() refuses a negative timeout", () => {
   assert.throws(() => until(-1), RangeError);
 });
+
+Deno.test("retrying() turns NATS refusing the user into a PermanentNatsError at once", async () => {
+  const refused = new Error(`Permissions Violation for Publish to "fedcomm.j.up.b"`, {
+    cause: Object.assign(new Error("denied"), { name: "PermissionViolationError" }),
+  });
+  refused.name = "RequestError";
+  let tries = 0;
+  await assert.rejects(
+    retrying("Publishing the taken message", () => {
+      tries++;
+      return Promise.reject(refused);
+    }, until(10_000)),
+    (error: Error) => {
+      assert.ok(error instanceof PermanentNatsError);
+      assert.equal(error.name, "NatsError");
+      assert.equal(
+        error.message,
+        `Publishing the taken message failed: NATS refused it: ` +
+          `Permissions Violation for Publish to "fedcomm.j.up.b"`,
+      );
+      assert.equal(error.cause, refused);
+      return true;
+    },
+  );
+  assert.equal(tries, 1);
+});

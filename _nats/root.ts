@@ -22,8 +22,13 @@ import type { TaskBody } from "./wire.ts";
 
 /** The default round at the root: 10 minutes. */
 const DEFAULT_ROUND_MS = 600_000;
-/** The root's consumer waits this long for an acknowledgement before delivering again. */
-const ACK_WAIT_NS = 10 * 60 * 1e9;
+/**
+ * The root's consumer delivers a message again if it is not acknowledged
+ * within this time: a message lost on its way (the connection dropped, NATS
+ * restarted) comes again within 10 s, not at the next round. While the root
+ * reads a partial, it tells NATS it is still working on it (`collect.ts`).
+ */
+const ACK_WAIT_NS = 10 * 1e9;
 
 /** A random run id: 16 hex digits. */
 function runId(): string {
@@ -66,9 +71,11 @@ export class NatsRoot implements AsyncDisposable {
    */
   static async start(options: RootOptions): Promise<NatsRoot> {
     const settings = checkJobOptions(options);
-    const entries = options.edges instanceof Map
-      ? [...options.edges]
-      : Object.entries(options.edges ?? {});
+    const { edges } = options;
+    if (typeof edges !== "object" || edges === null || Array.isArray(edges)) {
+      throw new TypeError(`Invalid edges: "${String(edges)}" is not a map of names to secrets`);
+    }
+    const entries = edges instanceof Map ? [...edges] : Object.entries(edges);
     if (entries.length === 0) throw new TypeError("Invalid edges: no edge is listed");
     const keys = new Map<string, CryptoKey>();
     for (const [name, secret] of entries) {
@@ -121,7 +128,8 @@ export class NatsRoot implements AsyncDisposable {
    * @returns The aggregate and who answered, who did not and why.
    * @throws {TypeError} If the weights are not a map of float tensors, or another round runs.
    * @throws {RangeError} If the round is not above the last one, or an option is out of range.
-   * @throws {NatsError} If NATS stayed unreachable until the deadline.
+   * @throws {NatsError} If NATS stayed unreachable until the deadline, or refused the root's
+   * messages (its NATS user's permissions).
    * @throws {Error} The signal's reason if it aborts.
    */
   async round(options: RoundOptions): Promise<RoundResult> {
@@ -184,12 +192,14 @@ export class NatsRoot implements AsyncDisposable {
     const { round } = options;
     if (!Number.isSafeInteger(round) || round <= this.#lastRound) {
       throw new RangeError(
-        `Invalid round: "${round}" is not an integer above the last round (${this.#lastRound})`,
+        `Invalid round: "${round}" is not an integer above the last round, "${this.#lastRound}"`,
       );
     }
     const task = options.task ?? round;
     if (!Number.isSafeInteger(task) || task <= this.#lastTask) {
-      throw new RangeError(`Invalid task: "${task}" is not an integer above the last task`);
+      throw new RangeError(
+        `Invalid task: "${task}" is not an integer above the last task, "${this.#lastTask}"`,
+      );
     }
     if (options.kind !== undefined && options.kind !== "train" && options.kind !== "evaluate") {
       throw new TypeError(`Invalid kind: "${options.kind}" is not "train" or "evaluate"`);

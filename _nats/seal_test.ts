@@ -73,5 +73,8 @@ Deno.test("parseUp() and parseDown() name the first bad field", () => {
     message: `Invalid partial message: "weight" is not a number ≥ 0`,
   });
   assert.throws(() => parseUp({ ...partial, v: 2 }), /Unsupported message version: "2"/);
-  assert.throws(() => parseDown({ v: 1, type: "partial" }), /not task or stop/);
+  assert.throws(() => parseDown({ v: 1, type: "partial" }), {
+    name: "Refused",
+    message: `Invalid message: "type" is "partial", not "task" or "stop"`,
+  });
 });

@@ -8,7 +8,14 @@ import type { ListenOptions, Secret, WaitOptions } from "../types.ts";
 import type { Config, TaskKind } from "../_fl/messages.ts";
 import type { Weights } from "../_fl/weights.ts";
 
-/** TLS to NATS: the CA to trust, and a client certificate where NATS verifies clients. */
+/**
+ * TLS to NATS: the CA to trust, and a client certificate where NATS verifies
+ * clients. Give the certificate to such a server: without one, the TLS 1.3
+ * handshake completes and the server then drops the connection, which fails
+ * only at `timeout` (the client sees no answer), or, if the server's alert
+ * comes in the moment `@nats-io/transport-node` 3.4 has no error listener on
+ * its TLS socket, as an uncaught error.
+ */
 export interface NatsTlsOptions {
   /** PEM CA certificates to trust (for a private CA). */
   caCerts?: string[];
@@ -123,7 +130,7 @@ export interface RoundOptions extends WaitOptions {
 export interface Rejection {
   /** The edge it claims to come from (the subject's last token). */
   readonly edge: string;
-  /** Why it was refused: `Partial from "x" is not from a known edge`, a bad HMAC, a replay. */
+  /** Why it was refused: `Message from "x" is not from a known edge`, a bad HMAC, a replay. */
   readonly reason: string;
 }
 
@@ -151,7 +158,11 @@ export interface RoundResult {
   readonly missing: Map<string, string>;
   /** The edges whose partial aggregates were aggregated. */
   readonly edges: string[];
-  /** The known edges whose partial did not come, with why. */
+  /**
+   * The known edges whose partial did not come, with why (and, if a message
+   * in an edge's name was refused, the first refusal: a forged or damaged
+   * partial, or the edge's own with a wrong secret).
+   */
   readonly missingEdges: Map<string, string>;
   /**
    * Messages refused: unknown edges, bad HMACs, replays, malformed partials;

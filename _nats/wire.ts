@@ -113,11 +113,12 @@ function fields<K extends string>(
 
 function checkVersion(map: Record<string, unknown>, types: readonly string[]): string {
   if (map.v !== WIRE_VERSION) {
-    throw new Refused(`Unsupported message version: "${String(map.v)}", this side speaks 1`);
+    throw new Refused(`Unsupported message version: "${String(map.v)}" (this side speaks "1")`);
   }
   const type = map.type;
   if (typeof type !== "string" || !types.includes(type)) {
-    throw new Refused(`Invalid message: "type" is "${String(type)}", not ${types.join(" or ")}`);
+    const expected = types.map((t) => `"${t}"`).join(" or ");
+    throw new Refused(`Invalid message: "type" is "${String(type)}", not ${expected}`);
   }
   return type;
 }

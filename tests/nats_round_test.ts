@@ -6,11 +6,12 @@
  */
 
 import assert from "node:assert/strict";
-import { NatsError, root } from "../nats.ts";
-import { NatsServer } from "./nats_server.ts";
+import { edge, NatsError, root } from "../nats.ts";
+import { freePort, NatsServer } from "./nats_server.ts";
 import {
   connected,
   flatFedAvg,
+  hold,
   sameBits,
   SECRETS,
   startSite,
@@ -112,5 +113,77 @@ Deno.test("NatsEdge.run() drops a round the root ended on its quorum and takes t
     await Promise.all(runs);
   } finally {
     for (const site of sites) site.close();
+  }
+});
+
+Deno.test("NatsRoot.round() reads partials that come at once a few at a time and still equals flat FedAvg", async () => {
+  await using nats = await NatsServer.start();
+  const names = ["e0", "e1", "e2", "e3", "e4", "e5"];
+  const secrets = Object.fromEntries(names.map((name) => [name, `${name}-secret-0123456789`]));
+  const options = { nats: { servers: nats.url }, job: "many" };
+  await using r = await root({ ...options, edges: secrets });
+  const edges = await Promise.all(
+    names.map((name) => edge({ ...options, name, secret: secrets[name] })),
+  );
+  const runs = edges.map((e) => e.run());
+  for (const run of runs) run.catch(() => {}); // awaited below; a failing test closes them
+  const sites = edges.map((e, i) => startSite(e.server.port, i));
+  try {
+    await connected(sites);
+    const weights = testModel();
+    for (let round = 1; round <= 2; round++) {
+      // The sites answer together, so that the six partials come within a few milliseconds.
+      const release = hold(sites);
+      const tasks = Promise.all(sites.map((site) => site.nextTask));
+      const pending = r.round({ round, weights, timeout: 30_000 });
+      await tasks;
+      release();
+      const result = await pending;
+      assert.deepStrictEqual(result.edges.length, 6);
+      assert.deepStrictEqual(result.missing, new Map());
+      assert.deepStrictEqual(result.rejected, []);
+      assert.ok(sameBits(result.weights!, flatFedAvg(weights, [5, 3, 1, 4, 2, 0], round)));
+    }
+    await r.stop("done");
+    assert.deepStrictEqual(await Promise.all(runs), names.map(() => "done"));
+  } finally {
+    for (const site of sites) site.close();
+    await Promise.all(edges.map((e) => e.close()));
+  }
+});
+
+Deno.test("root() fails with a NatsError saying how to turn JetStream on when it is off", async () => {
+  const port = freePort();
+  const server = new Deno.Command("nats-server", {
+    args: ["-a", "127.0.0.1", "-p", String(port)], // no -js
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    const end = performance.now() + 15_000;
+    while (true) { // ready once it accepts connections
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        break;
+      } catch (error) {
+        if (performance.now() > end) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+    await assert.rejects(
+      root({ nats: { servers: `127.0.0.1:${port}` }, job: "j", edges: SECRETS }),
+      (error: Error) => {
+        assert.ok(error instanceof NatsError);
+        assert.equal(
+          error.message,
+          "Could not set up the job's stream and bucket in NATS: jetstream is not enabled " +
+            "(start nats-server with -js)",
+        );
+        return true;
+      },
+    );
+  } finally {
+    server.kill("SIGKILL");
+    await server.status;
   }
 });

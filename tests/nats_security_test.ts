@@ -114,6 +114,7 @@ Deno.test("NatsRoot.round() refuses forged, unknown-edge and replayed partials a
     const evilKey = await importKey("evil-secret-0123456789", "evil");
     spy.publish("fedcomm.sec.up.evil", await sealUp(evilKey, { ...forged, edge: "evil" }));
     spy.publish("fedcomm.sec.up.a", await sealUp(evilKey, { ...forged, edge: "a" }));
+    spy.publish("fedcomm.sec.up.b", await sealUp(evilKey, { ...forged, edge: "b" })); // b is down
     spy.publish("fedcomm.sec.up.a", partial1); // round 1's genuine partial, replayed
     await spy.flush();
     release();
@@ -127,6 +128,13 @@ Deno.test("NatsRoot.round() refuses forged, unknown-edge and replayed partials a
     assert.ok(
       reasons.some((r) => /^a: .*round 1, not task 2 of round 2: late or replayed/.test(r)),
     );
+    assert.ok(reasons.some((r) => /^b: .*bad HMAC/.test(r)), reasons.join("\n"));
+    // b, listed and silent, is missing, with the refusal of the message in its name.
+    assert.match(
+      round2.missingEdges.get("b") ?? "",
+      /^Edge "b" did not take the task before the round ended \(after \d+ ms\); a message in its name was refused: Message from "b" has a bad HMAC/,
+    );
+    assert.equal(round2.missing.get("b/*"), round2.missingEdges.get("b"));
     assert.deepStrictEqual([...round2.sites.keys()], ["a/s0", "a/s1"]);
     assert.equal(round2.weight, 10 + 17);
     assert.ok(sameBits(round2.weights!, flatFedAvg(weights, [1, 0], 2)));
