@@ -9,19 +9,19 @@ import { until } from "../tests/test_util.ts";
 
 const SECRET = "0123456789abcdef0123456789abcdef";
 
-Deno.test("prove() and verify() bind the secret, both nonces, the side and the name", async () => {
-  const key = await importSecret(secretBytes(SECRET, "secret"));
-  const other = await importSecret(secretBytes("another secret of 32 bytes......", "secret"));
+Deno.test("prove() and verify() bind the secret, both nonces, the side and the name", () => {
+  const key = importSecret(secretBytes(SECRET, "secret"));
+  const other = importSecret(secretBytes("another secret of 32 bytes......", "secret"));
   const [c, s] = [nonce(), nonce()];
-  const proof = await prove(key, "client", c, s, "site-a");
+  const proof = prove(key, "client", c, s, "site-a");
   assert.equal(proof.byteLength, 32);
-  assert.equal(await verify(key, "client", proof, c, s, "site-a"), true);
-  assert.equal(await verify(other, "client", proof, c, s, "site-a"), false, "another secret");
-  assert.equal(await verify(key, "server", proof, c, s, "site-a"), false, "the other side");
-  assert.equal(await verify(key, "client", proof, c, nonce(), "site-a"), false, "a new nonce");
-  assert.equal(await verify(key, "client", proof, c, s, "site-b"), false, "another name");
-  assert.equal(await verify(key, "client", proof.slice(1), c, s, "site-a"), false, "short");
-  assert.equal(await verify(key, "client", "x", c, s, "site-a"), false, "not bytes");
+  assert.equal(verify(key, "client", proof, c, s, "site-a"), true);
+  assert.equal(verify(other, "client", proof, c, s, "site-a"), false, "another secret");
+  assert.equal(verify(key, "server", proof, c, s, "site-a"), false, "the other side");
+  assert.equal(verify(key, "client", proof, c, nonce(), "site-a"), false, "a new nonce");
+  assert.equal(verify(key, "client", proof, c, s, "site-b"), false, "another name");
+  assert.equal(verify(key, "client", proof.slice(1), c, s, "site-a"), false, "short");
+  assert.equal(verify(key, "client", "x", c, s, "site-a"), false, "not bytes");
 });
 
 Deno.test("secretBytes() refuses short secrets and other types", () => {

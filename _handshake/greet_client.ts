@@ -5,12 +5,11 @@
  * @module
  */
 
-import { importSecret, nonce, NONCE_BYTES, prove, verify } from "./auth.ts";
+import { importSecret, type KeyLookup, nonce, NONCE_BYTES, prove, verify } from "./auth.ts";
 import { type Greeting, PlainFrame } from "./greeting.ts";
 import {
   type Hello,
   isRecord,
-  type KeyLookup,
   MAX_NAME_BYTES,
   propsProblem,
   type Refusal,
@@ -161,13 +160,13 @@ async function challenge(
   const forName = name === undefined ? "" : ` for "${name}"`;
   // An unknown name gets a challenge under a random key, so a prober learns
   // nothing about which names exist.
-  const key = await keys(name) ?? await importSecret(nonce());
+  const key = keys(name) ?? importSecret(nonce());
   const serverNonce = nonce();
   await sendHandshake(greeting, {
     fedcomm: PROTOCOL_VERSION,
     type: "challenge",
     nonce: serverNonce,
-    proof: await prove(key, "server", clientNonce, serverNonce, name ?? ""),
+    proof: prove(key, "server", clientNonce, serverNonce, name ?? ""),
   });
   let auth: unknown;
   try {
@@ -185,7 +184,7 @@ async function challenge(
   if (!isRecord(auth) || auth.type !== "auth" || auth.fedcomm !== PROTOCOL_VERSION) {
     return { reason: "malformed", name, message: `Invalid handshake: expected an "auth" map` };
   }
-  if (!await verify(key, "client", auth.proof, clientNonce, serverNonce, name ?? "")) {
+  if (!verify(key, "client", auth.proof, clientNonce, serverNonce, name ?? "")) {
     return { reason: "auth", name, message: `Authentication failed${forName}` };
   }
   return { ...claimed, authenticated: true };

@@ -5,7 +5,15 @@
  * @module
  */
 
-import { importSecret, nonce, NONCE_BYTES, prove, secretBytes, verify } from "./auth.ts";
+import {
+  type AuthKey,
+  importSecret,
+  nonce,
+  NONCE_BYTES,
+  prove,
+  secretBytes,
+  verify,
+} from "./auth.ts";
 import type { Greeting } from "./greeting.ts";
 import { receive, type ResumeRequest, sendHandshake, TOKEN_BYTES } from "./messages.ts";
 import { type Deadline, startDeadline } from "../_util/wait.ts";
@@ -47,7 +55,7 @@ export async function greetServer(
     { signal },
     () => ({ what: "Handshake", detail: "", clientIds: [] }),
   );
-  const key = secret === undefined ? undefined : await importSecret(secretBytes(secret, "secret"));
+  const key = secret === undefined ? undefined : importSecret(secretBytes(secret, "secret"));
   const clientNonce = key === undefined ? undefined : nonce();
   await sendHandshake(greeting, {
     fedcomm: PROTOCOL_VERSION,
@@ -68,7 +76,7 @@ export async function greetServer(
 async function authenticate(
   greeting: Greeting,
   deadline: Deadline,
-  key: CryptoKey,
+  key: AuthKey,
   clientNonce: Uint8Array,
   name: string,
 ): Promise<Record<string, unknown>> {
@@ -82,13 +90,13 @@ async function authenticate(
   if (!(serverNonce instanceof Uint8Array) || serverNonce.byteLength !== NONCE_BYTES) {
     throw new ProtocolError(`Invalid challenge: "nonce" is not ${NONCE_BYTES} bytes`);
   }
-  if (!await verify(key, "server", challenge.proof, clientNonce, serverNonce, name)) {
+  if (!verify(key, "server", challenge.proof, clientNonce, serverNonce, name)) {
     throw new AuthenticationError(
       "Server failed authentication: its proof does not match " +
         "(wrong secret, unknown name, or not the real server)",
     );
   }
-  const proof = await prove(key, "client", clientNonce, serverNonce, name);
+  const proof = prove(key, "client", clientNonce, serverNonce, name);
   await sendHandshake(greeting, { fedcomm: PROTOCOL_VERSION, type: "auth", proof });
   return await receive(greeting, deadline, "welcome");
 }

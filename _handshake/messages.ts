@@ -114,9 +114,6 @@ export interface Hello {
   readonly maxMessageBytes?: number;
 }
 
-/** The server's keys: one for the cohort, or one per client name. */
-export type KeyLookup = (name: string | undefined) => Promise<CryptoKey | undefined>;
-
 /**
  * Builds a handshake frame: a `c1 03` control frame with the message map.
  *

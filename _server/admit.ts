@@ -8,10 +8,10 @@
 
 import { Greeting } from "../_handshake/greeting.ts";
 import { greetClient, reject } from "../_handshake/greet_client.ts";
+import type { KeyLookup } from "../_handshake/auth.ts";
 import {
   HANDSHAKE_FRAME_BYTES,
   type Hello,
-  type KeyLookup,
   type Refusal,
   welcomeFrame,
 } from "../_handshake/messages.ts";

@@ -36,7 +36,7 @@ import type { ClientEvent, RefuseEvent } from "../events.ts";
 import { FrameReader } from "../framing.ts";
 import { listen, type Server } from "../server.ts";
 import { NdArray } from "../tensor.ts";
-import { prove } from "../_handshake/auth.ts";
+import { type AuthKey, importSecret, prove, secretBytes } from "../_handshake/auth.ts";
 
 /** Options of {@linkcode runFuzz}. */
 export interface FuzzOptions {
@@ -566,18 +566,10 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   for (let off = 0; off < bytes.byteLength;) off += await conn.write(bytes.subarray(off));
 }
 
-let authKeys: Promise<[CryptoKey, CryptoKey]> | undefined;
-function keys(): Promise<[CryptoKey, CryptoKey]> {
-  const importKey = (secret: string) =>
-    crypto.subtle.importKey(
-      "raw",
-      new TextEncoder().encode(secret),
-      { name: "HMAC", hash: "SHA-256" },
-      false,
-      ["sign"],
-    );
-  authKeys ??= Promise.all([importKey(SECRET), importKey("not the fuzz secret, 32 bytes...")]);
-  return authKeys;
+/** The fuzz secret's key and a wrong one. */
+function keys(): [AuthKey, AuthKey] {
+  const key = (secret: string) => importSecret(secretBytes(secret, "secret"));
+  return [key(SECRET), key("not the fuzz secret, 32 bytes...")];
 }
 
 /** Runs one case; returns its outcome and how long the server took to end it. */
@@ -612,8 +604,8 @@ async function runCase(
       } else {
         await watcher.wait(() => watcher.challenge !== undefined, HANDSHAKE_TIMEOUT + 1_000);
         if (watcher.challenge === undefined || nonce === undefined) break;
-        const [right, wrong] = await keys();
-        let proof = await prove(
+        const [right, wrong] = keys();
+        let proof = prove(
           step.auth === "wrong" ? wrong : right,
           "client",
           nonce,

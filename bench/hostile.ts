@@ -25,7 +25,7 @@
  * @module
  */
 
-import { prove } from "../_handshake/auth.ts";
+import { importSecret, prove, secretBytes } from "../_handshake/auth.ts";
 import { type Client, connect } from "../client.ts";
 import type { ConnectOptions } from "../types.ts";
 import { decode, encode } from "../codec.ts";
@@ -1526,14 +1526,8 @@ export async function unauthenticated(): Promise<Result> {
       await using peer = await RawPeer.connect(server.port);
       const clientNonce = crypto.getRandomValues(new Uint8Array(32));
       const challenge = await peer.handshake({ nonce: clientNonce });
-      const wrong = await crypto.subtle.importKey(
-        "raw",
-        new TextEncoder().encode("not the secret, but 32 bytes ..."),
-        { name: "HMAC", hash: "SHA-256" },
-        false,
-        ["sign", "verify"],
-      );
-      const proof = await prove(wrong, "client", clientNonce, challenge.nonce as Uint8Array, "");
+      const wrong = importSecret(secretBytes("not the secret, but 32 bytes ...", "secret"));
+      const proof = prove(wrong, "client", clientNonce, challenge.nonce as Uint8Array, "");
       await peer.sendHandshake({ fedcomm: 3, type: "auth", proof });
       const answer = await peer.recv();
       wrongSecretRaw = answer?.kind === "handshake" ? answer.value : String(answer?.kind);
