@@ -71,7 +71,7 @@ export class WriteQueue {
   /** The batch small frames are being copied into, and how full it is. */
   #tail: Uint8Array | undefined;
   #tailFill = 0;
-  /** Batches handed to the pump, and one written batch kept for reuse. */
+  /** Batches handed to the pump, and one written full-size batch kept for reuse. */
   readonly #batches = new Set<ArrayBufferLike>();
   #spare: Uint8Array | undefined;
   #batchSize = BATCH_MIN_BYTES;
@@ -239,7 +239,11 @@ export class WriteQueue {
           // After fail(), nothing more goes out: a lent chunk's caller was told already.
           if (this.#error !== undefined) break;
           await this.#writeChunk(chunk);
-          if (this.#batches.delete(chunk.buffer)) this.#spare = new Uint8Array(chunk.buffer);
+          // Only a full-size batch (heavy traffic) is kept for reuse: an idle
+          // connection holds no write memory.
+          if (this.#batches.delete(chunk.buffer) && chunk.buffer.byteLength === BATCH_BYTES) {
+            this.#spare = new Uint8Array(chunk.buffer);
+          }
         }
       }
     } catch (error) {
