@@ -155,23 +155,44 @@ export class WeightedSum {
    * The weighted mean Σ wᵢ·xᵢ / Σ wᵢ, computed in f64 and rounded once to
    * each tensor's dtype, in the template's form (same names, dtypes, shapes).
    *
-   * @returns New tensors; the sum is unchanged.
+   * @example Into memory that is reused round after round
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { WeightedSum } from "@fedcomm/fedcomm/fl";
+   *
+   * const model = { b: new Float32Array([0, 0]) };
+   * const sum = new WeightedSum(model);
+   * sum.add({ b: new Float32Array([1, 3]) }, 2);
+   * assert.equal(sum.mean(model), model);
+   * assert.deepStrictEqual(model.b, new Float32Array([1, 3]));
+   * ```
+   *
+   * @param into Tensors of the template's names, dtypes and shapes to write
+   * the mean into (the same values as new ones would get), instead of new
+   * memory; e.g. last round's model, once nothing else reads it.
+   * @returns New tensors, or `into`; the sum is unchanged.
    * @throws {RangeError} If the total weight is 0 (no update, or only
    * weight-0 ones).
+   * @throws {TypeError} If `into` does not match the template (nothing is written then).
    */
-  mean(): Weights {
+  mean(into?: Weights): Weights {
     if (this.#weight === 0) {
       throw new RangeError(
         `Cannot average: the total weight is 0 after "${this.#count}" updates`,
       );
     }
-    const mean: Weights = {};
+    if (into !== undefined) checkCompatible(this.#model, into, "Mean target");
+    const mean: Weights = into ?? {};
     const weight = this.#weight;
     this.#model.forEach(({ name, dtype, shape }, index) => {
       const sum = this.#sums[name];
-      const out = dtype === "float32" ? new Float32Array(sum.length) : new Float64Array(sum.length);
+      const out = into !== undefined
+        ? tensorData(into[name])
+        : dtype === "float32"
+        ? new Float32Array(sum.length)
+        : new Float64Array(sum.length);
       for (let i = 0; i < sum.length; i++) out[i] = sum[i] / weight;
-      mean[name] = this.#nd[index] ? new NdArray(out, shape) : out;
+      if (into === undefined) mean[name] = this.#nd[index] ? new NdArray(out, shape) : out;
     });
     return mean;
   }

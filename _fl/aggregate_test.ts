@@ -332,3 +332,44 @@ Deno.test("aggregateMetrics() throws a RangeError naming the bad item", () => {
     message: `Metrics item 0: "loss" is not a finite number: "NaN"`,
   });
 });
+
+Deno.test("WeightedSum.mean() writes into the given tensors the bits a new mean has", () => {
+  const { model, updates } = makeUpdates(9, 11);
+  const sum = fold(model, updates);
+  const into: Weights = {
+    w: new NdArray(new Float32Array(64 * 48).fill(7), [64, 48]),
+    b: new Float32Array(48).fill(7),
+  };
+  const { w, b } = into;
+  assert.equal(sum.mean(into), into);
+  assert.equal(into.w, w, "the tensors are written, not replaced");
+  assert.equal(into.b, b);
+  assert.deepStrictEqual(bits(into), bits(sum.mean()));
+  // The template itself may be the target: the mean does not read it.
+  assert.deepStrictEqual(bits(sum.mean(model)), bits(into));
+  // A float64 tensor gets the f64 mean.
+  const f64 = new WeightedSum({ x: new Float64Array(1) });
+  f64.add({ x: new Float64Array([1]) }, 1);
+  f64.add({ x: new Float64Array([2]) }, 2);
+  const x = { x: new Float64Array(1) };
+  f64.mean(x);
+  assert.deepStrictEqual(x.x, new Float64Array([5 / 3]));
+});
+
+Deno.test("WeightedSum.mean() refuses a target of another form and writes nothing", () => {
+  const sum = new WeightedSum({ w: new NdArray(new Float32Array(4), [2, 2]) });
+  sum.add({ w: new NdArray(new Float32Array([1, 2, 3, 4]), [2, 2]) }, 1);
+  const flat = { w: new Float32Array(4).fill(9) };
+  assert.throws(() => sum.mean(flat), {
+    name: "TypeError",
+    message: `Mean target has the wrong shape: "w" is [4], the model's is [2, 2]`,
+  });
+  assert.deepStrictEqual(flat.w, new Float32Array(4).fill(9));
+  assert.throws(
+    () => sum.mean({ w: new NdArray(new Float64Array(4), [2, 2]) }),
+    /Mean target has the wrong dtype: "w" is float64/,
+  );
+  assert.throws(() => sum.mean({}), /Mean target is missing a tensor: "w"/);
+  // An empty sum throws before it looks at the target.
+  assert.throws(() => new WeightedSum(flat).mean(flat), RangeError);
+});

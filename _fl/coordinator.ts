@@ -10,6 +10,7 @@
  */
 
 import type { ClientEvent, LateReplyEvent, RefuseEvent, Server } from "../mod.ts";
+import { WeightedSum } from "./aggregate.ts";
 import { Cohort, type SiteSnapshot } from "./cohort.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { FedAvg } from "./fed_avg.ts";
@@ -25,7 +26,7 @@ import { FL_VERSION, type StopMessage, type TaskKind } from "./messages.ts";
 import { Records, type RoundRecord, Totals } from "./records.ts";
 import { Round, type RoundOutcome } from "./round.ts";
 import type { Strategy } from "./strategy.ts";
-import { checkCompatible, type Weights } from "./weights.ts";
+import { checkCompatible, tensorData, type Weights } from "./weights.ts";
 
 /** The events of a {@linkcode Coordinator}. */
 export interface CoordinatorEventMap {
@@ -51,10 +52,14 @@ export interface CoordinatorEventMap {
  * identified by their name (`connect({ name })`), else `props.site`, else
  * their id.
  *
- * Memory: the updates are never held together. A round holds the global
- * model, the f64 sum (twice an f32 model) and the uploads the server has
- * read and not yet folded (bounded by its `receiveBufferBytes`, 128 MiB by
- * default); each upload's memory goes back to the server once folded.
+ * Memory: updates are never held together; from round 2 on a round
+ * allocates nothing model-sized. The job holds the global model, one f64 sum
+ * (emptied each round), the strategy's state (FedAdam, FedYogi: m and v),
+ * and the uploads read and not folded yet (the server's `receiveBufferBytes`)
+ * plus the one being folded. The next model is written into the global
+ * model's memory, except the `model` you pass and a model whose broadcast did
+ * not complete (then new memory). `"round"` events carry no model.
+ * `deno task bench --only=fl` measures the peak (checked against its floor).
  *
  * @example A two-round job with one site on loopback
  * ```ts
@@ -92,6 +97,12 @@ export class Coordinator extends EventTarget {
   #records: Records | undefined;
   #recent: RoundRecord[] = [];
   #global: Weights;
+  /** The caller's `model`, while the global model may share its memory: never written. */
+  #initial: Weights | undefined;
+  /** Models whose memory a broadcast may still be sending: never written. */
+  readonly #lent = new WeakSet<Weights>();
+  /** The weighted sum every train round folds into (made at the first). */
+  #sum: WeightedSum | undefined;
   #completed = 0;
   #resumedFrom = 0;
   #round: Round | undefined;
@@ -116,7 +127,7 @@ export class Coordinator extends EventTarget {
     this.#settings = checkOptions(options);
     this.#server = server;
     this.#strategy = options.strategy ?? new FedAvg();
-    this.#global = options.model;
+    this.#global = this.#initial = options.model;
     this.#cohort = new Cohort({
       onChange: (site) => this.dispatchEvent(new CustomEvent("site", { detail: site })),
     });
@@ -149,9 +160,13 @@ export class Coordinator extends EventTarget {
     signal?.addEventListener("abort", onAbort, { once: true });
     if (signal?.aborted) onAbort();
     const detach = new AbortController();
+    const early: RefuseEvent[] = []; // refusals while the checkpoint loads, counted after
+    const collect = (e: Event) => early.push(e as RefuseEvent);
+    this.#server.addEventListener("refuse", collect);
     try {
-      await this.#resume();
+      await this.#resume().finally(() => this.#server.removeEventListener("refuse", collect));
       this.#attach(detach.signal);
+      early.forEach(this.#refused);
       while (this.#completed < this.#settings.rounds && !this.#stopping.signal.aborted) {
         await this.#oneRound(this.#completed + 1);
       }
@@ -242,6 +257,7 @@ export class Coordinator extends EventTarget {
       checkCompatible(this.#global, checkpoint.weights, "Checkpoint model");
       this.#strategy.restore(checkpoint.strategyState);
       this.#global = checkpoint.weights;
+      this.#initial = undefined;
       this.#cohort.restore(checkpoint.sites);
       this.#totals = new Totals(checkpoint.totals);
       this.#completed = this.#resumedFrom = checkpoint.round;
@@ -274,12 +290,14 @@ export class Coordinator extends EventTarget {
       else this.#late.push(name);
       server.recycle(e.value);
     });
-    on<RefuseEvent>("refuse", (e) => {
-      this.#totals.add({ refused: 1 });
-      this.#records?.refused(e).catch(() => {});
-    });
+    on<RefuseEvent>("refuse", this.#refused);
     this.#refresh();
   }
+
+  readonly #refused = (e: RefuseEvent): void => {
+    this.#totals.add({ refused: 1 });
+    this.#records?.refused(e).catch(() => {});
+  };
 
   /** One round: wait for sites, train, maybe evaluate, then checkpoint. */
   async #oneRound(round: number): Promise<void> {
@@ -287,9 +305,7 @@ export class Coordinator extends EventTarget {
     if (!(await this.#waitSites(minSites, waitTimeout))) return;
     const train = await this.#run(round, "train");
     if (train === undefined) return;
-    const next = train.sum === undefined
-      ? this.#global
-      : this.#strategy.update(this.#global, train.sum, round);
+    const next = train.sum === undefined ? this.#global : this.#update(train.sum, round);
     if (train.sum !== undefined) this.#metrics.train = train.record.metrics;
     let evaluated = 0;
     if (
@@ -306,9 +322,23 @@ export class Coordinator extends EventTarget {
       }
     }
     this.#global = next;
+    if (this.#initial !== undefined && !sharesMemory(next, this.#initial)) {
+      this.#initial = undefined;
+    }
     this.#completed = round;
     this.#totals.add({ rounds: 1, evaluations: evaluated });
     await this.#checkpoint();
+  }
+
+  /**
+   * The strategy's next model, written into the global model's memory when
+   * nothing else may read it: not the caller's, not lent to a broadcast.
+   */
+  #update(sum: WeightedSum, round: number): Weights {
+    const global = this.#global;
+    const mine = !this.#lent.has(global) &&
+      (this.#initial === undefined || !sharesMemory(global, this.#initial));
+    return this.#strategy.update(global, sum, round, mine ? global : undefined);
   }
 
   /** Waits for `min` available sites; false if the job stopped meanwhile. */
@@ -335,6 +365,7 @@ export class Coordinator extends EventTarget {
       strategy: this.#strategy,
       totals: this.#totals,
       global: this.#global,
+      sum: kind === "train" ? (this.#sum ??= new WeightedSum(this.#global)) : undefined,
     };
     const current = new Round(ctx, round, kind, this.#late);
     this.#late = [];
@@ -344,6 +375,7 @@ export class Coordinator extends EventTarget {
       outcome = await current.run();
     } finally {
       this.#round = undefined;
+      if (current.lent) this.#lent.add(ctx.global);
     }
     if (current.stopped) return undefined;
     this.#recent.push(outcome.record);
@@ -409,4 +441,10 @@ export class Coordinator extends EventTarget {
       totals: this.#totals.get(),
     };
   }
+}
+
+/** Whether two models have a tensor over the same memory. */
+function sharesMemory(a: Weights, b: Weights): boolean {
+  const buffers = new Set(Object.values(b).map((tensor) => tensorData(tensor).buffer));
+  return Object.values(a).some((tensor) => buffers.has(tensorData(tensor).buffer));
 }

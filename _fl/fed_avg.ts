@@ -28,12 +28,24 @@ export interface Strategy {
   /**
    * The next global model.
    *
-   * @param global The current global model (not changed).
+   * The coordinator's memory (see `Coordinator`): it passes the same `sum`
+   * every round (emptied before the next), so a strategy copies what it
+   * keeps of it; and, when no one else may read the current model's memory
+   * any more (not the job's initial `model`, nor one a broadcast may still be
+   * sending), it passes that model as `into`, so that a strategy that writes
+   * the next model there needs no new memory. A strategy may ignore `into`
+   * and return new weights.
+   *
+   * @param global The current global model (not changed, but through `into`).
    * @param sum The round's updates, weighted by sample count.
    * @param round The round.
-   * @returns New weights, of the global model's names, dtypes and shapes.
+   * @param into Memory to write the next model into and return, instead of
+   * new weights: tensors of the global model's names, dtypes and shapes; the
+   * coordinator passes `global` itself, so a strategy that reads `global`
+   * reads each value before it writes the same index of `into`.
+   * @returns New weights, or `into`, of the global model's names, dtypes and shapes.
    */
-  update(global: Weights, sum: WeightedSum, round: number): Weights;
+  update(global: Weights, sum: WeightedSum, round: number, into?: Weights): Weights;
   /**
    * The strategy's state, for a checkpoint (plain data and `Float64Array`s).
    *
@@ -119,13 +131,15 @@ export class FedAvg implements Strategy {
    * @param global The current global model (checked against, not read).
    * @param sum The round's updates.
    * @param _round The round (unused).
-   * @returns The mean, in the global model's dtypes and shapes.
-   * @throws {TypeError} If the sum's tensors are not the global model's.
+   * @param into Memory to write the mean into (e.g. `global` itself), instead of new tensors.
+   * @returns The mean, in the global model's dtypes and shapes: new tensors, or `into`.
+   * @throws {TypeError} If the sum's tensors, or `into`'s, are not the global
+   * model's (nothing is written then).
    * @throws {RangeError} If the sum's total weight is 0.
    */
-  update(global: Weights, sum: WeightedSum, _round: number): Weights {
+  update(global: Weights, sum: WeightedSum, _round: number, into?: Weights): Weights {
     checkSum(global, sum);
-    return sum.mean();
+    return sum.mean(into);
   }
 
   /**

@@ -111,3 +111,22 @@ Deno.test("FedProx() throws a RangeError for a bad mu", () => {
   }
   assert.throws(() => new FedProx(undefined as unknown as { mu: number }), RangeError);
 });
+
+Deno.test("FedAvg.update() writes the mean into the global model when it is passed as into", () => {
+  const updates: [number[], number, number][] = [[[1, 2, 3, 4], 1, 10], [[5, 6, 7, 8], 2, 30]];
+  const fresh = new FedAvg().update(model(), sumOf(updates), 1);
+  const global = model();
+  const { w, b } = global;
+  const next = new FedAvg().update(global, sumOf(updates), 1, global);
+  assert.equal(next, global);
+  assert.equal(next.w, w);
+  assert.equal(next.b, b);
+  assert.deepStrictEqual(next, fresh);
+  // A target of another form: nothing written.
+  const other = { w: new Float32Array(4), b: new Float64Array(1) };
+  assert.throws(() => new FedAvg().update(model(), sumOf(updates), 1, other), {
+    name: "TypeError",
+    message: `Mean target has the wrong shape: "w" is [4], the model's is [2, 2]`,
+  });
+  assert.deepStrictEqual(other, { w: new Float32Array(4), b: new Float64Array(1) });
+});

@@ -7,10 +7,15 @@
  * @module
  */
 
-import { NdArray } from "../tensor.ts";
 import type { WeightedSum } from "./aggregate.ts";
 import { checkNumber, checkStrategyName, checkSum, FedAvg, type FedAvgOptions } from "./fed_avg.ts";
-import { type FloatArray, tensorData, type Weights } from "./weights.ts";
+import {
+  checkCompatible,
+  type FloatArray,
+  tensorData,
+  tensorLike,
+  type Weights,
+} from "./weights.ts";
 
 /** Options of {@linkcode FedAdam} and {@linkcode FedYogi}: Reddi et al.'s server optimizer. */
 export interface FedOptOptions extends FedAvgOptions {
@@ -109,30 +114,36 @@ export abstract class FedOpt extends FedAvg {
    * One step of the server optimizer on the round's mean (computed in f64
    * from the sum, not rounded to the model's dtype first).
    *
-   * @param global The current global model (not changed).
+   * @param global The current global model (not changed, but through `into`).
    * @param sum The round's updates.
    * @param _round The round (unused).
-   * @returns The new global model, in the global model's dtypes and shapes.
-   * @throws {TypeError} If the sum's tensors, or restored moments, do not
-   * match the global model's.
+   * @param into Memory to write the new model into (e.g. `global` itself:
+   * each value is read before the same index is written), instead of new tensors.
+   * @returns The new global model, in the global model's dtypes and shapes:
+   * new tensors, or `into`.
+   * @throws {TypeError} If the sum's tensors, `into`'s or restored moments do
+   * not match the global model's (nothing is written then).
    * @throws {RangeError} If the sum's total weight is 0.
    */
-  override update(global: Weights, sum: WeightedSum, _round: number): Weights {
+  override update(global: Weights, sum: WeightedSum, _round: number, into?: Weights): Weights {
     const sums = checkSum(global, sum);
     if (sum.weight === 0) {
       throw new RangeError(`Cannot average: the total weight is 0 after "${sum.count}" updates`);
     }
+    if (into !== undefined) checkCompatible(global, into, "Update target");
     const m = this.#m ??= filled(global, 0);
     const v = this.#v ??= filled(global, this.tau * this.tau);
     checkMomentSizes(this.name, global, m, v);
-    const next: Weights = {};
+    const next: Weights = into ?? {};
     for (const [name, tensor] of Object.entries(global)) {
       const x = tensorData(tensor);
-      const out = x instanceof Float32Array
+      const out = into !== undefined
+        ? tensorData(into[name])
+        : x instanceof Float32Array
         ? new Float32Array(x.length)
         : new Float64Array(x.length);
       this.#step(x, sums[name], sum.weight, m[name], v[name], out);
-      next[name] = tensor instanceof NdArray ? new NdArray(out, tensor.shape) : out;
+      if (into === undefined) next[name] = tensorLike(tensor, out);
     }
     return next;
   }

@@ -108,6 +108,35 @@ for (const [Strategy, rule] of [[FedAdam, "adam"], [FedYogi, "yogi"]] as const) 
     });
   });
 
+  Deno.test(`${name}.update() into the global model itself gives the bits of a new model`, () => {
+    const fresh = new Strategy(options), inPlace = new Strategy(options);
+    let model = global([1, -2], 0.5);
+    const mine = global([1, -2], 0.5);
+    const { w, b } = mine;
+    const rounds: [number[], number, number][][] = [
+      [[[3, -2], 5, 1], [[1, 2], 1, 3]],
+      [[[0.1, 0.3], -1, 2]],
+      [[[7, -7], 1e-3, 4], [[-1, 1], 2, 1]],
+    ];
+    rounds.forEach((updates, r) => {
+      model = fresh.update(model, round(updates), r + 1);
+      assert.equal(inPlace.update(mine, round(updates), r + 1, mine), mine);
+      assert.deepStrictEqual(values(mine), values(model), `round ${r + 1}`);
+    });
+    assert.equal(mine.w, w, "the tensors are written, not replaced");
+    assert.equal(mine.b, b);
+    assert.deepStrictEqual(inPlace.state(), fresh.state());
+    // A target of another form: nothing written, the moments unchanged.
+    const before = structuredClone(inPlace.state());
+    const other = { w: new Float64Array(2), b: new Float32Array(1) };
+    assert.throws(() => inPlace.update(mine, round([[[1, 1], 1, 1]]), 4, other), {
+      name: "TypeError",
+      message: `Update target has the wrong shape: "b" is [1], the model's is [1, 1]`,
+    });
+    assert.deepStrictEqual(other, { w: new Float64Array(2), b: new Float32Array(1) });
+    assert.deepStrictEqual(inPlace.state(), before);
+  });
+
   Deno.test(`${name}.update() refuses an empty sum or one of another model`, () => {
     const strategy = new Strategy();
     assert.throws(() => strategy.update(global([0, 0], 0), round([]), 1), {

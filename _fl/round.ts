@@ -1,12 +1,13 @@
 /**
  * One round of a job: sample the available sites, send each the task (one
- * broadcast: the model is encoded once), fold the results into a
+ * broadcast: the model is encoded once), fold the results into the job's
  * {@linkcode WeightedSum} as they arrive through `server.uploads()` (the
- * memory of one f64 model; each upload's memory is recycled once folded),
- * and end when every sampled site answered, failed or left, at the
- * deadline, or `grace` ms after the quorum. Sites with no answer by then get
- * a `cancel` and are `missing` with the reason; a failure or an invalid
- * result is a per-site error; the round goes on without them.
+ * memory of one f64 model, emptied and reused every round; each upload's
+ * memory is recycled once folded), and end when every sampled site
+ * answered, failed or left, at the deadline, or `grace` ms after the
+ * quorum. Sites with no answer by then get a `cancel` and are `missing`
+ * with the reason; a failure or an invalid result is a per-site error; the
+ * round goes on without them.
  *
  * @module
  */
@@ -36,6 +37,8 @@ export interface RoundContext {
   readonly totals: Totals;
   /** The global model the tasks carry. */
   readonly global: Weights;
+  /** The job's sum, for a train round: emptied when the round starts, then folded into. */
+  readonly sum: WeightedSum | undefined;
 }
 
 /** What a round gives back: its record, and for a train round with a quorum, the sum. */
@@ -75,6 +78,7 @@ export class Round {
   readonly #failed: { site: string; error: string }[] = [];
   readonly #metrics: MetricsItem[] = [];
   readonly #sum: WeightedSum | undefined;
+  #lent = false;
   readonly #end = new AbortController();
   #ending: Ending | undefined;
   #stopReason = "";
@@ -87,14 +91,19 @@ export class Round {
    * @param round The round.
    * @param kind Train or evaluate.
    * @param late Sites whose late replies came since the last round's record.
+   * @throws {TypeError} If a train round's context has no sum.
    */
   constructor(ctx: RoundContext, round: number, kind: TaskKind, late: string[]) {
+    if (kind === "train" && !(ctx.sum instanceof WeightedSum)) {
+      throw new TypeError(`Round ${round} cannot train: its context has no sum`);
+    }
     this.#ctx = ctx;
     this.round = round;
     this.kind = kind;
     this.task = taskNumber(round, kind);
     this.#late = late;
-    this.#sum = kind === "train" ? new WeightedSum(ctx.global) : undefined;
+    this.#sum = kind === "train" ? ctx.sum : undefined;
+    this.#sum?.reset();
   }
 
   /**
@@ -184,6 +193,15 @@ export class Round {
     return this.#ending === "stopped";
   }
 
+  /**
+   * Whether the transport may still be sending the model's memory: the
+   * tasks' broadcast did not resolve (it failed, or the round ended first),
+   * so a site's copy may be unacknowledged (the model must not be written).
+   */
+  get lent(): boolean {
+    return this.#lent;
+  }
+
   /** Samples the sites and marks them busy; returns their ids. */
   #sample(): number[] {
     const { cohort, settings, totals } = this.#ctx;
@@ -215,8 +233,10 @@ export class Round {
       config: strategy.configure(this.round, this.kind),
       weights: global,
     };
+    this.#lent = true;
     try {
       await server.broadcast(message, { ids, signal: this.#end.signal });
+      this.#lent = false; // every connected site acknowledged it; those away got a copy
     } catch (error) {
       if (this.#end.signal.aborted) return;
       if (error instanceof TypeError) throw error;

@@ -16,9 +16,12 @@
  *   `raw_pool.ts`), `node+msgpackr`, `python+pickle`, and the
  *   extra benchmarks `messages`, `memory`, `admission` (see `admission.ts`)
  *   `python` (the Python client against the Deno client, see
- *   `python.ts`) and `huge` (a 6 GiB model as a long message, see
- *   `huge.ts`), e.g. `--only=raw,fedcomm,streams`; and `nats` (hierarchical
- *   rounds over NATS against one flat server, see `nats.ts`; only when named);
+ *   `python.ts`), `huge` (a 6 GiB model as a long message, see
+ *   `huge.ts`) and `fl` (the FL coordinator's peak memory, see
+ *   `fl_memory.ts`), e.g. `--only=raw,fedcomm,streams`; and `nats` (hierarchical
+ *   rounds over NATS against one flat server, see `nats.ts`; only when named)
+ *   and `nats-huge` (a 4.5 GiB model through the NATS object store, see
+ *   `nats_huge.ts`; only when named);
  * - `--scenarios=KEYS` runs only these round scenarios, from `1k`, `1m`,
  *   `100m` (N=4) and `n1000` (N=1000, 1 KiB), e.g. `--scenarios=1k,100m`.
  *
@@ -124,7 +127,8 @@ const impls = [...candidates, ...(wantsPeers ? peers() : [])]
   .filter(([name]) => selected(name));
 const unknown = [
   ...(only ?? []).filter((name) =>
-    !["messages", "memory", "admission", "python", "huge", "nats"].includes(name) &&
+    !["messages", "memory", "admission", "python", "huge", "nats", "nats-huge"].includes(name) &&
+    name !== "fl" &&
     !["node+msgpackr", "python+pickle"].includes(name) &&
     !candidates.some(([known]) => known === name)
   ),
@@ -252,6 +256,17 @@ if (selected("huge")) {
     missed.push("huge: below 0.9 × raw, or a side's peak RSS above 2 × the model (see above)");
   }
 }
+if (selected("fl")) {
+  // A Coordinator's peak RSS ≤ 6.5 × a 256 MiB model, flat from round 2 (see fl_memory.ts).
+  const args = ["run", "-A", `${dir}fl_memory.ts`, ...(quick ? ["--quick"] : [])];
+  const run = await new Deno.Command(Deno.execPath(), { args, stdout: "piped" }).output();
+  const lines = new TextDecoder().decode(run.stdout).trim().split("\n");
+  for (const line of lines.filter((l) => l.startsWith("{"))) console.error(line);
+  console.log(`\n${lines.filter((l) => !l.startsWith("{")).join("\n")}`);
+  if (!run.success) {
+    missed.push("fl: the coordinator's peak RSS is above 6.5 × the model, or grows (see above)");
+  }
+}
 if (only?.includes("nats")) {
   // 4 edges x 2,500 sites over NATS against one flat server; equal aggregates (see nats.ts).
   const args = ["run", "-A", `${dir}nats.ts`, ...(quick ? ["--quick"] : [])];
@@ -262,6 +277,18 @@ if (only?.includes("nats")) {
   console.log(`\n${lines.filter((l) => !l.startsWith("{")).join("\n")}`);
   if (!run.success) {
     missed.push("nats: the run failed, or its aggregate differs from flat (see above)");
+  }
+}
+if (only?.includes("nats-huge")) {
+  // A 4.5 GiB model put and fetched through the object store, bytes equal (see nats_huge.ts).
+  const args = ["run", "-A", `${dir}nats_huge.ts`, ...(quick ? ["--quick"] : [])];
+  const run = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "inherit" })
+    .output();
+  const lines = new TextDecoder().decode(run.stdout).trim().split("\n");
+  for (const line of lines.filter((l) => l.startsWith("{"))) console.error(line);
+  console.log(`\n${lines.filter((l) => !l.startsWith("{")).join("\n")}`);
+  if (!run.success) {
+    missed.push("nats-huge: the run failed, or the model came back different (see above)");
   }
 }
 console.log(
