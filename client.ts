@@ -391,6 +391,7 @@ export class Client extends FedcommEventTarget<ClientEventMap>
       detail: `${this.#connection.outbox.unacked} messages not acknowledged`,
       clientIds: [this.id],
     }));
+    this.#connection.sender.askAcks(); // a ping: the server's ack comes before its pong
     await this.#connection.outbox.delivered(this.#connection.messagesSent, deadline);
   }
 

@@ -1,10 +1,11 @@
 /**
  * When a session acknowledges what it received (PROTOCOL.md §8.3): at once
  * after a large message (64 KiB) or when 1 MiB or 1,024 messages are
- * unacknowledged, otherwise 25 to 50 ms after the first unacknowledged one
- * (the protocol allows 100). Most acks ride in front of a frame the session
+ * unacknowledged, in front of a pong (a peer that waits for acks asks with
+ * a ping), otherwise 0.5 to 1 s after the first unacknowledged one (the
+ * protocol allows 2 s). Most acks ride in front of a frame the session
  * sends before then: one socket write for both. The delay is long enough
- * for a round of 1,000 clients to reach its next broadcast, which carries
+ * for a round of 10,000 clients to reach its next broadcast, which carries
  * the acks of the replies, instead of one more write per client.
  *
  * @module
@@ -15,10 +16,10 @@ import { ackFrame, setAckCount } from "../_wire/control.ts";
 /** An ack goes out at once after a message body at least this large. */
 const ACK_NOW_BYTES = 64 * 1024;
 /** … or when this many bytes … */
-const ACK_BYTES = 1024 * 1024;
+export const ACK_BYTES = 1024 * 1024;
 /** … or this many messages are unacknowledged; otherwise within 1 to 2 ticks. */
-const ACK_MESSAGES = 1024;
-const ACK_TICK_MS = 25;
+export const ACK_MESSAGES = 1024;
+const ACK_TICK_MS = 500;
 
 /** One session's acknowledgements. */
 export class Acks {
@@ -82,15 +83,24 @@ export class Acks {
     return setAckCount(this.#frame, this.#sent);
   }
 
+  /** Sends the ack now if one is due (a ping came: its pong goes after the ack). */
+  flushDue(): void {
+    if (this.due) this.#flush();
+  }
+
   /** The peer learnt what we received from a resume handshake: that counts as acknowledged. */
   told(): void {
     this.#sent = this.received;
     this.#unackedBytes = 0;
   }
 
-  /** The session ended: no ack is due any more. */
+  /** The session ended: no ack is due any more (the process's timer stops when none is). */
   stop(): void {
     Acks.#forget(this);
+    if (Acks.#older.size === 0 && Acks.#younger.size === 0 && Acks.#timer !== undefined) {
+      clearInterval(Acks.#timer);
+      Acks.#timer = undefined;
+    }
   }
 
   /**

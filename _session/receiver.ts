@@ -30,6 +30,7 @@ import {
   LONG,
   LONG_PREFIX_BYTES,
   PART,
+  PING,
   REPLY,
   REPLY_PREFIX_BYTES,
   replyTo,
@@ -325,6 +326,8 @@ export class Receiver implements ReadHooks {
     }
     const size = body.byteLength;
     const clientId = this.#host.clientId;
+    // A peer waiting for acks asks with a ping: the ack goes before the pong (§8.3).
+    if (kind === PING) this.#acks.flushDue();
     if (link.keepaliveFrame(body)) return;
     if (kind === ACK && size === ACK_BODY_BYTES) {
       this.#host.outbox.ack(ackCount(body), clientId);

@@ -19,7 +19,7 @@
  * @module
  */
 
-import type { Acks } from "./acks.ts";
+import { ACK_BYTES, ACK_MESSAGES, type Acks } from "./acks.ts";
 import type { Links } from "./links.ts";
 import { Outbox } from "./outbox.ts";
 import type { Link } from "../_link/link.ts";
@@ -76,6 +76,8 @@ export class Sender {
   readonly #long: LongOptions;
   /** The write-queue mark of the last message pushed on the current link. */
   #lastMark = 0;
+  /** The ack count at which {@linkcode Sender.askAcks} last asked (one ping per wait). */
+  #askedAt = -1;
   /** The reply prefix, rewritten for each reply (the encoder copies it at once). */
   readonly #prefix = replyPrefix(1);
 
@@ -219,7 +221,30 @@ export class Sender {
 
   /** While connected: waits until the peer acknowledged enough, or its link dropped. */
   async #room(deadline: Deadline): Promise<void> {
+    this.#askSmall();
     await Promise.race([this.outbox.room(deadline), this.#links.dropped]);
+  }
+
+  /**
+   * Asks the peer for the acks it owes (PROTOCOL.md §8.3), for a caller
+   * about to wait for them: a ping, whose pong comes after the ack. Once per
+   * ack count (one wait, one ping), and only while messages are unacknowledged.
+   */
+  askAcks(): void {
+    const link = this.#links.current;
+    const acked = this.outbox.acked;
+    if (link === undefined || this.outbox.unacked === 0 || this.#askedAt === acked) return;
+    this.#askedAt = acked;
+    link.ping();
+  }
+
+  /**
+   * Asks for acks when the outbox is full of less than the peer acknowledges
+   * at once (1 MiB, 1,024 messages: a `retainBytes` below 1 MiB); above that
+   * the ack is on its way without being asked for.
+   */
+  #askSmall(): void {
+    if (this.outbox.bytes < ACK_BYTES && this.outbox.unacked < ACK_MESSAGES) this.askAcks();
   }
 
   /** Ends the session of a peer away with `retainBytes` of unacknowledged messages. */
@@ -263,8 +288,11 @@ export class Sender {
       return undefined;
     }
     let wait: Promise<unknown>;
-    if (borrowed || this.outbox.full) wait = this.outbox.delivered(seq, deadline);
-    else if (link.queue.congested) wait = within(link.queue.written(this.#lastMark), deadline);
+    if (borrowed) wait = this.outbox.delivered(seq, deadline); // acknowledged at once (§8.3)
+    else if (this.outbox.full) {
+      this.#askSmall();
+      wait = this.outbox.delivered(seq, deadline);
+    } else if (link.queue.congested) wait = within(link.queue.written(this.#lastMark), deadline);
     else return undefined;
     return Promise.race([wait, this.#links.dropped]).then(
       () => this.#away(link, seq, borrowed, copies),

@@ -395,6 +395,7 @@ export class Session implements LinkOwner {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const pause = new Promise<void>((resolve) => timer = setTimeout(resolve, CLOSE_FLUSH_MS));
       if (this.#links.current !== undefined) {
+        this.sender.askAcks();
         await Promise.race([
           this.outbox.delivered(this.outbox.sent, NO_DEADLINE).catch(() => {}),
           pause,

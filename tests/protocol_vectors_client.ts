@@ -82,7 +82,7 @@ function clientSession(): Promise<Captured> {
   return withClient({ heartbeatMs: 0 }, "welcome", async ({ client, s, hello }) => {
     const out: Captured = { hello };
     assert.deepStrictEqual([client.id, client.clients, client.authenticated], [0, 2, false]);
-    // A heartbeat is skipped; the broadcast is message 1, acknowledged within 10 ms.
+    // A heartbeat is skipped; the broadcast is message 1, acknowledged within 1 s.
     await s.send("heartbeat", "broadcast-tensor");
     assertValue(await soon(client.recv(), "the broadcast"), jsonOf("broadcast-tensor"));
     out["ack-1"] = await s.frame();
@@ -96,8 +96,11 @@ function clientSession(): Promise<Captured> {
     out["ack-2"] = await s.frame();
     await client.reply(valueOf("reply-done"), { to: caseOf("reply-done").decoded.request });
     out["reply-done"] = await s.frame();
-    await s.send("ack-2");
-    await soon(client.flush(), "the client to read the ack");
+    // flush() waits for the ack of message 2: it asks with a ping, its first (§8.3).
+    const flushed = client.flush();
+    assert.deepStrictEqual(await s.frame(), frameOf("ping"));
+    await s.send("ack-2", "pong");
+    await soon(flushed, "the client to read the ack");
     const closing = client.close();
     out.close = await s.frame();
     await s.eof();

@@ -104,9 +104,11 @@ async function serverRounds(
   await server.broadcast(valueOf("broadcast-round-2"));
   out["broadcast-round-2"] = await a.frame();
   assert.deepStrictEqual(await b.frame(), out["broadcast-round-2"]);
-  await a.send("ack-2", "reply-done");
+  // A ping while the server owes an ack: the ack goes first, then the pong (§8.3).
+  await a.send("ack-2", "reply-done", "ping");
   await b.send("ack-2");
   out["ack-2"] = await a.frame();
+  assert.deepStrictEqual(await a.frame(), out.pong, "the pong, after the ack");
   await until(() => server.stats(0).lateReplies === 1, "the late reply");
 
   // Client 0 closes its session; the server closes client 1's.

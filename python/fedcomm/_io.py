@@ -4,7 +4,9 @@
 :class:`_Serving` loop per connection reads frames into the session, writes
 the frames it says are due in chunks, sends heartbeat pings and detects a
 silent server; after a drop the :class:`~fedcomm._resume.Resumer` brings a new
-connection. After close() the loop waits for the acks, then writes ``c1 06``.
+connection. When close() or a send waits for the server's acks, it asks for
+them with a ping (the server writes the ack it owes before the pong); after
+close() the loop waits for the acks, then writes ``c1 06``.
 """
 
 from __future__ import annotations
@@ -250,13 +252,20 @@ class _Serving:
         return None
 
     def _ping_due(self, now: float) -> bool:
-        """Queues a heartbeat ping when nothing was written for ``heartbeat``
-        seconds (and no frame is being written); returns whether it did."""
-        ping_at = self._traffic.ping_at()
-        if ping_at is None or self._current is not None or now < ping_at:
+        """Queues a ping, unless a frame is being written: a heartbeat when
+        nothing was written for ``heartbeat`` seconds, or to ask for the
+        server's acks when the session waits for them (the server answers
+        with its ack before the pong, so a server that delays its acks does
+        not make close() or a send wait: see :meth:`Session.ask_for_acks`).
+        Returns whether it did."""
+        if self._current is not None:
             return False
+        ping_at = self._traffic.ping_at()
         with self._shared.cond:
-            self._shared.session.control.append(self._traffic.new_ping())
+            session = self._shared.session
+            if not session.ask_for_acks() and (ping_at is None or now < ping_at):
+                return False
+            session.control.append(self._traffic.new_ping())
         return True
 
     def _wake_at(self, dead_at: Optional[float]) -> Optional[float]:

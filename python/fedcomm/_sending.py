@@ -86,16 +86,23 @@ class Sender:
 
     def _wait_ack(self, frame: OutFrame, deadline: Optional[float]) -> None:
         """Waits (until ``deadline``) for the server to acknowledge a long
-        message written whole: its data then need not be copied for a resume
-        (the server acknowledges a message of 64 KiB or more at once)."""
+        message written whole: its data then need not be copied for a resume.
+        The I/O thread asks for the ack with a ping (a server may delay the
+        ack of a small message by up to 2 s, but writes it before the pong,
+        PROTOCOL.md §8.3)."""
         cond = self._shared.cond
         session = self._shared.session
         with cond:
-            while not frame.acked and not session.over:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return
-                cond.wait(remaining)
+            session.ack_waits += 1
+            self._io.wake()
+            try:
+                while not frame.acked and not session.over:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return
+                    cond.wait(remaining)
+            finally:
+                session.ack_waits -= 1
 
     def _wait(
         self,

@@ -201,7 +201,9 @@ class Client:
         is written whole, its data then copied for a resume). Frames are written whole, never
         interleaved with other frames (pongs and pings wait for the frame to
         end). While ``retain_bytes`` of earlier messages are unacknowledged,
-        or the session is being resumed, the send waits.
+        or the session is being resumed, the send waits; while a send waits
+        for acks (for room, or for the ack of its long message), the I/O
+        thread asks the server for them with a ping, once per wait.
 
         Args:
             value: dicts, lists, tuples, str, bytes, int (64-bit), float, bool,
@@ -328,7 +330,10 @@ class Client:
         Waits (at most 5 s) until the server has acknowledged the messages
         sent, then tells it that the session is over (``c1 06``: the server
         does not wait for a resume), closes the connection and stops the I/O
-        thread. Sends that did not start are refused; messages not yet taken
+        thread. While messages await their ack, the I/O thread sends a ping
+        once they are written: the server answers with the ack it owes
+        before the pong (PROTOCOL.md §8.3), so close() does not wait for the
+        server's ack delay (up to 2 s; 0.5 to 1 s with the Deno library). Sends that did not start are refused; messages not yet taken
         with :meth:`recv` are dropped. While the session is being resumed, it
         stops resuming at once.
         """

@@ -5,8 +5,19 @@ writes an ack (``c1 04`` + the count as a u64 big-endian):
 - at once after a message whose body is 64 KiB or more (its sender may be
   waiting for the ack to free room), or when 1 MiB or 1024 messages are
   unacknowledged;
-- otherwise within 10 ms of the first unacknowledged message;
-- and in front of any application frame this client writes (piggyback).
+- otherwise within 10 ms of the first unacknowledged message (the protocol
+  allows up to 2 s, PROTOCOL.md §8.3; a client sends about one message per
+  round, so its acks rarely find a frame to ride on);
+- in front of any application frame this client writes (piggyback);
+- and in front of the pong answering a ping that arrives while an ack is
+  owed (:meth:`~fedcomm._protocol.session.Session.on_ping`): a server that
+  waits for its acks asks for them with a ping.
+
+The other way round, when close() or a send waits for the server's acks,
+the I/O thread pings the server once per wait
+(:meth:`~fedcomm._protocol.session.Session.ask_for_acks`): a server may delay
+its acks by up to 2 s (the Deno library: 0.5 to 1 s), but writes the ack it
+owes before the pong.
 """
 
 from __future__ import annotations

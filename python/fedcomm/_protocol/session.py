@@ -69,6 +69,11 @@ class Session:
         self.resumes = 0
         #: Why the connection dropped, while a resume is due.
         self.drop_error: Optional[BaseException] = None
+        #: Sends waiting for the server's ack of their long message.
+        self.ack_waits = 0
+        # The number of the last message a ping asked the server to
+        # acknowledge (0: none on this connection): one ping per wait.
+        self._asked = 0
 
     def start(self, welcome: Welcome) -> None:
         """The session begins with the first welcome."""
@@ -206,7 +211,10 @@ class Session:
         return to
 
     def on_ping(self, payload: bytes) -> None:
-        """A ping: its pong is written next."""
+        """A ping: its pong is written next, behind the ack owed, if any
+        (PROTOCOL.md §8.3: the server may be waiting for it)."""
+        if self.acks.pending:
+            self.control.append(self.acks.frame())
         self.control.append(control(PONG, payload))
 
     def on_ack(self, count: int) -> bool:
@@ -238,6 +246,29 @@ class Session:
             and not self.control
             and len(self.retention) == 0
         )
+
+    def ask_for_acks(self) -> bool:
+        """Whether a ping should ask the server for its acks now (it answers
+        with the ack it owes before the pong, PROTOCOL.md §8.3): something
+        waits for them (close(), a send for room under ``retain_bytes``, a
+        send for the ack of its long message), everything sent is written
+        whole, and no ping asked since the last message was written (one
+        ping per wait). When it says yes, the caller queues the ping."""
+        retention = self.retention
+        if (
+            self.current is not None
+            or self.control
+            or self.resend
+            or self.resuming
+            or len(retention) == 0
+            or retention.sent <= self._asked
+        ):
+            return False
+        full = bool(self.outbox) and retention.bytes >= self.retain_bytes
+        if not (self.closed or full or self.ack_waits > 0):
+            return False
+        self._asked = retention.sent
+        return True
 
     def next_frame(self, now: float) -> Optional[OutFrame]:
         """The frame being written, or the next one to write (it becomes
@@ -303,6 +334,7 @@ class Session:
         self.current = None
         self.control.clear()  # pongs and pings of the old connection
         self.resend.clear()
+        self._asked = 0  # (a ping that asked for acks went with it)
         return self.drop_error
 
     def resumed(self, welcome: Welcome) -> int:

@@ -15,7 +15,8 @@ the messages numbered each way, what was acknowledged) that outlives its
 connections: with ``grace`` > 0 a dropped connection can be resumed (hello
 ``resume: {id, token, received}``); retained messages the client did not
 receive are sent again. The server acknowledges the client's messages as the
-design says (at once after a body of 64 KiB or more, else within 10 ms).
+design says (at once after a body of 64 KiB or more, else within 10 ms, and
+in front of the pong of a ping that arrives while it owes an ack).
 
 Threads: one accepting connections (it also ends sessions whose grace ran
 out), and one per connection that owns its socket (non-blocking, driven by

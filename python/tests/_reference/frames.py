@@ -2,8 +2,8 @@
 :class:`FrameHandler` checks and handles them: values, replies and long
 messages (header ``c1 07`` and parts ``c1 08``, PROTOCOL.md §8.8) go to the
 session (numbered; the acks owed are tracked and written), pings are
-answered, pongs and acks recorded, handshake messages passed on, and every
-protocol violation reported."""
+answered (behind the ack owed, PROTOCOL.md §8.3), pongs and acks recorded,
+handshake messages passed on, and every protocol violation reported."""
 
 from __future__ import annotations
 
@@ -48,13 +48,14 @@ class FrameHandler:
         assert self._conn.session is not None, "no session before the welcome"
         return self._conn.session
 
-    def ack_check(self, now: float) -> Optional[float]:
-        """Writes the ack owed if it is due; returns when the next one is."""
+    def ack_check(self, now: float, force: bool = False) -> Optional[float]:
+        """Writes the ack owed if it is due (``force``: if one is owed, as
+        in front of a pong); returns when the next one is."""
         session = self._conn.session
         if session is None or not self._conn.server.acks or self._ack_since is None:
             return None
         due = self._ack_since if self._ack_urgent else self._ack_since + ACK_DELAY
-        if now < due:
+        if now < due and not force:
             return due
         with session.cond:
             count = session.received
@@ -145,6 +146,7 @@ class FrameHandler:
                 self._conn.frames.append(("ping", len(body)))
                 self._conn.pings_received += 1
                 if self._conn.server.answer_pings and not self._conn.silent:
+                    self.ack_check(time.monotonic(), force=True)  # the ack owed goes first
                     self._conn.pongs_sent += 1
                     self._conn.send_body(b"\xc1\x02" + payload)
             else:
