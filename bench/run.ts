@@ -17,8 +17,9 @@
  *   extra benchmarks `messages`, `memory`, `admission` (see `admission.ts`)
  *   `python` (the Python client against the Deno client, see
  *   `python.ts`), `huge` (a 6 GiB model as a long message, see
- *   `huge.ts`) and `fl` (the FL coordinator's peak memory, see
- *   `fl_memory.ts`), e.g. `--only=raw,fedcomm,streams`; and `nats` (hierarchical
+ *   `huge.ts`), `fl` (the FL coordinator's peak memory, see
+ *   `fl_memory.ts`) and `scale` (10,000 clients on one server, see
+ *   `scale.ts`), e.g. `--only=raw,fedcomm,streams`; and `nats` (hierarchical
  *   rounds over NATS against one flat server, see `nats.ts`; only when named)
  *   and `nats-huge` (a 4.5 GiB model through the NATS object store, see
  *   `nats_huge.ts`; only when named);
@@ -127,8 +128,8 @@ const impls = [...candidates, ...(wantsPeers ? peers() : [])]
   .filter(([name]) => selected(name));
 const unknown = [
   ...(only ?? []).filter((name) =>
-    !["messages", "memory", "admission", "python", "huge", "nats", "nats-huge"].includes(name) &&
-    name !== "fl" &&
+    !["messages", "memory", "admission", "python", "huge", "fl", "scale", "nats", "nats-huge"]
+      .includes(name) &&
     !["node+msgpackr", "python+pickle"].includes(name) &&
     !candidates.some(([known]) => known === name)
   ),
@@ -228,68 +229,49 @@ if (selected("admission")) {
   );
   if (!run.success) missed.push("admission: a join or a resume took over 500 ms (see above)");
 }
-if (selected("python")) {
-  // The Python client moves a 100 MiB model at ≥ 0.8 × the Deno client's rate (see python.ts).
-  const args = ["run", "-A", `${dir}python.ts`, ...(quick ? ["--quick"] : [])];
-  const run = await new Deno.Command(Deno.execPath(), { args, stdout: "piped" }).output();
-  const lines = new TextDecoder().decode(run.stdout).trim().split("\n");
-  for (const line of lines.filter((l) => l.startsWith("{"))) console.error(line);
-  console.log(`\n${lines.filter((l) => !l.startsWith("{")).join("\n")}`);
-  if (!run.success) {
-    missed.push("python: the Python client's rate is below 0.8 × the Deno client's (see above)");
-  }
-}
-if (selected("huge")) {
-  // A model larger than a frame: ≥ 0.9 × raw, RSS ≤ 2 × the model on each side (see huge.ts).
+/**
+ * Runs a benchmark script with its own floors (`--quick` passed on): its JSON
+ * lines go to stderr, the rest to stdout, and a non-zero exit is a miss.
+ */
+async function extra(script: string, miss: string, gc = false): Promise<void> {
   const args = [
     "run",
     "-A",
-    "--v8-flags=--expose-gc",
-    `${dir}huge.ts`,
+    ...(gc ? ["--v8-flags=--expose-gc"] : []),
+    `${dir}${script}`,
     ...(quick ? ["--quick"] : []),
   ];
-  const run = await new Deno.Command(Deno.execPath(), { args, stdout: "piped" }).output();
+  const run = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "inherit" })
+    .output();
   const lines = new TextDecoder().decode(run.stdout).trim().split("\n");
   for (const line of lines.filter((l) => l.startsWith("{"))) console.error(line);
   console.log(`\n${lines.filter((l) => !l.startsWith("{")).join("\n")}`);
-  if (!run.success) {
-    missed.push("huge: below 0.9 × raw, or a side's peak RSS above 2 × the model (see above)");
-  }
+  if (!run.success) missed.push(miss);
+}
+if (selected("python")) {
+  // The Python client moves a 100 MiB model at ≥ 0.8 × the Deno client's rate (see python.ts).
+  await extra("python.ts", "python: the Python client's rate is below 0.8 × the Deno client's");
+}
+if (selected("huge")) {
+  // A model larger than a frame: ≥ 0.9 × raw, RSS ≤ 2 × the model on each side (see huge.ts).
+  await extra("huge.ts", "huge: below 0.9 × raw, or a side's peak RSS above 2 × the model", true);
 }
 if (selected("fl")) {
   // A Coordinator's peak RSS ≤ 6.5 × a 256 MiB model, flat from round 2 (see fl_memory.ts).
-  const args = ["run", "-A", `${dir}fl_memory.ts`, ...(quick ? ["--quick"] : [])];
-  const run = await new Deno.Command(Deno.execPath(), { args, stdout: "piped" }).output();
-  const lines = new TextDecoder().decode(run.stdout).trim().split("\n");
-  for (const line of lines.filter((l) => l.startsWith("{"))) console.error(line);
-  console.log(`\n${lines.filter((l) => !l.startsWith("{")).join("\n")}`);
-  if (!run.success) {
-    missed.push("fl: the coordinator's peak RSS is above 6.5 × the model, or grows (see above)");
-  }
+  await extra("fl_memory.ts", "fl: the coordinator's peak RSS is above 6.5 × the model, or grows");
+}
+if (selected("scale")) {
+  // 10,000 clients with auth on one server: round ≤ 300 ms, joins ≤ 2 s, ≤ 16 KiB per idle
+  // connection (see scale.ts).
+  await extra("scale.ts", "scale: a 10,000-client floor was missed (see above)", true);
 }
 if (only?.includes("nats")) {
   // 4 edges x 2,500 sites over NATS against one flat server; equal aggregates (see nats.ts).
-  const args = ["run", "-A", `${dir}nats.ts`, ...(quick ? ["--quick"] : [])];
-  const run = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "inherit" })
-    .output();
-  const lines = new TextDecoder().decode(run.stdout).trim().split("\n");
-  for (const line of lines.filter((l) => l.startsWith("{"))) console.error(line);
-  console.log(`\n${lines.filter((l) => !l.startsWith("{")).join("\n")}`);
-  if (!run.success) {
-    missed.push("nats: the run failed, or its aggregate differs from flat (see above)");
-  }
+  await extra("nats.ts", "nats: the run failed, or its aggregate differs from flat");
 }
 if (only?.includes("nats-huge")) {
   // A 4.5 GiB model put and fetched through the object store, bytes equal (see nats_huge.ts).
-  const args = ["run", "-A", `${dir}nats_huge.ts`, ...(quick ? ["--quick"] : [])];
-  const run = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "inherit" })
-    .output();
-  const lines = new TextDecoder().decode(run.stdout).trim().split("\n");
-  for (const line of lines.filter((l) => l.startsWith("{"))) console.error(line);
-  console.log(`\n${lines.filter((l) => !l.startsWith("{")).join("\n")}`);
-  if (!run.success) {
-    missed.push("nats-huge: the run failed, or the model came back different (see above)");
-  }
+  await extra("nats_huge.ts", "nats-huge: the run failed, or the model came back different");
 }
 console.log(
   `\nMachine: ${Deno.build.target}, ${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}`,
