@@ -7,7 +7,8 @@
  * writes at a time; frames queued while it writes join the next batch.
  * Callers wait for the socket only when they lent memory or when more than
  * 1 MiB waits unwritten (backpressure). When nothing has been written for
- * `idleMs`, `onIdle` is called (the connection sends a ping).
+ * `idleMs`, `onIdle` is called (the connection sends a ping) and the queue
+ * gives back its spare batch: an idle connection holds no write memory.
  *
  * @module
  */
@@ -71,9 +72,10 @@ export class WriteQueue {
   /** The batch small frames are being copied into, and how full it is. */
   #tail: Uint8Array | undefined;
   #tailFill = 0;
-  /** Batches handed to the pump, and one written full-size batch kept for reuse. */
+  /** Batches handed to the pump, and one written batch kept for reuse (not the first). */
   readonly #batches = new Set<ArrayBufferLike>();
   #spare: Uint8Array | undefined;
+  #batchesWritten = 0;
   #batchSize = BATCH_MIN_BYTES;
   #queued = 0;
   #written = 0;
@@ -102,8 +104,12 @@ export class WriteQueue {
       this.#clock = IdleClock.of(idleMs);
       this.#watch = new Watch(() => {
         // Never while a frame is being written: those bytes show we are alive.
-        if (this.#pumping === undefined) onIdle();
-        else this.#clock!.touch(this.#watch!);
+        // An idle connection gives its spare batch back (the ping gets a new one).
+        if (this.#pumping === undefined) {
+          this.#spare = undefined;
+          this.#batchesWritten = 0;
+          onIdle();
+        } else this.#clock!.touch(this.#watch!);
       });
       this.#clock.touch(this.#watch, this.#lastWrite);
     }
@@ -239,9 +245,9 @@ export class WriteQueue {
           // After fail(), nothing more goes out: a lent chunk's caller was told already.
           if (this.#error !== undefined) break;
           await this.#writeChunk(chunk);
-          // Only a full-size batch (heavy traffic) is kept for reuse: an idle
-          // connection holds no write memory.
-          if (this.#batches.delete(chunk.buffer) && chunk.buffer.byteLength === BATCH_BYTES) {
+          // A written batch is kept for reuse once the connection has traffic
+          // (not for its first, the welcome); an idle one holds no write memory.
+          if (this.#batches.delete(chunk.buffer) && this.#batchesWritten++ > 0) {
             this.#spare = new Uint8Array(chunk.buffer);
           }
         }

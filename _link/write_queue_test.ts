@@ -257,3 +257,29 @@ Deno.test("WriteQueue() does not call onIdle while writes keep going", async () 
   queue.stopTimer();
   await queue.flush();
 });
+
+Deno.test("WriteQueue() reuses a batch while traffic goes on and gives it back when idle", async () => {
+  const writer = new FakeWriter();
+  let ping: (() => void) | undefined;
+  const queue = newQueue(writer, { idleMs: 30, onIdle: () => ping?.() });
+  const write = async () => {
+    queue.push([frame(pattern(8))]);
+    await queue.flush();
+    return writer.calls.at(-1)!.buffer;
+  };
+  const first = await write(); // the first batch (a welcome) is not kept
+  const second = await write();
+  const third = await write();
+  assert.notEqual(second, first);
+  assert.equal(third, second, "the written batch is reused while traffic goes on");
+  ping = () => {
+    ping = undefined;
+    queue.push([frame(pattern(2))]);
+  };
+  while (ping !== undefined) await delay(10); // the idle clock's timer does not hold the loop
+  await queue.flush();
+  const pingBuffer = writer.calls.at(-1)!.buffer;
+  assert.notEqual(pingBuffer, third, "idle: the spare batch was given back");
+  assert.notEqual(await write(), pingBuffer, "the ping's batch is not kept either");
+  queue.stopTimer();
+});
