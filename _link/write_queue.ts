@@ -8,7 +8,8 @@
  * Callers wait for the socket only when they lent memory or when more than
  * 1 MiB waits unwritten (backpressure). When nothing has been written for
  * `idleMs`, `onIdle` is called (the connection sends a ping) and the queue
- * gives back its spare batch: an idle connection holds no write memory.
+ * gives back its spare batch. Small batches, once written, go to a pool of
+ * the process: a connection between messages holds no write memory.
  *
  * @module
  */
@@ -39,6 +40,15 @@ const COPY_BYTES = 64 * 1024;
 const BATCH_BYTES = 16 * 1024;
 /** The first batch of a queue: a server may hold thousands of idle connections. */
 const BATCH_MIN_BYTES = 4 * 1024;
+/** Small batches written and free for any queue of the process: at most this many (256 KiB). */
+const POOL_BATCHES = 64;
+const pool: Uint8Array[] = [];
+
+/** A batch of `size` bytes: from the pool when small, else new. */
+function takeBatch(size: number): Uint8Array {
+  return (size === BATCH_MIN_BYTES ? pool.pop() : undefined) ?? new Uint8Array(size);
+}
+
 /** With progress reporting on, large chunks are written in slices of this size. */
 const PROGRESS_SLICE_BYTES = 4 * 1024 * 1024;
 /**
@@ -72,10 +82,9 @@ export class WriteQueue {
   /** The batch small frames are being copied into, and how full it is. */
   #tail: Uint8Array | undefined;
   #tailFill = 0;
-  /** Batches handed to the pump, and one written batch kept for reuse (not the first). */
+  /** Batches handed to the pump, and one written full-size batch kept for reuse. */
   readonly #batches = new Set<ArrayBufferLike>();
   #spare: Uint8Array | undefined;
-  #batchesWritten = 0;
   #batchSize = BATCH_MIN_BYTES;
   #queued = 0;
   #written = 0;
@@ -104,10 +113,9 @@ export class WriteQueue {
       this.#clock = IdleClock.of(idleMs);
       this.#watch = new Watch(() => {
         // Never while a frame is being written: those bytes show we are alive.
-        // An idle connection gives its spare batch back (the ping gets a new one).
+        // An idle connection gives its spare batch back.
         if (this.#pumping === undefined) {
           this.#spare = undefined;
-          this.#batchesWritten = 0;
           onIdle();
         } else this.#clock!.touch(this.#watch!);
       });
@@ -151,9 +159,7 @@ export class WriteQueue {
           this.#seal();
           const spare = this.#spare;
           this.#spare = undefined;
-          this.#tail = spare?.byteLength === this.#batchSize
-            ? spare
-            : new Uint8Array(this.#batchSize);
+          this.#tail = spare?.byteLength === this.#batchSize ? spare : takeBatch(this.#batchSize);
         }
         this.#tail.set(chunk, this.#tailFill);
         this.#tailFill += n;
@@ -219,6 +225,16 @@ export class WriteQueue {
     this.#stop();
   }
 
+  /**
+   * A written batch: a full-size one (heavy traffic) stays this queue's
+   * spare; a small one goes to the process's pool, so that a connection
+   * between messages holds no write memory and light traffic allocates none.
+   */
+  #keep(batch: Uint8Array): void {
+    if (batch.byteLength === BATCH_BYTES) this.#spare = batch;
+    else if (pool.length < POOL_BATCHES) pool.push(batch);
+  }
+
   /** Moves the filled part of the tail batch to the pending list. */
   #seal(): void {
     if (this.#tail === undefined) return;
@@ -226,7 +242,7 @@ export class WriteQueue {
       this.#pending.push(this.#tail.subarray(0, this.#tailFill));
       this.#batches.add(this.#tail.buffer);
     } else {
-      this.#spare = this.#tail;
+      this.#keep(this.#tail);
     }
     this.#tail = undefined;
     this.#tailFill = 0;
@@ -245,11 +261,7 @@ export class WriteQueue {
           // After fail(), nothing more goes out: a lent chunk's caller was told already.
           if (this.#error !== undefined) break;
           await this.#writeChunk(chunk);
-          // A written batch is kept for reuse once the connection has traffic
-          // (not for its first, the welcome); an idle one holds no write memory.
-          if (this.#batches.delete(chunk.buffer) && this.#batchesWritten++ > 0) {
-            this.#spare = new Uint8Array(chunk.buffer);
-          }
+          if (this.#batches.delete(chunk.buffer)) this.#keep(new Uint8Array(chunk.buffer));
         }
       }
     } catch (error) {

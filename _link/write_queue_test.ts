@@ -258,7 +258,17 @@ Deno.test("WriteQueue() does not call onIdle while writes keep going", async () 
   await queue.flush();
 });
 
-Deno.test("WriteQueue() reuses a batch while traffic goes on and gives it back when idle", async () => {
+Deno.test("WriteQueue() hands small written batches to the next queue that needs one", async () => {
+  const [w1, w2] = [new FakeWriter(), new FakeWriter()];
+  const [q1, q2] = [newQueue(w1), newQueue(w2)];
+  q1.push([frame(pattern(8))]);
+  await q1.flush();
+  q2.push([frame(pattern(8))]);
+  await q2.flush();
+  assert.equal(w2.calls[0].buffer, w1.calls[0].buffer, "the first queue kept none of it");
+});
+
+Deno.test("WriteQueue() keeps a full-size batch while traffic goes on and gives it back when idle", async () => {
   const writer = new FakeWriter();
   let ping: (() => void) | undefined;
   const queue = newQueue(writer, { idleMs: 30, onIdle: () => ping?.() });
@@ -267,19 +277,19 @@ Deno.test("WriteQueue() reuses a batch while traffic goes on and gives it back w
     await queue.flush();
     return writer.calls.at(-1)!.buffer;
   };
-  const first = await write(); // the first batch (a welcome) is not kept
-  const second = await write();
-  const third = await write();
-  assert.notEqual(second, first);
-  assert.equal(third, second, "the written batch is reused while traffic goes on");
+  writer.pause();
+  for (let i = 0; i < 100; i++) queue.push([frame(pattern(100))]); // fills batches: heavy traffic
+  writer.resume();
+  await queue.flush();
+  const busy = await write();
+  assert.equal(busy.byteLength, 16 * KiB);
+  assert.equal(await write(), busy, "the spare batch is reused");
   ping = () => {
     ping = undefined;
     queue.push([frame(pattern(2))]);
   };
   while (ping !== undefined) await delay(10); // the idle clock's timer does not hold the loop
   await queue.flush();
-  const pingBuffer = writer.calls.at(-1)!.buffer;
-  assert.notEqual(pingBuffer, third, "idle: the spare batch was given back");
-  assert.notEqual(await write(), pingBuffer, "the ping's batch is not kept either");
+  assert.notEqual(writer.calls.at(-1)!.buffer, busy, "idle: the spare batch was given back");
   queue.stopTimer();
 });
