@@ -219,9 +219,10 @@ export class Server extends FedcommEventTarget<ServerEventMap> implements AsyncD
    * A client that is away (its connection dropped and the server waits for
    * its resume) is not waited for: it gets the message when it resumes, from
    * one copy made for all the clients away, so you may change your memory as
-   * soon as this resolves. A client away that already holds `retainBytes` of
-   * unacknowledged messages is dropped instead (a `leave` event), so that a
-   * dead site neither stalls a round nor grows the server's memory.
+   * soon as this resolves. A client away that already holds twice
+   * `retainBytes` of unacknowledged messages is dropped instead (a `leave`
+   * event), so that a dead site neither stalls a round nor grows the
+   * server's memory without bound.
    *
    * A client answers with `client.reply()`; its replies to earlier messages
    * than this one are late from now on (see the `late` event).

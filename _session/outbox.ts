@@ -8,8 +8,9 @@
  * shared by every client's outbox); small chunks built in transient scratch
  * memory are copied into the shared slabs of `slab.ts`. While `retainBytes` or more are
  * retained, senders wait for room ({@linkcode Outbox.room}): at most
- * `retainBytes` plus one message is held per session. Nothing unacknowledged
- * is ever dropped.
+ * `retainBytes` plus one message is held per session (a server's session
+ * whose peer is away holds up to twice `retainBytes` instead of waiting:
+ * see `sender.ts`). Nothing unacknowledged is ever dropped.
  *
  * A message that lends the caller's memory (a broadcast's tensors) is kept
  * by reference while its sender waits for the acknowledgement. If the peer

@@ -4,9 +4,13 @@
  * it, queued on the current link (with any ack due in front, one socket
  * write for both), and the sender waits only where it must:
  *
- * - while the outbox is full (`retainBytes` unacknowledged), for room; a
- *   server's session whose peer is away instead ends (a dead site must not
- *   stall a round or grow memory without bound);
+ * - while the outbox is full (`retainBytes` unacknowledged), for room, if
+ *   the peer is connected. A server's session whose peer is away does not
+ *   wait (a dead site must not stall a round): it holds the message, until
+ *   twice `retainBytes` are unacknowledged; a message that finds that much
+ *   ends the session instead (memory stays bounded). A connection that
+ *   drops in the middle of one large model, while the next message waits
+ *   for room behind it, so costs the site nothing: it resumes and gets both;
  * - after queuing, for the peer's acknowledgement if the message lends the
  *   caller's memory (large binaries are kept by reference), or for the
  *   socket if more than 1 MiB waits unwritten (backpressure);
@@ -206,7 +210,10 @@ export class Sender {
       // Checked again after each wake: concurrent senders take turns.
       while (this.outbox.full && !this.#host.over) {
         const away = this.#links.current === undefined;
-        if (away && this.#endWhenFullAway) return this.#fellBehind();
+        if (away && this.#endWhenFullAway) {
+          if (this.outbox.bytes >= 2 * this.outbox.limit) return this.#fellBehind();
+          break; // held for the resume, without waiting
+        }
         await (away ? this.outbox.room(deadline) : this.#room(deadline));
       }
     } catch (error) {
@@ -247,13 +254,13 @@ export class Sender {
     if (this.outbox.bytes < ACK_BYTES && this.outbox.unacked < ACK_MESSAGES) this.askAcks();
   }
 
-  /** Ends the session of a peer away with `retainBytes` of unacknowledged messages. */
+  /** Ends the session of a peer away with twice `retainBytes` of unacknowledged messages. */
   #fellBehind(): void {
     const id = this.#host.clientId;
     this.#host.end(
       new PeerDisconnectedError(
         `Client "${id}" fell behind while away: ${this.outbox.bytes} bytes of unacknowledged ` +
-          `messages reached retainBytes (${this.outbox.limit}); its session is over`,
+          `messages reached twice retainBytes (${this.outbox.limit}); its session is over`,
         { clientId: id },
       ),
     );

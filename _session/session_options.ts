@@ -34,8 +34,9 @@ export interface SessionOptions {
   bytesReceived?: number;
   /**
    * What a send does when the outbox is full while the peer is away: wait
-   * for the resume (a client), or end the session (a server: a dead site
-   * must not stall a round or grow memory).
+   * for the resume (a client), or (a server: a dead site must not stall a
+   * round or grow memory) hold the message up to twice `retainBytes` and
+   * end the session past that.
    */
   fullWhileAway?: "wait" | "end";
 }

@@ -354,8 +354,8 @@ Deno.test("Server.broadcast() finishes for the live clients while a dropped clie
   );
 });
 
-Deno.test("Server.broadcast() ends the session of an away client whose unacknowledged messages reached retainBytes, and goes on", async () => {
-  await using server = listen({ clients: 2, retainBytes: 1024 * 1024 });
+Deno.test("Server.broadcast() ends the session of an away client whose unacknowledged messages reached twice retainBytes, and goes on", async () => {
+  await using server = listen({ clients: 2, retainBytes: MiB });
   const peer = await RawPeer.connect(server.port);
   const { id } = await peer.handshake({ name: "killed-site" }) as { id: number };
   await using live = await connect({ port: server.port });
@@ -366,9 +366,12 @@ Deno.test("Server.broadcast() ends the session of an away client whose unacknowl
   await peer[Symbol.asyncDispose]();
   await until(() => server.stats(id).state === "resuming", "the server to see the drop");
   const model = new Float32Array(384 * 1024); // 1.5 MiB: one fills the away client's outbox
-  await server.broadcast({ model }, { timeout: 20_000 });
-  await live.recv({ timeout: 10_000 });
-  assert.equal(server.stats(id).state, "resuming");
+  for (const held of [1, 2]) { // the second is held too: 3 MiB, past twice retainBytes
+    await server.broadcast({ model }, { timeout: 20_000 });
+    await live.recv({ timeout: 10_000 });
+    assert.equal(server.stats(id).state, "resuming");
+    assert.equal(server.stats(id).unacknowledged, held);
+  }
   await server.broadcast({ model }, { timeout: 20_000 });
   await live.recv({ timeout: 10_000 });
   const event = await left;
@@ -376,7 +379,33 @@ Deno.test("Server.broadcast() ends the session of an away client whose unacknowl
   assert.ok(event.error instanceof PeerDisconnectedError, String(event.error));
   assert.match(
     event.error.message,
-    /^Client "0" fell behind while away: \d+ bytes of unacknowledged messages reached retainBytes \(1048576\)/,
+    /^Client "0" fell behind while away: \d+ bytes of unacknowledged messages reached twice retainBytes \(1048576\)/,
   );
   assert.equal(server.stats(id).state, "gone");
+});
+
+Deno.test("Server.broadcast() holds a message that waited for room behind a large one when the connection drops, and the client resumes with both", async () => {
+  await using server = listen({ clients: 1, retainBytes: MiB });
+  const peer = await RawPeer.connect(server.port);
+  const { id, token } = await peer.handshake({ name: "flaky-site" }) as {
+    id: number;
+    token: Uint8Array;
+  };
+  await server.ready();
+  const model = new Float32Array(384 * 1024).fill(0.25); // 1.5 MiB: it fills the outbox
+  const first = server.broadcast({ model }, { timeout: 20_000 }); // the peer never acknowledges
+  let waited = true;
+  const second = server.broadcast("after", { timeout: 20_000 }).finally(() => waited = false);
+  await until(() => server.stats(id).unacknowledged === 1, "the model to be sent");
+  assert.ok(waited, "the second message waits for room while the client is connected");
+  await peer[Symbol.asyncDispose](); // the connection drops in the middle of the model
+  await Promise.all([first, second]); // neither waits for the away client
+  assert.equal(server.stats(id).state, "resuming", "the session is kept");
+  assert.equal(server.stats(id).unacknowledged, 2);
+  await using back = await RawPeer.connect(server.port);
+  const welcome = await back.handshake({ name: "flaky-site", resume: { id, token, received: 0 } });
+  assert.deepStrictEqual([welcome.type, welcome.resumed], ["welcome", true]);
+  const resent = await back.recv() as { model: Float32Array };
+  assert.ok(resent.model.length === model.length && resent.model.every((x) => x === 0.25));
+  assert.equal(await back.recv(), "after");
 });
