@@ -5,9 +5,11 @@
  * memory of one f64 model, emptied and reused every round; each upload's
  * memory is recycled once folded), and end when every sampled site
  * answered, failed or left, at the deadline, or `grace` ms after the
- * quorum. Sites with no answer by then get a `cancel` and are `missing`
- * with the reason; a failure or an invalid result is a per-site error; the
- * round goes on without them.
+ * quorum. Answers are taken while the broadcast still sends to slower
+ * sites: one slow link delays no other site's answer, and the grace after
+ * a quorum runs without it. Sites with no answer by the end get a `cancel`
+ * and are `missing` with the reason; a failure or an invalid result is a
+ * per-site error; the round goes on without them.
  *
  * @module
  */
@@ -79,7 +81,10 @@ export class Round {
   readonly #metrics: MetricsItem[] = [];
   readonly #sum: WeightedSum | undefined;
   #lent = false;
+  /** Aborted when the round ends: the answers are not taken any more. */
   readonly #end = new AbortController();
+  /** Aborted when the round ends with sites awaited, or at the deadline: the broadcast stops. */
+  readonly #sending = new AbortController();
   #ending: Ending | undefined;
   #stopReason = "";
   #timers: ReturnType<typeof setTimeout>[] = [];
@@ -119,8 +124,7 @@ export class Round {
     this.#timers.push(setTimeout(() => this.#close("deadline"), settings.roundTimeout));
     try {
       const ids = this.#sample();
-      if (ids.length > 0) await this.#dispatch(ids);
-      if (this.#awaited.size > 0 && this.#ending === undefined) await this.#collect();
+      if (ids.length > 0) await this.#exchange(ids);
       await this.#settleRest();
     } finally {
       for (const timer of this.#timers) clearTimeout(timer);
@@ -154,6 +158,8 @@ export class Round {
   remove(name: string): void {
     const id = this.#idOf(name);
     if (id === undefined) return;
+    // Not waited for: it may still be receiving its task (the model stays lent).
+    this.#sending.abort(new FedcommError(`Round ${this.round}: site "${name}" removed`));
     this.#settle(id, "removed by the operator");
     this.#cancel([id], "removed");
   }
@@ -220,6 +226,27 @@ export class Round {
     return ids;
   }
 
+  /**
+   * Sends the tasks and takes the answers at the same time: the broadcast
+   * numbers every site's task at once, then waits for the slowest site's
+   * acknowledgement while the others' answers are folded.
+   *
+   * @throws {TypeError} If the model cannot be encoded (nothing was sent).
+   */
+  async #exchange(ids: number[]): Promise<void> {
+    const sending = this.#dispatch(ids);
+    if (this.#awaited.size === 0 || this.#ending !== undefined) return await sending;
+    const collecting = this.#collect();
+    try {
+      await sending;
+    } catch (error) {
+      this.#end.abort(error); // no task went out: no answer comes
+      await collecting;
+      throw error;
+    }
+    await collecting;
+  }
+
   /** Sends the task to every sampled site, in one broadcast. */
   async #dispatch(ids: number[]): Promise<void> {
     const { server, settings, strategy, global } = this.#ctx;
@@ -235,10 +262,10 @@ export class Round {
     };
     this.#lent = true;
     try {
-      await server.broadcast(message, { ids, signal: this.#end.signal });
+      await server.broadcast(message, { ids, signal: this.#sending.signal });
       this.#lent = false; // every connected site acknowledged it; those away got a copy
     } catch (error) {
-      if (this.#end.signal.aborted) return;
+      if (this.#sending.signal.aborted) return;
       if (error instanceof TypeError) throw error;
       // Who did not get it: the sites gone (the others still did), the one the error
       // names, or every one when it names none (a fixed cohort not complete, say).
@@ -342,10 +369,17 @@ export class Round {
     if (this.#awaited.size === 0) this.#close("all");
   }
 
+  /**
+   * Ends the round. The broadcast goes on after an ending with every site
+   * settled ("all": they acknowledged it, or will at once), so that the
+   * model is not held as lent; the deadline still stops it.
+   */
   #close(ending: Ending): void {
+    const reason = new FedcommError(`Round ${this.round} ended: ${ending}`);
+    if (ending !== "all") this.#sending.abort(reason);
     if (this.#ending !== undefined) return;
     this.#ending = ending;
-    this.#end.abort(new FedcommError(`Round ${this.round} ended: ${ending}`));
+    this.#end.abort(reason);
   }
 
   /** The sites still awaited at the end: missing, cancelled, and their queued answers dropped. */

@@ -17,6 +17,7 @@ import {
 import { honest, resultOf, runSite, samplesOf, type SiteLog, train } from "./fl_sites.ts";
 import type { Handler } from "./fl_sites.ts";
 import { until } from "./test_util.ts";
+import { FaultProxy } from "../bench/_fault_proxy.ts";
 
 const MODEL = (): Weights => ({
   w: new NdArray(new Float32Array([0, 0.5, 1, 1.5]), [2, 2]),
@@ -424,4 +425,40 @@ Deno.test("Coordinator.run() records a task that cannot be sent as each site's e
   assert.deepStrictEqual(record.failed.map((f) => f.site), ["site-0", "site-1"]);
   assert.match(record.failed[0].error, /^Its task could not be sent: /);
   assert.deepStrictEqual(result.weights, MODEL());
+});
+
+Deno.test("Coordinator.run() folds the answers while the broadcast still sends to a stalled site, and ends on the grace without it", async () => {
+  await using server = listen({ clients: 3, open: true });
+  await using proxy = new FaultProxy({ targetPort: server.port, seed: 17 });
+  const dir = await Deno.makeTempDir({ prefix: "fl_coordinator_test_" });
+  // 256 KiB: the broadcast lends it, so it waits for every connected site's acknowledgement.
+  const model: Weights = { w: new Float32Array(64 * 1024).fill(0.5) };
+  const coordinator = new Coordinator(server, {
+    job: "slow-link",
+    model,
+    rounds: 1,
+    minResults: 2,
+    grace: 100,
+    roundTimeout: 20_000,
+    dir,
+  });
+  const rounds: RoundRecord[] = [];
+  coordinator.addEventListener("round", (e) => rounds.push((e as CustomEvent<RoundRecord>).detail));
+  const sites = ["site-0", "site-1", "site-2"].map((name, i) =>
+    runSite({ name, port: i === 2 ? proxy.port : server.port, handler: honest })
+  );
+  await until(() => server.connected.length === 3, "3 sites connected");
+  // The slow site's link carries nothing towards it for 8 s: its task waits there.
+  const stalled = proxy.stall({ ms: 8_000, direction: "down", connection: 0 });
+  await coordinator.run();
+  const [record] = rounds;
+  assert.deepStrictEqual(record.answered, ["site-0", "site-1"]);
+  assert.deepStrictEqual(record.missing, [
+    { site: "site-2", reason: "no answer within the grace of 100 ms after the quorum" },
+  ]);
+  await server.close();
+  await proxy[Symbol.asyncDispose](); // ends the stall
+  assert.equal(((await stalled) as { kind: string }).kind, "stall-down");
+  await Promise.allSettled(sites);
+  await Deno.remove(dir, { recursive: true });
 });
