@@ -267,10 +267,11 @@ export class FrameReader {
       n = await this.#source.read(target.subarray(offset, stop));
       this.#moved = target;
     } else if (this.#byob !== undefined) {
+      const { byteOffset, byteLength } = target; // the read detaches target's buffer
       const { value, done } = await this.#byob.read(target.subarray(offset, end));
       this.#moved = value === undefined
-        ? new Uint8Array(target.byteLength)
-        : new Uint8Array(value.buffer);
+        ? new Uint8Array(byteLength)
+        : new Uint8Array(value.buffer, byteOffset, byteLength);
       n = done || value === undefined ? null : value.byteLength;
     } else {
       this.#moved = target;

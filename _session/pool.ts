@@ -1,9 +1,17 @@
 /**
  * Memory for large received bodies that the application gave back
  * (`server.recycle(value)`, `client.recycle(value)`): the next body of the
- * same size is read into it instead of fresh memory, so that a round loop
- * that folds its uploads and recycles them allocates nothing per round (and
- * the kernel zeroes no fresh pages). Only memory this pool handed out is
+ * same size, or one somewhat smaller or larger, is read into it instead of
+ * fresh memory, so that a round loop that folds its uploads and recycles
+ * them allocates nothing per round (and the kernel zeroes no fresh pages),
+ * also when the uploads' sizes differ by a few bytes (a metric that is an
+ * integer in one round and a float in the next). A kept buffer serves a
+ * body up to {@linkcode RECYCLE_SLACK} smaller, and a frame body's fresh
+ * memory has headroom for a body up to {@linkcode RECYCLE_HEADROOM_BYTES}
+ * larger (at most `RECYCLE_SLACK` of it: memory the receive budget does not
+ * count). The arrays of a long message ({@linkcode BufferPool.takeExact})
+ * are only ever their own size: their lengths do not vary with the
+ * metrics, and each one's `buffer` is exactly its data. Only memory this pool handed out is
  * taken back, each buffer once, and the pool keeps at most
  * {@linkcode RECYCLE_MAX_BYTES}.
  *
@@ -12,6 +20,16 @@
 
 /** The most bytes a pool keeps for reuse; older buffers are dropped first. */
 export const RECYCLE_MAX_BYTES: number = 1024 ** 3;
+
+/**
+ * How much larger than a body a kept buffer may be and still be handed out
+ * for it, as a fraction of the body (1/64: a 100 MiB body may get a buffer
+ * of up to 101.6 MiB); a body then uses the buffer's first bytes.
+ */
+export const RECYCLE_SLACK = 1 / 64;
+
+/** The most bytes of headroom fresh memory for a large body has. */
+export const RECYCLE_HEADROOM_BYTES = 4096;
 
 /** Large bodies only: smaller ones come from the read buffer or the slabs. */
 const MIN_BYTES = 64 * 1024;
@@ -45,23 +63,56 @@ export class BufferPool {
   }
 
   /**
-   * Memory for a body of `length` bytes: a buffer given back of that size, or fresh memory.
+   * Memory for a body of `length` bytes: a buffer given back of that size
+   * (or else the smallest at most {@linkcode RECYCLE_SLACK} larger), or
+   * fresh memory (a large body's with headroom, see the module doc).
    *
    * @param length The size.
-   * @returns A `Uint8Array` of exactly `length` bytes over a buffer of its own.
+   * @returns A `Uint8Array` of exactly `length` bytes at the start of a buffer of its own.
    */
   take(length: number): Uint8Array {
-    const free = this.#free.get(length);
+    return this.#take(length, this.#fit(length), true);
+  }
+
+  /**
+   * Memory for an array of `length` bytes: a buffer given back of that size, or fresh memory.
+   *
+   * @param length The size.
+   * @returns A `Uint8Array` over a whole buffer of `length` bytes.
+   */
+  takeExact(length: number): Uint8Array {
+    return this.#take(length, this.#free.has(length) ? length : undefined, false);
+  }
+
+  /** A kept buffer of `size` bytes, if any, or fresh memory (with headroom if asked). */
+  #take(length: number, size: number | undefined, headroom: boolean): Uint8Array {
+    const free = size === undefined ? undefined : this.#free.get(size)!;
     let buffer = free?.pop();
     if (buffer !== undefined) {
-      if (free!.length === 0) this.#free.delete(length);
+      if (free!.length === 0) this.#free.delete(size!);
       this.#order.splice(this.#order.indexOf(buffer), 1);
-      this.#bytes -= length;
+      this.#bytes -= size!;
+    } else if (length < MIN_BYTES) {
+      return new Uint8Array(length);
     } else {
-      buffer = new ArrayBuffer(length);
+      const more = headroom
+        ? Math.min(RECYCLE_HEADROOM_BYTES, Math.floor(length * RECYCLE_SLACK))
+        : 0;
+      buffer = new ArrayBuffer(length + more);
     }
-    if (length >= MIN_BYTES) (buffer as Owned)[OWNER] = this;
-    return new Uint8Array(buffer);
+    (buffer as Owned)[OWNER] = this;
+    return new Uint8Array(buffer, 0, length);
+  }
+
+  /** The size of the kept buffers that suit a body of `length` bytes best, if any. */
+  #fit(length: number): number | undefined {
+    if (this.#free.has(length)) return length;
+    const most = length + Math.floor(length * RECYCLE_SLACK);
+    let best: number | undefined;
+    for (const size of this.#free.keys()) {
+      if (size > length && size <= most && (best === undefined || size < best)) best = size;
+    }
+    return best;
   }
 
   /**

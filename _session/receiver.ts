@@ -251,7 +251,7 @@ export class Receiver implements ReadHooks {
     if (request !== 0) this.#checkReply(body);
     // The skeleton's small binaries are views into the body: its own memory.
     if (link.reader.isBuffered(body)) body = own(body);
-    const allocate = (length: number) => this.#pool.take(length);
+    const allocate = (length: number) => this.#pool.takeExact(length);
     const long = new Assembly(body, request, this.#maxMessageBytes, clientId, allocate);
     this.#long = long;
     this.#longProgress(long);

@@ -11,10 +11,10 @@
  * read only while no other is reserved, and its reservation ends when the
  * round takes it, so the server holds at most the upload being read and the
  * one being folded; their buffers are recycled into the server's pool for
- * the next uploads. (The pool reuses a buffer for a body of the same length
- * only: the sites' metrics are floats, so that every upload has the same
- * length; a loss of exactly 1, an integer on the wire, in round 1 only made
- * round 2's uploads new memory, one model more.)
+ * the next uploads. The sites' loss is 1 in round 1 (an integer on the
+ * wire, 1 byte) and a float after (9 bytes): round 2's uploads are larger
+ * than round 1's, and still land in round 1's buffers (the pool's headroom;
+ * when it reused only buffers of the same length, this cost one model more).
  *
  * The coordinator measures its RSS before the model is allocated (after
  * `listen`), its peak (`VmHWM`, `/proc/self/status`) over the whole job,
@@ -160,7 +160,7 @@ async function siteProcess(port: number, sites: number): Promise<void> {
         return {
           weights: task.weights,
           samples: 10 * (k + 1),
-          metrics: { loss: 1 / (task.round + 1) },
+          metrics: { loss: 1 / task.round },
         };
       },
     });

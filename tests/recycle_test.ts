@@ -25,6 +25,24 @@ Deno.test("Server.recycle() makes the next upload of the same size land in the s
   assert.equal(new Set(seen).size, 2, "two buffers served every round");
 });
 
+Deno.test("Server.recycle() makes an upload a few bytes smaller land in the same memory", async () => {
+  await using c = await cluster(1);
+  const buffers: ArrayBufferLike[] = [];
+  const sizes: number[] = [];
+  // Metrics that are floats (9 bytes each), then integers (1 byte): the later bodies are smaller.
+  for (const [loss, accuracy] of [[0.25, 0.5], [0, 1], [1, 0]]) {
+    await c.clients[0].send({ metrics: { loss, accuracy }, weights: new Float32Array(MiB / 4) });
+    const value = (await c.server.gather({ timeout: 10_000 })).get(0);
+    const { metrics, weights } = value as { metrics: object; weights: Float32Array };
+    assert.deepStrictEqual(metrics, { loss, accuracy });
+    buffers.push(weights.buffer);
+    sizes.push(weights.byteOffset + weights.byteLength);
+    assert.ok(c.server.recycle(value) > MiB);
+  }
+  assert.ok(sizes[1] < sizes[0], `the bodies differ: ${sizes}`);
+  assert.equal(new Set(buffers).size, 1, "one buffer served all three");
+});
+
 Deno.test("Server.recycle() reuses a long message's arrays too", async () => {
   await using c = await cluster(1, { maxFrameBytes: MiB });
   const buffers: ArrayBufferLike[] = [];
