@@ -3,7 +3,10 @@
  *
  * Small frames are copied into batches (4 KiB, 16 KiB under load) that go out
  * in one socket write each, so a burst of small messages costs few writes;
- * chunks of 64 KiB or more are written from the caller's memory. One pump
+ * chunks of 64 KiB or more are written from the caller's memory, and so is a
+ * stable frame (memory that stays unchanged until written, such as a
+ * broadcast's one encoding, shared by every client) when nothing waits
+ * before it: no batch and no copy, whatever the number of connections. One pump
  * writes at a time; frames queued while it writes join the next batch.
  * Callers wait for the socket only when they lent memory or when more than
  * 1 MiB waits unwritten (backpressure). When nothing has been written for
@@ -139,20 +142,34 @@ export class WriteQueue {
   }
 
   /**
-   * Queues one frame. Chunks under 64 KiB are copied now; larger ones are
-   * written from place, so they must not change until the mark is written.
+   * Queues one frame. Chunks under 64 KiB are copied now (unless `stable`);
+   * larger ones are written from place, so they must not change until the
+   * mark is written.
    *
    * @param chunks The frame, header included.
    * @param progress Called as the frame's bytes are written: done and total.
+   * @param stable Whether every chunk stays unchanged until written: a
+   * frame of one small chunk is then written from place when nothing waits
+   * before it (else copied into the batch being filled, for one write with
+   * what follows).
    * @returns The frame's mark, for {@linkcode WriteQueue.written}.
    * @throws {Error} The queue's error if writing stopped.
    */
-  push(chunks: readonly Uint8Array[], progress?: (done: number, total: number) => void): number {
+  push(
+    chunks: readonly Uint8Array[],
+    progress?: (done: number, total: number) => void,
+    stable = false,
+  ): number {
     if (this.#error !== undefined) throw this.#error;
     const from = this.#queued;
+    // One write from place; a frame of several chunks is coalesced as usual.
+    const direct = stable && chunks.length === 1 && this.#pumping === undefined &&
+      this.#pending.length === 0 && this.#tailFill === 0;
     for (const chunk of chunks) {
       const n = chunk.byteLength;
-      if (n * 2 <= BATCH_BYTES) {
+      if (direct) {
+        this.#pending.push(chunk);
+      } else if (n * 2 <= BATCH_BYTES) {
         if (this.#tail === undefined || this.#tailFill + n > this.#tail.byteLength) {
           // A full batch means heavy traffic: use full-size batches from now on.
           if (this.#tail !== undefined || n > this.#batchSize) this.#batchSize = BATCH_BYTES;

@@ -133,6 +133,25 @@ Deno.test("WriteQueue.push() copies chunks under 64 KiB at once", async () => {
   }
 });
 
+Deno.test("WriteQueue.push() writes a stable one-chunk frame from place when nothing waits, and batches it otherwise", async () => {
+  const writer = new FakeWriter();
+  const queue = newQueue(writer);
+  const shared = frame(pattern(1000, 3)); // a broadcast's one encoding
+  queue.push([shared], undefined, true);
+  assert.equal(writer.calls[0].buffer, shared.buffer, "no copy: the frame itself");
+  await queue.flush();
+  writer.pause();
+  const copied = frame(pattern(1000, 4));
+  queue.push([copied]); // not stable: copied into a batch
+  queue.push([shared], undefined, true); // stable, but a write is under way: batched
+  writer.resume();
+  await queue.flush();
+  assert.notEqual(writer.calls[1].buffer, copied.buffer);
+  assert.equal(writer.calls.length, 3);
+  assert.notEqual(writer.calls[2].buffer, shared.buffer, "queued behind a write: copied");
+  assert.deepStrictEqual(writer.bytes, concat([shared, copied, shared]));
+});
+
 Deno.test("WriteQueue.push() retries partial writes until the chunk is whole", async () => {
   const writer = new FakeWriter();
   writer.maxPerCall = 1000;

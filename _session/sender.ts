@@ -276,7 +276,10 @@ export class Sender {
       const head = 4 + (ack?.byteLength ?? 0);
       const report = progress &&
         ((done: number, total: number) => progress(Math.max(0, done - head), total - head));
-      this.#lastMark = link.queue.push(ack === undefined ? chunks : [ack, ...chunks], report);
+      // A frame not in scratch memory stays unchanged until acknowledged: written from place.
+      this.#lastMark = ack === undefined
+        ? link.queue.push(chunks, report, !transient)
+        : link.queue.push([ack, ...chunks], report);
     }
     return seq;
   }
