@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { nkeys } from "@nats-io/transport-node";
 import { provision } from "../cli.ts";
 import { edge, NatsError, root } from "../nats.ts";
-import type { NatsConnectOptions } from "../nats.ts";
+import type { NatsConnectOptions, NatsEdge, NatsRoot } from "../nats.ts";
 import { NatsServer } from "./nats_server.ts";
 import { connected, flatFedAvg, sameBits, SECRETS, startSite, testModel } from "./nats_sites.ts";
 
@@ -118,20 +118,36 @@ async function startSecureNats(verify = false): Promise<SecureNats> {
   };
 }
 
-Deno.test("root() and edge() run a round over TLS with a user and password and with an nkey", async () => {
-  await using secure = await startSecureNats();
-  const job = "auth";
-  await using r = await root({
-    nats: secure.as({ user: "root", pass: ROOT_PASS }),
-    job,
-    edges: SECRETS,
-  });
-  await using a = await edge({
+/** Root (a user and password) and edge a (an nkey) of `job`, closed together. */
+async function rootAndEdgeA(
+  secure: SecureNats,
+  job: string,
+): Promise<{ r: NatsRoot; a: NatsEdge } & AsyncDisposable> {
+  const r = await root({ nats: secure.as({ user: "root", pass: ROOT_PASS }), job, edges: SECRETS });
+  const a = await edge({
     nats: secure.as({ nkeySeed: secure.aSeed }),
     job,
     name: "a",
     secret: SECRETS.a,
+  }).catch(async (error) => {
+    await r.close();
+    throw error;
   });
+  return {
+    r,
+    a,
+    [Symbol.asyncDispose]: async () => {
+      await a[Symbol.asyncDispose]();
+      await r[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("root() and edge() run a round over TLS with a user and password and with an nkey", async () => {
+  await using secure = await startSecureNats();
+  const job = "auth";
+  await using pair = await rootAndEdgeA(secure, job);
+  const { r, a } = pair;
   await using b = await edge({
     nats: secure.as({ user: "edge-b", pass: B_PASS }),
     job,
@@ -236,17 +252,8 @@ Deno.test("root() and edge() fail at once with a NatsError saying which credenti
 Deno.test("NatsEdge.run() fails with a NatsError when its NATS user may not publish as the edge it claims to be", async () => {
   await using secure = await startSecureNats();
   const job = "auth";
-  await using r = await root({
-    nats: secure.as({ user: "root", pass: ROOT_PASS }),
-    job,
-    edges: SECRETS,
-  });
-  await using a = await edge({
-    nats: secure.as({ nkeySeed: secure.aSeed }),
-    job,
-    name: "a",
-    secret: SECRETS.a,
-  });
+  await using pair = await rootAndEdgeA(secure, job);
+  const { r, a } = pair;
   // Edge b's name and secret, but edge a's NATS user: NATS bars it from b's subject.
   await using impostor = await edge({
     nats: secure.as({ nkeySeed: secure.aSeed }),
