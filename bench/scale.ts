@@ -14,9 +14,10 @@
  *   without the holes the handshakes' garbage left);
  * - `round_ms`: the median of 20 rounds (after 5 untimed) of the seed's
  *   round, `{ round, weights: 1 KiB }` broadcast, every client replies with
- *   it, `gather()`.
+ *   it, `gather()`; `broadcast_ms`: the median time its broadcast took to
+ *   resolve (the rest of the round is the replies arriving).
  *
- * Prints one JSON line (`impl`, `bench`, `clients`, `round_ms`, `join_ms`,
+ * Prints one JSON line (`impl`, `bench`, `clients`, `round_ms`, `broadcast_ms`, `join_ms`,
  * `rss_per_conn_kib`, `rss_per_conn_compacted_kib`) and a human line; exits 1 when a floor is missed
  * (round ≤ 300 ms, joins ≤ 2 s, ≤ 16 KiB per idle connection; not with
  * `--quick`). Needs a file descriptor limit above N + 100 in each process.
@@ -83,9 +84,11 @@ async function server(port: number, n: number): Promise<void> {
   const perConnCompacted = (rss() - before) / n / 1024;
   const weights = new Float32Array(256).fill(0.5);
   const times: number[] = [];
+  const broadcasts: number[] = [];
   for (let round = -WARMUP; round < ROUNDS; round++) {
     const start = performance.now();
     await server.broadcast({ round, weights });
+    if (round >= 0) broadcasts.push(performance.now() - start);
     const replies = await server.gather({ timeout: 120_000 });
     if (replies.size !== n) throw new Error(`Round ${round}: ${replies.size} of ${n} replies`);
     for (const reply of replies.values()) {
@@ -100,6 +103,7 @@ async function server(port: number, n: number): Promise<void> {
     bench: "scale",
     clients: n,
     round_ms: round3(median(times)),
+    broadcast_ms: round3(median(broadcasts)),
     join_ms: round3(joinMs),
     rss_per_conn_kib: round3(perConn),
     rss_per_conn_compacted_kib: round3(perConnCompacted),
