@@ -237,6 +237,8 @@ export class Round {
     const sending = this.#dispatch(ids);
     if (this.#awaited.size === 0 || this.#ending !== undefined) return await sending;
     const collecting = this.#collect();
+    // Its failure stops the broadcast's wait too; it is thrown below.
+    collecting.catch((error) => this.#sending.abort(error));
     try {
       await sending;
     } catch (error) {
