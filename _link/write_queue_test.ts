@@ -277,25 +277,54 @@ Deno.test("WriteQueue() does not call onIdle while writes keep going", async () 
   await queue.flush();
 });
 
+Deno.test("WriteQueue.push() copies a small frame queued alone into a slab shared by every queue", async () => {
+  const writers = [new FakeWriter(), new FakeWriter(), new FakeWriter()];
+  const queues = writers.map((w) => newQueue(w));
+  const frames = [1, 2, 3].map((salt) => frame(pattern(8, salt)));
+  queues.forEach((queue, i) => queue.push([frames[i]]));
+  await Promise.all(queues.map((queue) => queue.flush()));
+  const calls = writers.map((w) => w.calls[0]);
+  // Three tiny frames: a slab that fills up can part them once at most.
+  assert.ok(new Set(calls.map((c) => c.buffer)).size <= 2, "one slab, no batch per queue");
+  for (const call of calls) assert.equal(call.buffer.byteLength, 16 * KiB);
+  for (let i = 1; i < 3; i++) {
+    if (calls[i].buffer !== calls[i - 1].buffer) continue;
+    assert.ok(calls[i].byteOffset >= calls[i - 1].byteOffset + frames[i - 1].byteLength);
+  }
+  assert.deepStrictEqual(writers.map((w) => w.bytes), frames, "exactly each frame");
+});
+
+/** Pushes `first` (written at once) and then `behind` while the writer is paused; returns the buffer `behind` went out in. */
+async function behindAWrite(
+  queue: ReturnType<typeof newQueue>,
+  writer: FakeWriter,
+  behind: Uint8Array,
+): Promise<ArrayBufferLike> {
+  writer.pause();
+  queue.push([frame(pattern(4))]);
+  queue.push([behind]);
+  writer.resume();
+  await queue.flush();
+  return writer.calls.at(-1)!.buffer;
+}
+
 Deno.test("WriteQueue() hands small written batches to the next queue that needs one", async () => {
   const [w1, w2] = [new FakeWriter(), new FakeWriter()];
   const [q1, q2] = [newQueue(w1), newQueue(w2)];
-  q1.push([frame(pattern(8))]);
-  await q1.flush();
-  q2.push([frame(pattern(8))]);
-  await q2.flush();
-  assert.equal(w2.calls[0].buffer, w1.calls[0].buffer, "the first queue kept none of it");
+  const first = await behindAWrite(q1, w1, frame(pattern(8)));
+  assert.equal(first.byteLength, 4 * KiB, "a small batch");
+  assert.equal(
+    await behindAWrite(q2, w2, frame(pattern(8))),
+    first,
+    "the first queue kept none of it",
+  );
 });
 
 Deno.test("WriteQueue() keeps a full-size batch while traffic goes on and gives it back when idle", async () => {
   const writer = new FakeWriter();
   let ping: (() => void) | undefined;
   const queue = newQueue(writer, { idleMs: 30, onIdle: () => ping?.() });
-  const write = async () => {
-    queue.push([frame(pattern(8))]);
-    await queue.flush();
-    return writer.calls.at(-1)!.buffer;
-  };
+  const write = () => behindAWrite(queue, writer, frame(pattern(8)));
   writer.pause();
   for (let i = 0; i < 100; i++) queue.push([frame(pattern(100))]); // fills batches: heavy traffic
   writer.resume();
@@ -303,12 +332,12 @@ Deno.test("WriteQueue() keeps a full-size batch while traffic goes on and gives 
   const busy = await write();
   assert.equal(busy.byteLength, 16 * KiB);
   assert.equal(await write(), busy, "the spare batch is reused");
+  let idled = false;
   ping = () => {
     ping = undefined;
-    queue.push([frame(pattern(2))]);
+    idled = true;
   };
-  while (ping !== undefined) await delay(10); // the idle clock's timer does not hold the loop
-  await queue.flush();
-  assert.notEqual(writer.calls.at(-1)!.buffer, busy, "idle: the spare batch was given back");
+  while (!idled) await delay(10); // the idle clock's timer does not hold the loop
+  assert.notEqual(await write(), busy, "idle: the spare batch was given back");
   queue.stopTimer();
 });
