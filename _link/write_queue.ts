@@ -3,10 +3,12 @@
  *
  * Small frames are copied into batches (4 KiB, 16 KiB under load) that go out
  * in one socket write each, so a burst of small messages costs few writes;
- * chunks of 64 KiB or more are written from the caller's memory, and so is a
- * stable frame (memory that stays unchanged until written, such as a
- * broadcast's one encoding, shared by every client) when nothing waits
- * before it: no batch and no copy, whatever the number of connections. One pump
+ * chunks of 64 KiB or more are written from the caller's memory. A frame
+ * queued when nothing waits before it goes out in one write of its own: a
+ * stable one (memory that stays unchanged until written, such as a
+ * broadcast's one encoding, shared by every client) from place, another
+ * small one copied into a slab shared by every queue (`carve`): no batch per
+ * connection, whatever the number of connections. One pump
  * writes at a time; frames queued while it writes join the next batch.
  * Callers wait for the socket only when they lent memory or when more than
  * 1 MiB waits unwritten (backpressure). When nothing has been written for
