@@ -6,6 +6,7 @@ import { FedAvg } from "./fed_avg.ts";
 import { runSite, type SiteResult } from "./site.ts";
 import type { Task } from "./task.ts";
 import { cloneWeights, type Weights } from "./weights.ts";
+import { lines } from "../examples/fl_processes.ts";
 
 /** One `update()` call as the coordinator made it. */
 interface Call {
@@ -89,16 +90,6 @@ Deno.test("Coordinator.run() writes later models into the last one's memory, nev
     assert.ok(allAre(call.made, 2.5 * (r + 1)), `round ${r + 1}`);
   }
 });
-
-/** Lines of a child's stdout. */
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  let rest = "";
-  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-    const parts = (rest + text).split("\n");
-    rest = parts.pop()!;
-    yield* parts;
-  }
-}
 
 /** Waits until `check()` holds, polling, for up to 10 s. */
 async function until(check: () => boolean, what: string): Promise<void> {

@@ -59,6 +59,7 @@
 
 import { listen } from "../mod.ts";
 import { Coordinator, runSite, type Weights } from "../fl.ts";
+import { lines } from "../examples/fl_processes.ts";
 
 /** The most the coordinator's peak may be above its RSS before the model, in models. */
 const PEAK_FLOOR = 6.5;
@@ -168,17 +169,6 @@ async function siteProcess(port: number, sites: number): Promise<void> {
   if (results.some((r) => r.stopReason !== "done" || r.failures > 0)) {
     throw new Error(`A site did not finish cleanly: ${JSON.stringify(results)}`);
   }
-}
-
-/** Reads a child's stdout as lines. */
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  let rest = "";
-  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-    const parts = (rest + text).split("\n");
-    rest = parts.pop()!;
-    yield* parts;
-  }
-  if (rest !== "") yield rest;
 }
 
 async function main(): Promise<void> {

@@ -52,8 +52,14 @@ function spawn(label: string, command: string, args: string[], stdout: "piped" |
   return { label, process, status: process.status };
 }
 
-/** The lines of a stream of text. */
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+/**
+ * The lines of a stream of text (a child's stdout), the last one also
+ * without its newline.
+ *
+ * @param stream The bytes.
+ * @returns The lines, without their newlines.
+ */
+export async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
   let buffer = "";
   for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
     buffer += chunk;
