@@ -97,10 +97,7 @@ export class Acks {
   /** The session ended: no ack is due any more (the process's timer stops when none is). */
   stop(): void {
     Acks.#forget(this);
-    if (Acks.#older.size === 0 && Acks.#younger.size === 0 && Acks.#timer !== undefined) {
-      clearInterval(Acks.#timer);
-      Acks.#timer = undefined;
-    }
+    Acks.#stopWhenIdle();
   }
 
   /**
@@ -120,9 +117,12 @@ export class Acks {
     Acks.#older = Acks.#younger;
     Acks.#younger = due.size === 0 ? due : new Set();
     for (const acks of due) acks.#flush();
-    if (Acks.#older.size === 0 && Acks.#younger.size === 0) {
-      clearInterval(Acks.#timer);
-      Acks.#timer = undefined;
-    }
+    Acks.#stopWhenIdle();
   };
+  /** Stops the process's timer once no session has an ack due. */
+  static #stopWhenIdle(): void {
+    if (Acks.#older.size > 0 || Acks.#younger.size > 0 || Acks.#timer === undefined) return;
+    clearInterval(Acks.#timer);
+    Acks.#timer = undefined;
+  }
 }
