@@ -264,6 +264,22 @@ if (selected("scale")) {
   // 10,000 clients with auth on one server: round ≤ 300 ms, joins ≤ 2 s, ≤ 16 KiB per idle
   // connection (see scale.ts).
   await extra("scale.ts", "scale: a 10,000-client floor was missed (see above)", true);
+  // The same 1 KiB round at this size without fedcomm, in the same sitting: what the
+  // machine allows (raw Deno bytes, and Node + msgpackr when it is installed).
+  const scaleClients = quick ? 1_000 : 10_000;
+  const scalePeers: [string, Command][] = [
+    ["raw", deno("raw.ts")],
+    ...peers().filter(([name]) => name === "node+msgpackr"),
+  ];
+  const beside = [];
+  for (const [name, command] of scalePeers) {
+    const line = await pair(command, [String(scaleClients), String(KiB), "20"], [
+      String(scaleClients),
+    ]);
+    console.error(JSON.stringify(line));
+    beside.push(`${name} ${((line.median_round_s as number) * 1000).toFixed(1)} ms`);
+  }
+  console.log(`The same round at ${scaleClients} clients beside it: ${beside.join(", ")}`);
 }
 if (only?.includes("nats")) {
   // 4 edges x 2,500 sites over NATS against one flat server; equal aggregates (see nats.ts).
