@@ -84,13 +84,17 @@ function works(program: string, args: string[], cwd?: string): boolean {
   }
 }
 
+/** What {@linkcode peers} found, once looked for (it may run `npm ci`). */
+let foundPeers: [string, Command][] | undefined;
+
 /**
  * The peer baselines that can run here: Node.js `net` + msgpackr (installed
  * from bench/peers/package-lock.json with npm) and Python asyncio + pickle
  * (Debian's python3-numpy).
  */
 function peers(): [string, Command][] {
-  const found: [string, Command][] = [];
+  if (foundPeers !== undefined) return foundPeers;
+  const found: [string, Command][] = foundPeers = [];
   const peerDir = `${dir}peers`;
   const hasModules = works("node", ["-e", "require.resolve('msgpackr')"], peerDir) ||
     (works("npm", ["ci", "--no-audit", "--no-fund", "--silent"], peerDir) &&
@@ -268,7 +272,7 @@ if (selected("scale")) {
   // machine allows (raw Deno bytes, and Node + msgpackr when it is installed).
   const scaleClients = quick ? 1_000 : 10_000;
   const scalePeers: [string, Command][] = [
-    ["raw", deno("raw.ts")],
+    ...candidates.filter(([name]) => name === "raw"),
     ...peers().filter(([name]) => name === "node+msgpackr"),
   ];
   const beside = [];
