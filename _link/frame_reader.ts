@@ -9,7 +9,7 @@ import { type ByteWindow, FrameDecoder, HEADER_BYTES } from "../_wire/frame.ts";
 import type { FrameOptions } from "../types.ts";
 
 /** The read buffer starts this small (a server may hold thousands) and grows when filled. */
-const SCRATCH_MIN_BYTES = 1024;
+const SCRATCH_MIN_BYTES = 256;
 const SCRATCH_BYTES = 64 * 1024;
 /** The most bytes asked of one socket read into a large body. */
 const READ_SLICE_BYTES = 16 * 1024 * 1024;
@@ -50,7 +50,7 @@ export const TARGET_PREFIX_BYTES = 8;
 /**
  * The socket driver: reads frame bodies from a `Deno.Conn` (its `read`), or
  * from any readable byte stream such as `conn.readable` (with a BYOB reader
- * where it can). Frames up to 64 KiB are cut out of a read buffer (1 KiB,
+ * where it can). Frames up to 64 KiB are cut out of a read buffer (256 B,
  * grown to 64 KiB under load), many per read; a larger frame is read
  * straight into a buffer of its announced length.
  *

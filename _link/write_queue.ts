@@ -114,8 +114,11 @@ export class WriteQueue {
   /** The batch small frames are being copied into, and how full it is. */
   #tail: Uint8Array | undefined;
   #tailFill = 0;
-  /** Batches handed to the pump, and one written full-size batch kept for reuse. */
-  readonly #batches = new Set<ArrayBufferLike>();
+  /**
+   * Batches handed to the pump (made at the first, so an idle connection
+   * holds no table), and one written full-size batch kept for reuse.
+   */
+  #batches: Set<ArrayBufferLike> | undefined;
   #spare: Uint8Array | undefined;
   #batchSize = BATCH_MIN_BYTES;
   #queued = 0;
@@ -312,7 +315,7 @@ export class WriteQueue {
     if (this.#tail === undefined) return;
     if (this.#tailFill > 0) {
       this.#pending.push(this.#tail.subarray(0, this.#tailFill));
-      this.#batches.add(this.#tail.buffer);
+      (this.#batches ??= new Set()).add(this.#tail.buffer);
     } else {
       this.#keep(this.#tail);
     }
@@ -333,7 +336,7 @@ export class WriteQueue {
           // After fail(), nothing more goes out: a lent chunk's caller was told already.
           if (this.#error !== undefined) break;
           await this.#writeChunk(chunk);
-          if (this.#batches.delete(chunk.buffer)) this.#keep(new Uint8Array(chunk.buffer));
+          if (this.#batches?.delete(chunk.buffer)) this.#keep(new Uint8Array(chunk.buffer));
         }
       }
     } catch (error) {

@@ -16,10 +16,13 @@ export class Links {
   #lastRtt: number | undefined;
   /** Bytes written by the links that are gone. */
   #bytesSentBefore = 0;
-  /** Resolved when the current link drops (waits for acknowledgements stop then). */
-  #dropped = Promise.withResolvers<void>();
-  /** Read loops of dropped links, until they stop. */
-  readonly #stopping = new Set<Promise<void>>();
+  /**
+   * Resolved when the current link drops (waits for acknowledgements stop
+   * then); made by the first wait, so an idle session holds no promise.
+   */
+  #dropped: PromiseWithResolvers<void> | undefined;
+  /** Read loops of dropped links still stopping (made at the first drop). */
+  #stopping: Set<Promise<void>> | undefined;
   /** Where the frame given as `first` went: its link and its write-queue mark. */
   #first: { link: Link; mark: number } | undefined;
 
@@ -63,18 +66,19 @@ export class Links {
     this.#bytesSentBefore += link.queue.bytesSent;
     this.#lastRtt = link.keepalive.rtt ?? this.#lastRtt;
     link.drop(reason);
-    this.#stopping.add(link.loop);
-    link.loop.finally(() => this.#stopping.delete(link.loop));
+    const stopping = this.#stopping ??= new Set();
+    stopping.add(link.loop);
+    link.loop.finally(() => stopping.delete(link.loop));
     if (link !== this.current) return;
     this.current = undefined;
     if (!failed) return;
-    this.#dropped.resolve();
-    this.#dropped = Promise.withResolvers<void>();
+    this.#dropped?.resolve();
+    this.#dropped = undefined;
   }
 
   /** Resolves when the current link fails. */
   get dropped(): Promise<void> {
-    return this.#dropped.promise;
+    return (this.#dropped ??= Promise.withResolvers<void>()).promise;
   }
 
   /** The peer's address (the last one, while it is away). */
@@ -109,6 +113,6 @@ export class Links {
    * @returns Resolves when they did.
    */
   async stopped(): Promise<void> {
-    await Promise.all([...this.#stopping]);
+    await Promise.all([...(this.#stopping ?? [])]);
   }
 }
