@@ -166,40 +166,72 @@ export class FrameReader {
     while (true) {
       const body = this.#decoder.decode(w);
       if (body !== undefined) return body;
-      const length = this.#decoder.length;
-      if (HEADER_BYTES + length > SCRATCH_BYTES) return await this.#readLarge(length);
-      // Make room: move what is buffered to the front, and grow the buffer
-      // when it is full or too small for the frame whose header is in it.
-      const available = w.end - w.start;
-      const need = length < 0 ? 0 : length;
-      let size = w.buf.byteLength;
-      while (size < SCRATCH_BYTES && (available === size || need > size)) size *= 2;
-      if (size !== w.buf.byteLength) {
-        const grown = new Uint8Array(size);
-        grown.set(w.buf.subarray(w.start, w.end));
-        w.buf = grown;
-        w.end = available;
-        w.start = 0;
-      } else if (w.start > 0) {
-        w.buf.copyWithin(0, w.start, w.end);
-        w.end = available;
-        w.start = 0;
-      }
+      const space = this.readSpace();
+      if (space === undefined) return await this.#readLarge(this.#decoder.length);
       let n: number | null;
       if (this.#source !== undefined) {
         // The socket path inline: one async frame per read instead of two.
-        n = await this.#source.read(w.buf.subarray(w.end));
+        n = await this.#source.read(space);
         if (n !== null) this.#onBytes?.(n);
       } else {
         n = await this.#readInto(w.buf, w.end);
         w.buf = this.#moved;
       }
-      if (n === null) {
-        this.#decoder.decodeEof(w);
-        return null;
-      }
-      w.end += n;
+      if (!this.readDone(n)) return null;
     }
+  }
+
+  /**
+   * The first half of a read for a driver that reads the socket itself (the
+   * link's read loop, which so waits on no promise of this reader's): makes
+   * room in the read buffer for the frame under way and returns the memory
+   * the next `read(p)` of the source is to fill. Call it after
+   * {@linkcode FrameReader.readBuffered} returned `undefined`, and hand the
+   * count to {@linkcode FrameReader.readDone}.
+   *
+   * @returns The view to read into, or `undefined` when the frame under way
+   * is larger than the read buffer: {@linkcode FrameReader.readView} then
+   * reads it into memory of its own.
+   */
+  readSpace(): Uint8Array | undefined {
+    const w = this.#w;
+    const length = this.#decoder.length;
+    if (HEADER_BYTES + length > SCRATCH_BYTES) return undefined;
+    // Make room: move what is buffered to the front, and grow the buffer
+    // when it is full or too small for the frame whose header is in it.
+    const available = w.end - w.start;
+    const need = length < 0 ? 0 : length;
+    let size = w.buf.byteLength;
+    while (size < SCRATCH_BYTES && (available === size || need > size)) size *= 2;
+    if (size !== w.buf.byteLength) {
+      const grown = new Uint8Array(size);
+      grown.set(w.buf.subarray(w.start, w.end));
+      w.buf = grown;
+      w.end = available;
+      w.start = 0;
+    } else if (w.start > 0) {
+      w.buf.copyWithin(0, w.start, w.end);
+      w.end = available;
+      w.start = 0;
+    }
+    return w.buf.subarray(w.end);
+  }
+
+  /**
+   * The second half: counts the bytes a read put into
+   * {@linkcode FrameReader.readSpace}'s view.
+   *
+   * @param n What the read resolved with: the count, or `null` at the end of the source.
+   * @returns `false` when the source ended cleanly between frames, else `true`.
+   * @throws {ProtocolError} When the source ended inside a frame.
+   */
+  readDone(n: number | null): boolean {
+    if (n === null) {
+      this.#decoder.decodeEof(this.#w);
+      return false;
+    }
+    this.#w.end += n;
+    return true;
   }
 
   /** Reads a body larger than the largest read buffer straight into its own buffer. */

@@ -68,8 +68,9 @@ export class Link {
   owner: LinkOwner;
   /** Dropped: the loop stops without telling anyone. */
   done = false;
-  /** The read loop; settles once it stopped. */
-  readonly loop: Promise<void>;
+  #stopped = false;
+  /** Made by the first wait for {@linkcode Link.loop}: an idle link holds no promise of its own. */
+  #loopDone: PromiseWithResolvers<void> | undefined;
 
   /**
    * Starts reading from `conn`.
@@ -103,7 +104,13 @@ export class Link {
     });
     const idleTimeout = options.idleTimeout;
     this.keepalive = new Keepalive(idleTimeout, () => this.owner.linkSilent(this, idleTimeout));
-    this.loop = this.#read();
+    this.#next();
+  }
+
+  /** The read loop; settles once it stopped (after {@linkcode Link.drop}, or a failure). */
+  get loop(): Promise<void> {
+    if (this.#stopped) return Promise.resolve();
+    return (this.#loopDone ??= Promise.withResolvers()).promise;
   }
 
   /** Sends a ping; the latest ping's pong sets the keepalive's `rtt`. */
@@ -129,28 +136,82 @@ export class Link {
     return true;
   }
 
-  async #read(): Promise<void> {
+  /**
+   * The read loop, driven by the socket's promises instead of an async
+   * function: a connection idle in a read holds one pending `conn.read` and
+   * the link's own callbacks, not a chain of suspended frames (at 10,000
+   * connections that chain was most of an idle connection's heap). Hands
+   * over every frame already buffered, then starts the next read.
+   */
+  #next(): void {
     try {
       while (!this.done) {
-        // Frames already buffered are handed over without waiting.
-        const buffered = this.reader.readBuffered();
-        if (buffered !== undefined) this.owner.linkFrame(this, buffered);
-        else {
-          let body: Uint8Array | null = await this.reader.readView();
-          if (this.done) return;
-          if (body === null) return this.owner.linkFailed(this, null);
-          this.owner.linkFrame(this, body);
-          // V8 keeps an async function's registers across its awaits: without
-          // this, the body (a 64 MiB upload per connection) stays alive until
-          // the next frame arrives, long after its message was taken.
-          body = null;
+        const body = this.reader.readBuffered();
+        if (body === undefined) {
+          const space = this.reader.readSpace();
+          if (space === undefined) this.reader.readView().then(this.#onBody, this.#onError);
+          else this.conn.read(space).then(this.#onRead, this.#onError);
+          return;
         }
-        const pause = this.owner.linkPause();
-        if (pause !== undefined) await this.keepalive.during(pause);
+        if (!this.#take(body)) return;
       }
+      this.#stop();
     } catch (error) {
-      if (!this.done) this.owner.linkFailed(this, error);
+      this.#onError(error);
     }
+  }
+
+  /** Hands one body over; `false` when reading waits (the owner's pause) or stopped. */
+  #take(body: Uint8Array): boolean {
+    this.owner.linkFrame(this, body);
+    if (this.done) return true;
+    const pause = this.owner.linkPause();
+    if (pause === undefined) return true;
+    this.keepalive.during(pause).then(this.#onResume, this.#onError);
+    return false;
+  }
+
+  /** A small read returned: its bytes join the read buffer. */
+  readonly #onRead = (n: number | null): void => {
+    if (this.done) return this.#stop();
+    try {
+      if (n !== null) this.owner.reading.heard(this, n);
+      if (!this.reader.readDone(n)) return this.#ended();
+    } catch (error) {
+      return this.#onError(error);
+    }
+    this.#next();
+  };
+
+  /** A large body was read (by the reader's own loop), or the peer ended between frames. */
+  readonly #onBody = (body: Uint8Array | null): void => {
+    if (this.done) return this.#stop();
+    try {
+      if (body === null) return this.#ended();
+      if (!this.#take(body)) return;
+    } catch (error) {
+      return this.#onError(error);
+    }
+    this.#next();
+  };
+
+  /** The peer ended the stream between frames. */
+  #ended(): void {
+    this.#stop();
+    this.owner.linkFailed(this, null);
+  }
+
+  readonly #onResume = (): void => this.#next();
+
+  readonly #onError = (error: unknown): void => {
+    this.#stop();
+    if (!this.done) this.owner.linkFailed(this, error);
+  };
+
+  /** The loop stopped: {@linkcode Link.loop} settles. */
+  #stop(): void {
+    this.#stopped = true;
+    this.#loopDone?.resolve();
   }
 
   /**
