@@ -20,6 +20,12 @@ export const ACK_BYTES = 1024 * 1024;
 /** … or this many messages are unacknowledged; otherwise within 1 to 2 ticks. */
 export const ACK_MESSAGES = 1024;
 const ACK_TICK_MS = 500;
+/**
+ * The ack frame, rewritten for each ack of every session of the process:
+ * the write queue copies a small frame when it is queued, so none holds it
+ * past the call that took it (one frame each cost 300 B per idle session).
+ */
+const ackScratch = ackFrame(0);
 
 /** One session's acknowledgements. */
 export class Acks {
@@ -28,8 +34,6 @@ export class Acks {
   /** The count last acknowledged, and the bytes that came since. */
   #sent = 0;
   #unackedBytes = 0;
-  /** The ack frame, rewritten for each ack (the write queue copies small frames at once). */
-  readonly #frame = ackFrame(0);
   /** Sends {@linkcode Acks.take}'s frame now, if the session is connected. */
   readonly #flush: () => void;
 
@@ -73,14 +77,15 @@ export class Acks {
   /**
    * The ack of every message received so far, now counted as sent.
    *
-   * @returns The frame (valid until the next call), or `undefined` if none is due.
+   * @returns The frame (valid until the next call on any session: queue it
+   * at once), or `undefined` if none is due.
    */
   take(): Uint8Array | undefined {
     Acks.#forget(this);
     if (!this.due) return undefined;
     this.#sent = this.received;
     this.#unackedBytes = 0;
-    return setAckCount(this.#frame, this.#sent);
+    return setAckCount(ackScratch, this.#sent);
   }
 
   /** Sends the ack now if one is due (a ping came: its pong goes after the ack). */

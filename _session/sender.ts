@@ -37,6 +37,12 @@ import {
   SendTimeoutError,
 } from "../errors.ts";
 
+/**
+ * The reply prefix, rewritten for each reply of every session of the
+ * process: the encoder copies it into the frame at once.
+ */
+const prefixScratch = replyPrefix(1);
+
 /** Copies of lent frames made so far, shared by the sessions of one broadcast. */
 export type Copies = WeakMap<readonly Uint8Array[], readonly Uint8Array[]>;
 
@@ -82,8 +88,6 @@ export class Sender {
   #lastMark = 0;
   /** The ack count at which {@linkcode Sender.askAcks} last asked (one ping per wait). */
   #askedAt = -1;
-  /** The reply prefix, rewritten for each reply (the encoder copies it at once). */
-  readonly #prefix = replyPrefix(1);
 
   /**
    * @param links The session's links.
@@ -174,7 +178,7 @@ export class Sender {
 
   /** A value as a whole frame, into the encoder's scratch memory (a reply: with its prefix). */
   #encode(value: unknown, to: number): EncodedFrame {
-    const prefix = to > 0 ? setReplyPrefix(this.#prefix, to) : undefined;
+    const prefix = to > 0 ? setReplyPrefix(prefixScratch, to) : undefined;
     return encodeFrame(value, this.#sendMaxFrameBytes, true, prefix, this.#long);
   }
 
