@@ -20,7 +20,11 @@ export interface ByteReader {
   read(p: Uint8Array): Promise<number | null>;
 }
 
-/** Options for {@linkcode FrameReader}. */
+/**
+ * Options for {@linkcode FrameReader}. The reader keeps the object: its hooks
+ * are called as its methods, each time (so one object of a class with these
+ * methods serves, and no closure is needed per connection).
+ */
 export interface FrameReaderOptions extends FrameOptions {
   /** Called with the number of bytes after every read from the source (for progress). */
   onBytes?: (bytes: number) => void;
@@ -71,12 +75,8 @@ export class FrameReader {
   #byob: ReadableStreamBYOBReader | undefined;
   #default: ReadableStreamDefaultReader<Uint8Array> | undefined;
   #leftover: Uint8Array | undefined;
-  readonly #onBytes: ((bytes: number) => void) | undefined;
-  readonly #bodyAllowance:
-    | ((filled: number, total: number, start: boolean) => Promise<number>)
-    | undefined;
-  readonly #bodyTarget: ((total: number) => Uint8Array | undefined) | undefined;
-  readonly #allocate: ((length: number) => Uint8Array) | undefined;
+  /** The hooks, called as methods of the options object. */
+  readonly #hooks: FrameReaderOptions | undefined;
   /** The buffer the last read left its bytes in (a BYOB read moves them to a new one). */
   #moved: Uint8Array = this.#w.buf;
 
@@ -89,12 +89,9 @@ export class FrameReader {
    */
   constructor(source: ReadableStream<Uint8Array> | ByteReader, options?: FrameReaderOptions) {
     this.#decoder = new FrameDecoder(options?.maxFrameBytes);
-    this.#onBytes = options?.onBytes;
-    this.#bodyAllowance = options?.bodyAllowance;
-    this.#allocate = options?.allocate;
+    this.#hooks = options;
     if (!(source instanceof ReadableStream)) {
       this.#source = source;
-      this.#bodyTarget = options?.bodyTarget;
       return;
     }
     try {
@@ -172,7 +169,7 @@ export class FrameReader {
       if (this.#source !== undefined) {
         // The socket path inline: one async frame per read instead of two.
         n = await this.#source.read(space);
-        if (n !== null) this.#onBytes?.(n);
+        if (n !== null) this.#hooks?.onBytes?.(n);
       } else {
         n = await this.#readInto(w.buf, w.end);
         w.buf = this.#moved;
@@ -236,19 +233,20 @@ export class FrameReader {
 
   /** Reads a body larger than the largest read buffer straight into its own buffer. */
   async #readLarge(length: number): Promise<Uint8Array> {
-    const target = this.#bodyTarget?.(length);
+    const target = this.#source === undefined ? undefined : this.#hooks?.bodyTarget?.(length);
     if (target !== undefined) return await this.#readTargeted(length, target);
     const w = this.#w;
     let filled = w.end - w.start;
     // The allowance (a memory budget) is granted before the body is allocated.
-    let allowed = this.#bodyAllowance === undefined
+    const hooks = this.#hooks;
+    let allowed = hooks?.bodyAllowance === undefined
       ? length
-      : await this.#bodyAllowance(filled, length, true);
-    let body = this.#allocate?.(length) ?? new Uint8Array(length);
+      : await hooks.bodyAllowance(filled, length, true);
+    let body = hooks?.allocate?.(length) ?? new Uint8Array(length);
     body.set(w.buf.subarray(w.start, w.start + filled));
     w.start = w.end = 0;
     while (filled < length) {
-      while (filled >= allowed) allowed = await this.#bodyAllowance!(filled, length, false);
+      while (filled >= allowed) allowed = await hooks!.bodyAllowance!(filled, length, false);
       const n = await this.#readInto(body, filled, allowed);
       body = this.#moved as Uint8Array<ArrayBuffer>;
       if (n === null) this.#decoder.decodeEof({ buf: body, start: 0, end: filled });
@@ -270,11 +268,12 @@ export class FrameReader {
     head.set(w.buf.subarray(w.start, w.start + inHead));
     if (filled > inHead) target.set(w.buf.subarray(w.start + inHead, w.start + filled));
     w.start = w.end = 0;
-    let allowed = this.#bodyAllowance === undefined
+    const hooks = this.#hooks;
+    let allowed = hooks?.bodyAllowance === undefined
       ? length
-      : await this.#bodyAllowance(filled, length, true);
+      : await hooks.bodyAllowance(filled, length, true);
     while (filled < length) {
-      while (filled >= allowed) allowed = await this.#bodyAllowance!(filled, length, false);
+      while (filled >= allowed) allowed = await hooks!.bodyAllowance!(filled, length, false);
       const n = filled < TARGET_PREFIX_BYTES
         ? await this.#readInto(head, filled)
         : await this.#readInto(target, filled - TARGET_PREFIX_BYTES, allowed - TARGET_PREFIX_BYTES);
@@ -309,7 +308,7 @@ export class FrameReader {
       this.#moved = target;
       n = await this.#readDefault(target.subarray(0, end), offset);
     }
-    if (n !== null) this.#onBytes?.(n);
+    if (n !== null) this.#hooks?.onBytes?.(n);
     return n;
   }
 

@@ -16,6 +16,12 @@
  * @module
  */
 
+/** What a {@linkcode Watch} tells when it is due: a method, so that a connection holds no closure for it. */
+export interface WatchOwner {
+  /** Not touched for the clock's period (the watch has left the list). */
+  due(): void;
+}
+
 /** A connection watched by an {@linkcode IdleClock}. */
 export class Watch {
   /** When it was last touched (`performance.now()`). */
@@ -27,14 +33,14 @@ export class Watch {
   next: Watch | undefined;
   /** The clock it is on, while it is on one. */
   clock: IdleClock | undefined;
-  /** Called when it was not touched for its clock's period (it has left the list). */
-  readonly due: () => void;
+  /** Told when it was not touched for its clock's period. */
+  readonly owner: WatchOwner;
 
   /**
-   * @param due Called once the period passed without a touch.
+   * @param owner Told once the period passed without a touch.
    */
-  constructor(due: () => void) {
-    this.due = due;
+  constructor(owner: WatchOwner) {
+    this.owner = owner;
   }
 }
 
@@ -130,7 +136,7 @@ export class IdleClock {
       // An earlier `due` may have touched it (or taken it off) meanwhile.
       if (w.clock !== this || w.movedAt > limit) continue;
       this.remove(w);
-      w.due();
+      w.owner.due();
     }
   }
 

@@ -15,8 +15,8 @@ async function keepTouching(clock: IdleClock, busy: Watch[], done: () => boolean
 Deno.test("IdleClock.touch() keeps a watch from coming due; an untouched one comes due once", async () => {
   const clock = IdleClock.of(300);
   const due: string[] = [];
-  const quiet = new Watch(() => due.push("quiet"));
-  const busy = new Watch(() => due.push("busy"));
+  const quiet = new Watch({ due: () => due.push("quiet") });
+  const busy = new Watch({ due: () => due.push("busy") });
   clock.touch(quiet);
   clock.touch(busy);
   assert.equal(clock.size, 2);
@@ -33,7 +33,7 @@ Deno.test("IdleClock.touch() keeps a watch from coming due; an untouched one com
 Deno.test("IdleClock.remove() takes a watch off for good", async () => {
   const clock = IdleClock.of(30);
   let due = 0;
-  const watch = new Watch(() => due++);
+  const watch = new Watch({ due: () => due++ });
   clock.touch(watch);
   clock.remove(watch);
   await delay(100);
@@ -44,7 +44,7 @@ Deno.test("IdleClock.of() shares one clock per period; touch() moves a watch bet
   assert.equal(IdleClock.of(1234), IdleClock.of(1234));
   const a = IdleClock.of(1235);
   const b = IdleClock.of(1236);
-  const watch = new Watch(() => {});
+  const watch = new Watch({ due: () => {} });
   a.touch(watch);
   b.touch(watch);
   assert.deepStrictEqual([a.size, b.size, watch.clock === b], [0, 1, true]);
@@ -57,7 +57,7 @@ Deno.test("IdleClock ticks call the due watches only, oldest first", async () =>
   const clock = IdleClock.of(300);
   const order: number[] = [];
   // 1,000 watches, touched in order; only the first 10 go quiet.
-  const watches = Array.from({ length: 1000 }, (_, i) => new Watch(() => order.push(i)));
+  const watches = Array.from({ length: 1000 }, (_, i) => new Watch({ due: () => order.push(i) }));
   for (const w of watches) clock.touch(w);
   try {
     await keepTouching(clock, watches.slice(10), () => order.length >= 10);
@@ -70,10 +70,12 @@ Deno.test("IdleClock ticks call the due watches only, oldest first", async () =>
 Deno.test("IdleClock: a watch that a due callback touches is not due in that tick", async () => {
   const clock = IdleClock.of(40);
   const due: [string, number][] = [];
-  const second = new Watch(() => due.push(["second", performance.now()]));
-  const first = new Watch(() => {
-    due.push(["first", performance.now()]);
-    clock.touch(second);
+  const second = new Watch({ due: () => due.push(["second", performance.now()]) });
+  const first = new Watch({
+    due: () => {
+      due.push(["first", performance.now()]);
+      clock.touch(second);
+    },
   });
   clock.touch(first);
   clock.touch(second);
@@ -85,11 +87,11 @@ Deno.test("IdleClock: a watch that a due callback touches is not due in that tic
 Deno.test("IdleClock: a watch touched often, as the only one or among others, never comes due", async () => {
   const clock = IdleClock.of(120);
   const due: string[] = [];
-  const only = new Watch(() => due.push("only"));
+  const only = new Watch({ due: () => due.push("only") });
   clock.touch(only);
   const start = performance.now();
   await keepTouching(clock, [only], () => performance.now() - start > 500);
-  const other = new Watch(() => due.push("other"));
+  const other = new Watch({ due: () => due.push("other") });
   clock.touch(other);
   await keepTouching(clock, [only, other], () => performance.now() - start > 1000);
   clock.remove(only);

@@ -11,15 +11,21 @@
  * @module
  */
 
-import { IdleClock, Watch } from "./idle_clock.ts";
+import { IdleClock, Watch, type WatchOwner } from "./idle_clock.ts";
 
 /** The default heartbeat interval: below the idle cut-offs of load balancers and NATs. */
 export const DEFAULT_HEARTBEAT_MS = 15_000;
 /** The default time without a byte from the peer after which it is declared dead. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
+/** Who is told that the peer was silent too long. */
+export interface SilenceListener {
+  /** The peer was silent for the idle timeout (called once). */
+  onSilent(): void;
+}
+
 /** Tracks what was heard from the peer and the ping under way. */
-export class Keepalive {
+export class Keepalive implements WatchOwner {
   /** The last ping's round trip in ms, or `undefined` before the first pong. */
   rtt: number | undefined;
   #lastHeard = performance.now();
@@ -31,20 +37,27 @@ export class Keepalive {
   #clock: IdleClock | undefined;
   /** While above 0, we are not reading (TCP pushes back on the peer): silence proves nothing. */
   #paused = 0;
+  readonly #listener: SilenceListener;
 
   /**
    * Starts watching.
    *
-   * @param idleTimeout Milliseconds of silence after which `onSilent` is called (0: never).
-   * @param onSilent Called once the peer was silent too long.
+   * @param idleTimeout Milliseconds of silence after which the listener is told (0: never).
+   * @param listener Told once the peer was silent too long.
    */
-  constructor(idleTimeout: number, onSilent: () => void) {
+  constructor(idleTimeout: number, listener: SilenceListener) {
+    this.#listener = listener;
     if (idleTimeout > 0) {
       // One timer for every connection of this period (`idle_clock.ts`).
       this.#clock = IdleClock.of(idleTimeout);
-      this.#watch = new Watch(onSilent);
+      this.#watch = new Watch(this);
       this.#clock.touch(this.#watch, this.#lastHeard);
     }
+  }
+
+  /** The idle clock's call: the peer was silent for the idle timeout. */
+  due(): void {
+    this.#listener.onSilent();
   }
 
   /** Records that bytes arrived. */

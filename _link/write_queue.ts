@@ -19,7 +19,7 @@
  * @module
  */
 
-import { IdleClock, Watch } from "./idle_clock.ts";
+import { IdleClock, Watch, type WatchOwner } from "./idle_clock.ts";
 
 /** Where the queue writes: `Deno.Conn` has it. */
 export interface Writer {
@@ -27,7 +27,7 @@ export interface Writer {
   write(p: Uint8Array): Promise<number>;
 }
 
-/** Options for a {@linkcode WriteQueue}. */
+/** Options for a {@linkcode WriteQueue}: kept, and its hooks called as its methods. */
 export interface WriteQueueOptions {
   /** Turns a write failure into the error every later call gets. */
   describeError: (cause: unknown) => Error;
@@ -104,11 +104,11 @@ interface Tracked {
 }
 
 /** The write queue of one connection; see the module doc. */
-export class WriteQueue {
+export class WriteQueue implements WatchOwner {
   /** Bytes the socket has taken so far. */
   bytesSent = 0;
   readonly #writer: Writer;
-  readonly #describe: (cause: unknown) => Error;
+  readonly #options: WriteQueueOptions;
   /** Chunks waiting to be written: sealed batches of small frames, and large chunks. */
   #pending: Uint8Array[] = [];
   /** The batch small frames are being copied into, and how full it is. */
@@ -140,22 +140,24 @@ export class WriteQueue {
    */
   constructor(writer: Writer, options: WriteQueueOptions) {
     this.#writer = writer;
-    this.#describe = options.describeError;
+    this.#options = options;
     const idleMs = options.idleMs ?? 0;
-    const onIdle = options.onIdle;
-    if (idleMs > 0 && onIdle !== undefined) {
+    if (idleMs > 0 && options.onIdle !== undefined) {
       // One timer for every connection of this period (`idle_clock.ts`).
       this.#clock = IdleClock.of(idleMs);
-      this.#watch = new Watch(() => {
-        // Never while a frame is being written: those bytes show we are alive.
-        // An idle connection gives its spare batch back.
-        if (this.#pumping === undefined) {
-          this.#spare = undefined;
-          onIdle();
-        } else this.#clock!.touch(this.#watch!);
-      });
+      this.#watch = new Watch(this);
       this.#clock.touch(this.#watch, this.#lastWrite);
     }
+  }
+
+  /** The idle clock's call: nothing was written for `idleMs`. */
+  due(): void {
+    // Never while a frame is being written: those bytes show we are alive.
+    // An idle connection gives its spare batch back.
+    if (this.#pumping === undefined) {
+      this.#spare = undefined;
+      this.#options.onIdle?.();
+    } else this.#clock!.touch(this.#watch!);
   }
 
   /** Why writing stopped, or `undefined` while it works. */
@@ -340,7 +342,7 @@ export class WriteQueue {
         }
       }
     } catch (error) {
-      this.#error ??= this.#describe(error);
+      this.#error ??= this.#options.describeError(error);
     } finally {
       this.#pumping = undefined;
       if (this.#error !== undefined) this.#stop();
