@@ -13,6 +13,13 @@
  * list's order, and it comes due between `ms` and `ms + 2 × tick` after its
  * last touch: never early.
  *
+ * Connections that joined together come due together. A tick tells at most
+ * {@linkcode DUE_PER_TURN} of them and leaves the rest to the next turns of
+ * the event loop, so that the pings of 10,000 connections go out in bursts
+ * whose writes finish (and whose memory dies young) before the next burst:
+ * all in one turn held every write's promise at once, and the heap grew by
+ * 50 MB at each heartbeat.
+ *
  * @module
  */
 
@@ -46,6 +53,8 @@ export class Watch {
 
 /** The clocks of the process, by period: every connection with the same period shares one. */
 const clocks = new Map<number, IdleClock>();
+/** The most watches one turn of the event loop tells that they are due. */
+export const DUE_PER_TURN = 256;
 
 /** See the module doc. */
 export class IdleClock {
@@ -56,6 +65,10 @@ export class IdleClock {
   #tail: Watch | undefined;
   #size = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** The latest tick's limit: watches moved before it are due. */
+  #limit = -Infinity;
+  /** The next turn's telling, while more are due than one turn tells. */
+  #more: ReturnType<typeof setTimeout> | undefined;
 
   /**
    * The process's clock for a period, made at first use.
@@ -124,11 +137,18 @@ export class IdleClock {
   /** Calls `due` of every connection not touched for the period, oldest first. */
   #tick(): void {
     // Moved before `limit`, so touched (at most a tick after that move) a period ago or more.
-    const limit = performance.now() - this.ms - this.#tickMs;
-    // Only those taken off now: one that a `due` puts back is not seen again in this tick.
+    this.#limit = performance.now() - this.ms - this.#tickMs;
+    if (this.#more === undefined) this.#tell();
+  }
+
+  /** Tells up to {@linkcode DUE_PER_TURN} due watches; the next turn tells more. */
+  #tell(): void {
+    const limit = this.#limit;
+    // Only those taken off now: one that a `due` puts back was moved after
+    // `limit` and is not seen again for this tick.
     let watch = this.#head;
     const due: Watch[] = [];
-    while (watch !== undefined && watch.movedAt <= limit) {
+    while (watch !== undefined && watch.movedAt <= limit && due.length < DUE_PER_TURN) {
       due.push(watch);
       watch = watch.next;
     }
@@ -138,6 +158,13 @@ export class IdleClock {
       this.remove(w);
       w.owner.due();
     }
+    const head = this.#head;
+    if (head === undefined || head.movedAt > limit || this.#timer === undefined) return;
+    this.#more = setTimeout(() => {
+      this.#more = undefined;
+      this.#tell();
+    }, 0);
+    Deno.unrefTimer(this.#more);
   }
 
   #start(): void {
@@ -148,5 +175,7 @@ export class IdleClock {
   #stop(): void {
     clearInterval(this.#timer);
     this.#timer = undefined;
+    clearTimeout(this.#more);
+    this.#more = undefined;
   }
 }

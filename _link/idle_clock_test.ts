@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { IdleClock, Watch } from "./idle_clock.ts";
+import { DUE_PER_TURN, IdleClock, Watch } from "./idle_clock.ts";
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -65,6 +65,37 @@ Deno.test("IdleClock ticks call the due watches only, oldest first", async () =>
     for (const w of watches) clock.remove(w);
   }
   assert.deepStrictEqual(order, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+});
+
+Deno.test("IdleClock tells at most DUE_PER_TURN due watches per turn of the event loop, in order", async () => {
+  const clock = IdleClock.of(60);
+  const count = 3 * DUE_PER_TURN + 10;
+  const order: number[] = [];
+  // The due callbacks of one turn run in one task: a microtask closes the turn.
+  const turns: number[] = [];
+  let open = false;
+  const watches = Array.from({ length: count }, (_, i) =>
+    new Watch({
+      due: () => {
+        if (!open) {
+          open = true;
+          turns.push(0);
+          queueMicrotask(() => open = false);
+        }
+        turns[turns.length - 1]++;
+        order.push(i);
+      },
+    }));
+  for (const w of watches) clock.touch(w);
+  try {
+    const end = performance.now() + 5_000;
+    while (order.length < count && performance.now() < end) await delay(20);
+  } finally {
+    for (const w of watches) clock.remove(w);
+  }
+  assert.deepStrictEqual(order, Array.from({ length: count }, (_, i) => i));
+  assert.deepStrictEqual(turns, [DUE_PER_TURN, DUE_PER_TURN, DUE_PER_TURN, 10]);
+  assert.equal(clock.size, 0);
 });
 
 Deno.test("IdleClock: a watch that a due callback touches is not due in that tick", async () => {
