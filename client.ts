@@ -113,16 +113,13 @@ export class Client extends FedcommEventTarget<ClientEventMap>
     this.props = options.props ?? {};
     this.authenticated = welcome.authenticated;
     this.maxMessageBytes = Math.min(options.maxMessageBytes, welcome.maxMessageBytes);
-    connection.onDrop = (error) => {
-      this.dispatchEvent(
-        new ClientEvent("disconnect", { clientId: this.id, name: this.name, error }),
-      );
-      this.#reconnect(error);
-    };
+    connection.listener = { sessionDropped: (error) => this.#reconnect(error) };
   }
 
-  /** Resumes the session on new connections, as `_client/reconnect.ts` says. */
+  /** The connection dropped: resumes the session on new ones, as `_client/reconnect.ts` says. */
   async #reconnect(cause: Error): Promise<void> {
+    const disconnect = { clientId: this.id, name: this.name, error: cause };
+    this.dispatchEvent(new ClientEvent("disconnect", disconnect));
     await reconnect(this.#connection, cause, {
       options: this.#options,
       id: this.id,

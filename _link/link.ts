@@ -138,8 +138,9 @@ export class Link {
         const body = this.reader.readBuffered();
         if (body === undefined) {
           const space = this.reader.readSpace();
-          if (space === undefined) this.reader.readView().then(this.#onBody, this.#onError);
-          else this.conn.read(space).then(this.#onRead, this.#onError);
+          if (space === undefined) {
+            this.reader.readView().then((large) => this.#onBody(large), this.#onError);
+          } else this.conn.read(space).then(this.#onRead, this.#onError);
           return;
         }
         if (!this.#take(body)) return;
@@ -156,7 +157,7 @@ export class Link {
     if (this.done) return true;
     const pause = this.owner.linkPause();
     if (pause === undefined) return true;
-    this.keepalive.during(pause).then(this.#onResume, this.#onError);
+    this.keepalive.during(pause).then(() => this.#next(), this.#onError);
     return false;
   }
 
@@ -173,7 +174,7 @@ export class Link {
   };
 
   /** A large body was read (by the reader's own loop), or the peer ended between frames. */
-  readonly #onBody = (body: Uint8Array | null): void => {
+  #onBody(body: Uint8Array | null): void {
     if (this.done) return this.#stop();
     try {
       if (body === null) return this.#ended();
@@ -182,15 +183,13 @@ export class Link {
       return this.#onError(error);
     }
     this.#next();
-  };
+  }
 
   /** The peer ended the stream between frames. */
   #ended(): void {
     this.#stop();
     this.owner.linkFailed(this, null);
   }
-
-  readonly #onResume = (): void => this.#next();
 
   readonly #onError = (error: unknown): void => {
     this.#stop();

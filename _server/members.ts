@@ -18,7 +18,7 @@ import { type Hello, type Refusal, TOKEN_BYTES } from "../_handshake/messages.ts
 import { Notifier, startDeadline } from "../_util/wait.ts";
 import { FedcommError, PeerDisconnectedError } from "../errors.ts";
 import { formatAddress, type Logger } from "../events.ts";
-import { type Member, MemberEvents } from "./member_events.ts";
+import { Member, MemberEvents } from "./member_events.ts";
 import type { ClientStats, WaitOptions } from "../types.ts";
 
 /** How the members are admitted. */
@@ -74,7 +74,13 @@ export class Members {
     this.#open = options.open;
     this.#grace = options.grace;
     this.#namedSecrets = options.namedSecrets;
-    this.events = new MemberEvents(events, logger, options.grace);
+    this.events = new MemberEvents(events, logger, options.grace, {
+      before: (member) => {
+        const session = member.connection;
+        if (this.#open && session.inbox.size === 0) this.#forget(session.clientId);
+      },
+      changed: () => this.changed.notify(),
+    });
   }
 
   /** How long a dropped session waits for a resume, in ms. */
@@ -150,13 +156,16 @@ export class Members {
     const token = this.#grace > 0 ? crypto.getRandomValues(new Uint8Array(TOKEN_BYTES)) : undefined;
     const connection = open(id, token);
     this.connections.set(id, connection);
-    this.#members.set(id, {
-      connection,
-      name: hello.name,
-      props: hello.props,
-      authenticated: hello.authenticated,
-      token,
-    });
+    this.#members.set(
+      id,
+      new Member({
+        connection,
+        name: hello.name,
+        props: hello.props,
+        authenticated: hello.authenticated,
+        token,
+      }, this.events),
+    );
     return { id, session: connection };
   }
 
@@ -243,19 +252,13 @@ export class Members {
    * @param session Its session.
    */
   welcomed(session: Session): void {
-    const clientId = session.clientId;
-    this.events.joined(this.#members.get(clientId)!, {
-      before: () => {
-        if (this.#open && session.inbox.size === 0) this.#forget(clientId);
-      },
-      changed: () => this.changed.notify(),
-    });
+    this.events.joined(this.#members.get(session.clientId)!);
     this.changed.notify();
     // Bytes that came in the same read as the hello (a second hello, a bad
     // control frame) may have ended the session before these listeners were
     // set: it leaves now, as it would have a moment later.
     const ended = session.ended;
-    if (session.state === "gone" && ended !== undefined) session.onEnd?.(ended);
+    if (session.state === "gone" && ended !== undefined) session.listener?.sessionEnded?.(ended);
   }
 
   /**

@@ -12,6 +12,7 @@
  */
 
 import { ackFrame, setAckCount } from "../_wire/control.ts";
+import type { Links } from "./links.ts";
 
 /** An ack goes out at once after a message body at least this large. */
 const ACK_NOW_BYTES = 64 * 1024;
@@ -34,15 +35,23 @@ export class Acks {
   /** The count last acknowledged, and the bytes that came since. */
   #sent = 0;
   #unackedBytes = 0;
-  /** Sends {@linkcode Acks.take}'s frame now, if the session is connected. */
-  readonly #flush: () => void;
+  /** The session's links: an ack that no frame carried goes out on the current one. */
+  readonly #links: Links;
 
   /**
-   * @param flush Called when an ack is due and no frame carried it: it
-   * writes {@linkcode Acks.take}'s frame on the current link.
+   * @param links The session's links.
    */
-  constructor(flush: () => void) {
-    this.#flush = flush;
+  constructor(links: Links) {
+    this.#links = links;
+  }
+
+  /** Writes the ack of every message received so far, if one is due and the link is up. */
+  flush(): void {
+    const link = this.#links.current;
+    const frame = this.take();
+    if (frame !== undefined && link !== undefined && link.queue.error === undefined) {
+      link.queue.push([frame]);
+    }
   }
 
   /** Whether messages arrived since the last ack. */
@@ -62,7 +71,7 @@ export class Acks {
       bytes >= ACK_NOW_BYTES || this.#unackedBytes >= ACK_BYTES ||
       this.received - this.#sent >= ACK_MESSAGES
     ) {
-      this.#flush();
+      this.flush();
       return;
     }
     // One timer for every session of the process: a timer per message would cost more.
@@ -90,7 +99,7 @@ export class Acks {
 
   /** Sends the ack now if one is due (a ping came: its pong goes after the ack). */
   flushDue(): void {
-    if (this.due) this.#flush();
+    if (this.due) this.flush();
   }
 
   /** The peer learnt what we received from a resume handshake: that counts as acknowledged. */
@@ -121,7 +130,7 @@ export class Acks {
     const due = Acks.#older;
     Acks.#older = Acks.#younger;
     Acks.#younger = due.size === 0 ? due : new Set();
-    for (const acks of due) acks.#flush();
+    for (const acks of due) acks.flush();
     Acks.#stopWhenIdle();
   };
   /** Stops the process's timer once no session has an ack due. */

@@ -15,6 +15,7 @@ import type { Acks } from "./acks.ts";
 import type { Inbox, LateReplies } from "./inbox.ts";
 import type { Meter, Reservation } from "./budget.ts";
 import type { Outbox } from "./outbox.ts";
+import type { SessionListener } from "./session_listener.ts";
 import { own } from "./slab.ts";
 import { Assembly } from "./assembly.ts";
 import type { BufferPool } from "./pool.ts";
@@ -54,8 +55,8 @@ export interface ReceiverHost {
   readonly late: LateReplies;
   /** Called as the body of a received frame arrives. */
   readonly onReceiveProgress: ((done: number, total: number) => void) | undefined;
-  /** Called for a reply that is late on arrival. */
-  readonly onLateReply: ((replyTo: number, value: unknown, latest: number) => void) | undefined;
+  /** Hears of replies late on arrival (`lateReply`). */
+  readonly listener: SessionListener | undefined;
   /** The peer sent its close frame (`c1 06`). */
   peerClosed(): void;
 }
@@ -230,11 +231,12 @@ export class Receiver implements ReadHooks {
     const host = this.#host;
     this.#acks.received++;
     const latest = host.outbox.sent;
-    if (replying > 0 && replying < latest && host.onLateReply !== undefined) {
+    const listener = host.listener;
+    if (replying > 0 && replying < latest && listener?.lateReply !== undefined) {
       // Another message was sent since the one it answers: no call may take it.
       reservation?.release();
       host.late.count(latest);
-      host.onLateReply(replying, value, latest);
+      listener.lateReply(replying, value, latest);
     } else host.inbox.push(value, size, reservation, replying);
     this.#acks.count(size);
   }

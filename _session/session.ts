@@ -13,6 +13,7 @@
 import { Meter } from "./budget.ts";
 import { BufferPool } from "./pool.ts";
 import type { SessionOptions } from "./session_options.ts";
+import type { SessionListener } from "./session_listener.ts";
 import { CLOSE, controlFrame } from "../_wire/control.ts";
 import { Acks } from "./acks.ts";
 import { Inbox, LateReplies } from "./inbox.ts";
@@ -43,16 +44,8 @@ export class Session implements LinkOwner {
   readonly late: LateReplies = new LateReplies();
   /** Called as the body of a received frame arrives: bytes done and its total. */
   onReceiveProgress: ((done: number, total: number) => void) | undefined;
-  /** Called once when the session ends (not after `close()`), with why. */
-  onEnd: ((error: Error) => void) | undefined;
-  /** Called when the connection drops and the session waits for a resume. */
-  onDrop: ((error: Error) => void) | undefined;
-  /**
-   * Called for a reply that is late on arrival (it answers message `replyTo`,
-   * and message `latest` was sent since): it is acknowledged and counted as
-   * received, but never queued.
-   */
-  onLateReply: ((replyTo: number, value: unknown, latest: number) => void) | undefined;
+  /** Hears of the session's drops, late replies and end. */
+  listener: SessionListener | undefined;
   /** The messages received, waiting to be taken. */
   readonly inbox: Inbox = new Inbox();
   /** Its use of the receive budget (a gather turns metering off). */
@@ -63,7 +56,7 @@ export class Session implements LinkOwner {
   readonly #links = new Links();
   readonly #peer: Peer;
   readonly #maxFrameBytes: number;
-  readonly #acks: Acks = new Acks(() => this.#ack());
+  readonly #acks: Acks = new Acks(this.#links);
   #closing = false;
   #over = false;
   /** The session ended by a close frame from the peer or by close(). */
@@ -274,15 +267,6 @@ export class Session implements LinkOwner {
     this.#end(new PeerDisconnectedError(reason, { clientId: this.clientId }));
   }
 
-  /** Writes the ack of every message received so far, if one is due and the link is up. */
-  #ack(): void {
-    const link = this.#links.current;
-    const frame = this.#acks.take();
-    if (frame !== undefined && link !== undefined && link.queue.error === undefined) {
-      link.queue.push([frame]);
-    }
-  }
-
   /**
    * Whether reading must wait: the inbox is full.
    *
@@ -357,7 +341,7 @@ export class Session implements LinkOwner {
         ),
       );
     }, this.#grace);
-    this.onDrop?.(reason);
+    this.listener?.sessionDropped(reason);
   }
 
   /**
@@ -380,7 +364,7 @@ export class Session implements LinkOwner {
     this.outbox.fail(reason);
     const link = this.#links.current;
     if (link !== undefined) this.#links.drop(link, reason, false);
-    if (!this.#closing) this.onEnd?.(reason);
+    if (!this.#closing) this.listener?.sessionEnded?.(reason);
   }
 
   /**
@@ -404,7 +388,7 @@ export class Session implements LinkOwner {
       }
       const link = this.#links.current;
       if (link !== undefined && link.queue.error === undefined) {
-        this.#ack(); // what arrived meanwhile, so the peer need not keep it
+        this.#acks.flush(); // what arrived meanwhile, so the peer need not keep it
         link.queue.push([CLOSE_FRAME]);
         await Promise.race([link.queue.flush().catch(() => {}), pause]);
       }
