@@ -12,13 +12,18 @@
  *   applies to it); `rss_per_conn_compacted_kib`: the same after V8's
  *   last-resort GC, which compacts the heap (what the connections hold,
  *   without the holes the handshakes' garbage left);
+ *   `rss_per_conn_steady_kib`: the highest RSS over one more heartbeat
+ *   interval, sampled every 250 ms from 33 s to 48 s after the joins with no
+ *   GC forced (once V8's memory reducer gave the joins' young generation
+ *   back; a heartbeat's burst of pings falls in it), minus the same start;
  * - `round_ms`: the median of 20 rounds (after 5 untimed) of the seed's
  *   round, `{ round, weights: 1 KiB }` broadcast, every client replies with
  *   it, `gather()`; `broadcast_ms`: the median time its broadcast took to
  *   resolve (the rest of the round is the replies arriving).
  *
  * Prints one JSON line (`impl`, `bench`, `clients`, `round_ms`, `broadcast_ms`, `join_ms`,
- * `rss_per_conn_kib`, `rss_per_conn_compacted_kib`) and a human line; exits 1 when a floor is missed
+ * `rss_per_conn_kib`, `rss_per_conn_compacted_kib`, `rss_per_conn_steady_kib`) and a human
+ * line; exits 1 when a floor is missed
  * (round ≤ 300 ms, joins ≤ 2 s, ≤ 16 KiB per idle connection; not with
  * `--quick`). Needs a file descriptor limit above N + 100 in each process.
  *
@@ -40,6 +45,10 @@ const ROUNDS = Number(Deno.env.get("SCALE_ROUNDS") ?? 20);
 const CONCURRENT_JOINS = 200;
 /** How long the joined clients idle before the memory is measured. */
 const IDLE_MS = 18_000;
+/** The steady figure: the highest RSS between these times after the joins (one heartbeat interval). */
+const STEADY_FROM_MS = 33_000;
+const STEADY_TO_MS = 48_000;
+const SAMPLE_MS = 250;
 const quick = Deno.args.includes("--quick");
 const clientsArg = Deno.args.find((a) => a.startsWith("--clients="));
 const N = clientsArg !== undefined ? Number(clientsArg.slice(10)) : quick ? 1_000 : 10_000;
@@ -73,11 +82,20 @@ async function server(port: number, n: number): Promise<void> {
   });
   await server.ready({ timeout: 300_000 });
   const joinMs = last - first;
+  const readyAt = performance.now();
   // Idle past the heartbeat interval (15 s by default): an idle connection has
   // pinged once and given back its write memory.
   await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
   collect();
   const perConn = (rss() - before) / n / 1024;
+  // Idle on, sampling, with no GC forced: what the server holds once V8 gave
+  // the joins' memory back, with a heartbeat's burst of pings.
+  let steady = 0;
+  while (performance.now() - readyAt < STEADY_TO_MS) {
+    await new Promise((resolve) => setTimeout(resolve, SAMPLE_MS));
+    if (performance.now() - readyAt >= STEADY_FROM_MS) steady = Math.max(steady, rss());
+  }
+  const perConnSteady = (steady - before) / n / 1024;
   // The same after compaction: what the connections hold, without the holes
   // the handshakes' garbage left in the heap's pages.
   collect(true);
@@ -107,6 +125,7 @@ async function server(port: number, n: number): Promise<void> {
     join_ms: round3(joinMs),
     rss_per_conn_kib: round3(perConn),
     rss_per_conn_compacted_kib: round3(perConnCompacted),
+    rss_per_conn_steady_kib: round3(perConnSteady),
   }));
 }
 
@@ -154,14 +173,14 @@ else {
   }
   const line = text(s.stdout).split("\n").at(-1)!;
   console.log(line);
-  const result = JSON.parse(line) as Record<keyof typeof FLOORS, number>;
+  const result = JSON.parse(line) as Record<keyof typeof FLOORS, number> & Record<string, number>;
   const missed = (Object.keys(FLOORS) as (keyof typeof FLOORS)[])
     .filter((key) => result[key] > FLOORS[key]);
   console.log(
     `Scale (${N} clients with auth on one server): 1 KiB round ${result.round_ms} ms, ` +
       `${N} joins in ${result.join_ms} ms, ${result.rss_per_conn_kib} KiB RSS per idle ` +
-      `connection (${(result as Record<string, number>).rss_per_conn_compacted_kib} KiB ` +
-      `compacted) ` +
+      `connection (${result.rss_per_conn_compacted_kib} KiB compacted, ` +
+      `${result.rss_per_conn_steady_kib} KiB at most over a heartbeat interval once settled) ` +
       (quick
         ? "(--quick: floors not checked)"
         : `(floors ${FLOORS.round_ms} ms, ${FLOORS.join_ms} ms, ${FLOORS.rss_per_conn_kib} KiB)`),
