@@ -379,3 +379,38 @@ Deno.test("FrameReader() reads small and 3 MiB frames from a TCP connection", as
     }
   }
 });
+
+Deno.test("FrameReader.readSpace() offers more while reads fill it, up to 4 KiB, and readDone() counts them", async () => {
+  // 2,000 frames of 10 bytes: a source that always has more than it is offered.
+  const frames = concat(Array.from({ length: 2_000 }, (_, i) => frame(new Uint8Array(10).fill(i))));
+  let at = 0;
+  const source = {
+    read(p: Uint8Array): Promise<number | null> {
+      if (at >= frames.byteLength) return Promise.resolve(null);
+      const n = Math.min(p.byteLength, frames.byteLength - at);
+      p.set(frames.subarray(at, at + n));
+      at += n;
+      return Promise.resolve(n);
+    },
+  };
+  const reader = new FrameReader(source);
+  const offered: number[] = [];
+  let count = 0;
+  while (true) {
+    let body = reader.readBuffered();
+    while (body !== undefined) {
+      assert.deepStrictEqual(body, new Uint8Array(10).fill(count++));
+      body = reader.readBuffered();
+    }
+    const space = reader.readSpace()!;
+    offered.push(space.byteLength);
+    if (!reader.readDone(await source.read(space))) break;
+  }
+  assert.equal(count, 2_000);
+  // The buffer doubles after each read that filled it (less what a cut frame
+  // kept at its front), then stays at 4 KiB.
+  const sizes = offered.map((n) => 2 ** Math.ceil(Math.log2(n)));
+  assert.deepStrictEqual(sizes.slice(0, 5), [256, 512, 1024, 2048, 4096]);
+  assert.ok(offered.every((n) => n <= 4096), `offered ${Math.max(...offered)}`);
+  assert.ok(offered.length < 10 + frames.byteLength / 4000, `${offered.length} reads`);
+});
