@@ -98,8 +98,12 @@ export class Link {
 
   /** The read loop; settles once it stopped (after {@linkcode Link.drop}, or a failure). */
   get loop(): Promise<void> {
-    if (this.#stopped) return Promise.resolve();
-    return (this.#loopDone ??= Promise.withResolvers()).promise;
+    // The same promise every time (a session's table of stopping loops deletes it by identity).
+    if (this.#loopDone === undefined) {
+      this.#loopDone = Promise.withResolvers();
+      if (this.#stopped) this.#loopDone.resolve();
+    }
+    return this.#loopDone.promise;
   }
 
   /** Sends a ping; the latest ping's pong sets the keepalive's `rtt`. */
