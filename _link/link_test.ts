@@ -23,8 +23,8 @@ function recorder(): LinkOwner & { frames: number[][]; failed: unknown[] } {
   };
 }
 
-Deno.test("Link() hands over frames, then tells its owner the peer ended; Link.loop is one promise before and after", async () => {
-  await using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+/** A link on the accepted end of a loopback connection, and the connecting end. */
+async function linkPair(listener: Deno.TcpListener) {
   const accepting = listener.accept();
   const peer = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
   const owner = recorder();
@@ -33,6 +33,12 @@ Deno.test("Link() hands over frames, then tells its owner the peer ended; Link.l
     heartbeatMs: 0,
     idleTimeout: 0,
   });
+  return { link, owner, peer };
+}
+
+Deno.test("Link() hands over frames, then tells its owner the peer ended; Link.loop is one promise before and after", async () => {
+  await using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { link, owner, peer } = await linkPair(listener);
   const before = link.loop;
   await peer.write(new Uint8Array([0, 0, 0, 2, 7, 8, 0, 0, 0, 1, 9]));
   peer.close();
@@ -43,17 +49,12 @@ Deno.test("Link() hands over frames, then tells its owner the peer ended; Link.l
   link.drop(new Error("Done"));
 
   // A link whose loop had stopped before anyone waited: still one promise.
-  const accepting2 = listener.accept();
-  const peer2 = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
-  const owner2 = recorder();
-  const link2 = new Link(await accepting2, owner2, {
-    maxFrameBytes: 1024,
-    heartbeatMs: 0,
-    idleTimeout: 0,
-  });
-  peer2.close();
-  while (owner2.failed.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
-  assert.equal(link2.loop, link2.loop);
-  await link2.loop;
-  link2.drop(new Error("Done"));
+  const second = await linkPair(listener);
+  second.peer.close();
+  while (second.owner.failed.length === 0) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  assert.equal(second.link.loop, second.link.loop);
+  await second.link.loop;
+  second.link.drop(new Error("Done"));
 });

@@ -45,7 +45,10 @@ export class Acks {
     this.#links = links;
   }
 
-  /** Writes the ack of every message received so far, if one is due and the link is up. */
+  /**
+   * Writes the ack of every message received so far, if one is due and the
+   * link is up (also when a ping came: its pong goes after the ack).
+   */
   flush(): void {
     const link = this.#links.current;
     const frame = this.take();
@@ -95,11 +98,6 @@ export class Acks {
     this.#sent = this.received;
     this.#unackedBytes = 0;
     return setAckCount(ackScratch, this.#sent);
-  }
-
-  /** Sends the ack now if one is due (a ping came: its pong goes after the ack). */
-  flushDue(): void {
-    if (this.due) this.flush();
   }
 
   /** The peer learnt what we received from a resume handshake: that counts as acknowledged. */

@@ -67,8 +67,9 @@ export class Links {
     this.#lastRtt = link.keepalive.rtt ?? this.#lastRtt;
     link.drop(reason);
     const stopping = this.#stopping ??= new Set();
-    stopping.add(link.loop);
-    link.loop.finally(() => stopping.delete(link.loop));
+    const loop = link.loop;
+    stopping.add(loop);
+    loop.finally(() => stopping.delete(loop));
     if (link !== this.current) return;
     this.current = undefined;
     if (!failed) return;

@@ -329,7 +329,7 @@ export class Receiver implements ReadHooks {
     const size = body.byteLength;
     const clientId = this.#host.clientId;
     // A peer waiting for acks asks with a ping: the ack goes before the pong (§8.3).
-    if (kind === PING) this.#acks.flushDue();
+    if (kind === PING) this.#acks.flush();
     if (link.keepaliveFrame(body)) return;
     if (kind === ACK && size === ACK_BODY_BYTES) {
       this.#host.outbox.ack(ackCount(body), clientId);
